@@ -1,0 +1,36 @@
+"""`python -m alike_ros COMMAND ...`: one entry point for every tool of the package."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "extract": ("alike_ros.cli.extract", "extract features from image files into .npz files"),
+    "node": ("alike_ros.ros.node", "run the ROS 2 extractor node (accepts --ros-args)"),
+    "bag": ("alike_ros.bag.cli", "process, replay, generate and report rosbags"),
+    "train": ("alike_ros.training.cli", "train ALIKE weights"),
+    "evaluate": ("alike_ros.evaluation.cli", "evaluate weights against baselines"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m alike_ros COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The extractor: numpy image in; keypoints, scores, unit descriptors and per-stage timings out."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .detection.dkd import DetectorConfig, describe_dense, detect
+from .model.sparse_head import SparseHeadALNet
+from .model.weights import load_model
+from .sampling import interpolate
+
+Color = Literal["rgb", "bgr"]
+STAGES = ("preprocess", "network", "detection", "description")
+MAX_PIXELS = 50_000_000  # ~ 8K x 6K; beyond this the dense maps alone need several GiB
+
+
+@dataclass
+class Features:
+    keypoints: np.ndarray  # N x 2 float32, (x, y) pixels of the image as given
+    scores: np.ndarray  # N float32, descending
+    descriptors: np.ndarray  # N x D float32, unit length
+    image_size: tuple[int, int]  # (height, width) of the image as given
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks the first CUDA device when there is one; 'cuda[:N]' must exist."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    return dev
+
+
+def to_rgb_float(image: np.ndarray, color: Color = "rgb") -> np.ndarray:
+    """Validate an image and return it as H x W x 3 float32 RGB in [0, 1]."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
+    if color not in ("rgb", "bgr"):
+        raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"image must be H x W or H x W x 3, got shape {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image is empty (shape {image.shape})")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        raise ValueError(f"image of {image.shape[1]}x{image.shape[0]} exceeds {MAX_PIXELS} pixels; set a max side")
+    if image.dtype == np.uint8:
+        rgb = image.astype(np.float32) / 255.0
+    elif image.dtype == np.uint16:
+        rgb = image.astype(np.float32) / 65535.0
+    elif image.dtype in (np.float16, np.float32, np.float64):
+        rgb = image.astype(np.float32)
+        if not np.isfinite(rgb).all():
+            raise ValueError("image contains NaN or infinite values")
+        if rgb.min() < 0.0 or rgb.max() > 1.0:
+            raise ValueError(f"float images must lie in [0, 1], got [{rgb.min():g}, {rgb.max():g}]")
+    else:
+        raise ValueError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float")
+    if rgb.ndim == 2:
+        return np.repeat(rgb[..., None], 3, axis=2)
+    return rgb[..., ::-1] if color == "bgr" else rgb
+
+
+def resized_for(image: np.ndarray, max_side: int) -> np.ndarray:
+    """Downscale so the longer side is at most `max_side` (0: unchanged); area averaging avoids aliasing."""
+    h, w = image.shape[:2]
+    if max_side <= 0 or max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+class Extractor:
+    """ALIKE keypoints and descriptors for one image at a time, on the chosen device.
+
+    `sparse=True` (default) is the fast exact path: score map per branch, descriptors only at keypoints.
+    `sparse=False` is the straightforward port of upstream (dense head, dense normalisation), kept as the
+    reference the fast path is tested and benchmarked against.
+    """
+
+    def __init__(
+        self,
+        model: str = "alike-t",
+        weights: str | Path | None = None,
+        device: str = "auto",
+        half: bool = False,
+        detector: DetectorConfig | None = None,
+        max_side: int = 0,
+        sparse: bool = True,
+    ):
+        self.model_name = model
+        self.device = resolve_device(device)
+        if half and self.device.type != "cuda":
+            raise ValueError("half precision is supported on CUDA devices only")
+        self.half = half
+        self.detector = detector or DetectorConfig()
+        self.detector.validate()
+        if max_side < 0:
+            raise ValueError(f"max_side must be >= 0, got {max_side}")
+        self.max_side = max_side
+        self.sparse = sparse
+        self.net = load_model(model, weights)
+        self.descriptor_dim = self.net.cfg.dim
+        if sparse:
+            self.net = SparseHeadALNet(self.net)
+        self.net = self.net.to(self.device).eval()
+        if half:
+            self.net = self.net.half()
+
+    @contextmanager
+    def _stage(self, timings: dict[str, float], name: str):
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":  # kernels are asynchronous; charge them to their stage
+            torch.cuda.synchronize(self.device)
+        timings[name] = (time.perf_counter() - start) * 1e3
+
+    def _to_input(self, rgb: np.ndarray) -> torch.Tensor:
+        """1 x 3 x H' x W' tensor on the device, zero-padded at the bottom/right to multiples of 32."""
+        tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        h, w = rgb.shape[:2]
+        tensor = F.pad(tensor, (0, -w % 32, 0, -h % 32))
+        return tensor.half() if self.half else tensor
+
+    @torch.inference_mode()
+    def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
+        timings: dict[str, float] = {}
+        with self._stage(timings, "preprocess"):
+            rgb = to_rgb_float(image, color)
+            small = resized_for(rgb, self.max_side)
+            tensor = self._to_input(small)
+        h, w = small.shape[:2]
+        cfg = self.detector
+        with self._stage(timings, "network"):
+            if self.sparse:
+                logits, branches = self.net(tensor)
+            else:
+                logits, raw_desc = self.net(tensor)
+            scores = torch.sigmoid(logits[0, 0, :h, :w].float())
+        with self._stage(timings, "detection"):
+            keypoints, kp_scores = detect(scores, cfg)
+            order = torch.argsort(kp_scores, descending=True, stable=True)
+            keypoints, kp_scores = keypoints[order], kp_scores[order]
+        with self._stage(timings, "description"):
+            if self.sparse:
+                descriptors = F.normalize(
+                    interpolate(lambda px: self.net.descriptors_at(branches, px), keypoints, h, w), dim=1
+                )
+            else:
+                descriptors = describe_dense(F.normalize(raw_desc[0, :, :h, :w].float(), dim=0), keypoints)
+            keypoints_np = keypoints.cpu().numpy()
+            result = Features(
+                keypoints=self._to_original_pixels(keypoints_np, rgb.shape[:2], (h, w)),
+                scores=kp_scores.cpu().numpy(),
+                descriptors=descriptors.cpu().numpy(),
+                image_size=rgb.shape[:2],
+                timings=timings,
+            )
+        timings["total"] = sum(timings[s] for s in STAGES)
+        return result
+
+    @staticmethod
+    def _to_original_pixels(points: np.ndarray, original: tuple[int, int], used: tuple[int, int]) -> np.ndarray:
+        """Map pixels of the resized image back to the image as given (pixel-centre convention of cv2.resize)."""
+        if original == used:
+            return points.astype(np.float32)
+        scale = np.array([original[1] / used[1], original[0] / used[0]], dtype=np.float64)
+        return ((points + 0.5) * scale - 0.5).astype(np.float32)

@@ -104,12 +104,15 @@ class ALNet(nn.Module):
         x2 = self.block2(F.max_pool2d(x1, 2))
         x3 = self.block3(F.max_pool2d(x2, 4))
         x4 = self.block4(F.max_pool2d(x3, 4))
-        return [F.relu(conv(x)) for conv, x in zip((self.conv1, self.conv2, self.conv3, self.conv4), (x1, x2, x3, x4))]
+        return [
+            F.relu(conv(x))
+            for conv, x in zip((self.conv1, self.conv2, self.conv3, self.conv4), (x1, x2, x3, x4), strict=True)
+        ]
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         """Full-resolution aggregated features (dim channels), the input of the head."""
         b1, *coarse = self.branches(image)
-        feats = torch.cat([b1] + [upsample(b, f) for b, f in zip(coarse, UPSAMPLE_FACTORS)], dim=1)
+        feats = torch.cat([b1] + [upsample(b, f) for b, f in zip(coarse, UPSAMPLE_FACTORS, strict=True)], dim=1)
         if not self.cfg.single_head:
             feats = F.relu(self.convhead1(feats))
         return feats

@@ -58,7 +58,7 @@ class SparseHeadALNet(nn.Module):
         if self.single_head:
             parts = self.score_weight.chunk(4, dim=1)  # the score row split per branch
             logits = F.conv2d(maps[0], parts[0])
-            for part, branch, factor in zip(parts[1:], maps[1:], UPSAMPLE_FACTORS):
+            for part, branch, factor in zip(parts[1:], maps[1:], UPSAMPLE_FACTORS, strict=True):
                 logits = logits + upsample(F.conv2d(branch, part), factor)
         else:
             logits = F.conv2d(self.net.features(image), self.score_weight)

@@ -1,0 +1,52 @@
+"""Shared fixtures. Tests that need ../shared (upstream reference data) skip with a reason when it is absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alike_ros.model.weights import bundled_weights_path
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REFERENCE = SHARED / "reference"
+PHOTOS = SHARED / "data" / "photos"
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared reference data is only on project machines)")
+    return path
+
+
+@pytest.fixture
+def reference_dir() -> Path:
+    return require(REFERENCE)
+
+
+@pytest.fixture
+def upstream_weights():
+    """Path of an upstream checkpoint by model name, for exactness tests only."""
+    return lambda model: require(REFERENCE / "weights" / f"{model}.pth")
+
+
+@pytest.fixture
+def bundled_weights():
+    """Path of the project's own bundled weights by model name; skips if that variant ships none."""
+    return lambda model: require(bundled_weights_path(model))
+
+
+@pytest.fixture
+def textured_image() -> np.ndarray:
+    """A deterministic 240 x 320 grey image with blobs and corners, as uint8."""
+    rng = np.random.default_rng(7)
+    image = np.zeros((240, 320), np.float32)
+    yy, xx = np.mgrid[:240, :320]
+    for _ in range(60):
+        cx, cy, s = rng.uniform(10, 310), rng.uniform(10, 230), rng.uniform(2, 6)
+        image += rng.uniform(0.3, 1.0) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))
+    for _ in range(12):
+        x0, y0 = rng.integers(0, 280), rng.integers(0, 200)
+        image[y0 : y0 + rng.integers(10, 40), x0 : x0 + rng.integers(10, 40)] += 0.5
+    return (np.clip(image / image.max(), 0, 1) * 255).astype(np.uint8)

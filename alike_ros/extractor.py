@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -148,35 +150,50 @@ class Extractor:
         tensor = F.pad(tensor, (0, -w % 32, 0, -h % 32))
         return tensor.half() if self.half else tensor
 
+    def _prepare(self, image: np.ndarray, color: Color) -> tuple[np.ndarray, torch.Tensor, tuple[int, int]]:
+        """The validated RGB image, the network input, and the (height, width) the network sees."""
+        rgb = to_rgb_float(image, color)
+        small = resized_for(rgb, self.max_side)
+        return rgb, self._to_input(small), small.shape[:2]
+
+    def _network(self, tensor: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, Callable]:
+        """The H x W sigmoid score map and a function giving unit descriptors at sub-pixel keypoints."""
+        if self.sparse:
+            logits, branches = self.net(tensor)
+
+            def describe(keypoints: torch.Tensor) -> torch.Tensor:
+                at_pixels = partial(self.net.descriptors_at, branches)
+                return F.normalize(interpolate(at_pixels, keypoints, h, w), dim=1)
+        else:
+            logits, raw = self.net(tensor)
+            dense = F.normalize(raw[0, :, :h, :w].float(), dim=0)
+
+            def describe(keypoints: torch.Tensor) -> torch.Tensor:
+                return describe_dense(dense, keypoints)
+
+        return torch.sigmoid(logits[0, 0, :h, :w].float()), describe
+
+    @torch.inference_mode()
+    def score_map(self, image: np.ndarray, color: Color = "rgb") -> np.ndarray:
+        """The dense sigmoid score map of the image the network sees (after any resize)."""
+        _, tensor, (h, w) = self._prepare(image, color)
+        return self._network(tensor, h, w)[0].cpu().numpy()
+
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
         timings: dict[str, float] = {}
         with self._stage(timings, "preprocess"):
-            rgb = to_rgb_float(image, color)
-            small = resized_for(rgb, self.max_side)
-            tensor = self._to_input(small)
-        h, w = small.shape[:2]
-        cfg = self.detector
+            rgb, tensor, (h, w) = self._prepare(image, color)
         with self._stage(timings, "network"):
-            if self.sparse:
-                logits, branches = self.net(tensor)
-            else:
-                logits, raw_desc = self.net(tensor)
-            scores = torch.sigmoid(logits[0, 0, :h, :w].float())
+            scores, describe = self._network(tensor, h, w)
         with self._stage(timings, "detection"):
-            keypoints, kp_scores = detect(scores, cfg)
+            keypoints, kp_scores = detect(scores, self.detector)
             order = torch.argsort(kp_scores, descending=True, stable=True)
             keypoints, kp_scores = keypoints[order], kp_scores[order]
         with self._stage(timings, "description"):
-            if self.sparse:
-                descriptors = F.normalize(
-                    interpolate(lambda px: self.net.descriptors_at(branches, px), keypoints, h, w), dim=1
-                )
-            else:
-                descriptors = describe_dense(F.normalize(raw_desc[0, :, :h, :w].float(), dim=0), keypoints)
-            keypoints_np = keypoints.cpu().numpy()
+            descriptors = describe(keypoints)
             result = Features(
-                keypoints=self._to_original_pixels(keypoints_np, rgb.shape[:2], (h, w)),
+                keypoints=self._to_original_pixels(keypoints.cpu().numpy(), rgb.shape[:2], (h, w)),
                 scores=kp_scores.cpu().numpy(),
                 descriptors=descriptors.cpu().numpy(),
                 image_size=rgb.shape[:2],

@@ -50,3 +50,10 @@ def textured_image() -> np.ndarray:
         x0, y0 = rng.integers(0, 280), rng.integers(0, 200)
         image[y0 : y0 + rng.integers(10, 40), x0 : x0 + rng.integers(10, 40)] += 0.5
     return (np.clip(image / image.max(), 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def alike_t_weights() -> Path:
+    """alike-t weights for behaviour tests: the bundled ones, else upstream's, else skip."""
+    bundled = bundled_weights_path("alike-t")
+    return bundled if bundled.is_file() else require(REFERENCE / "weights" / "alike-t.pth")

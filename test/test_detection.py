@@ -1,0 +1,105 @@
+"""DKD on hand-made score maps: NMS windows, border, selection semantics, sub-pixel refinement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alike_ros.detection.dkd import DetectorConfig, detect, max_filter, select_peaks, simple_nms
+
+
+def peaks_map(points: list[tuple[int, int, float]], size=(64, 80)) -> torch.Tensor:
+    scores = torch.zeros(size)
+    for x, y, s in points:
+        scores[y, x] = s
+    return scores
+
+
+def test_max_filter_equals_2d_max_pool():
+    x = torch.rand(1, 37, 53)
+    for window in (3, 5, 7, 9):
+        expected = torch.nn.functional.max_pool2d(x, window, stride=1, padding=window // 2)
+        assert torch.equal(max_filter(x, window), expected)
+
+
+@pytest.mark.parametrize("window", [3, 5, 7, 9])
+def test_nms_survivors_are_farther_apart_than_the_radius(window):
+    scores = torch.rand(96, 128)
+    kept = torch.nonzero(simple_nms(scores, window) > 0).float()
+    chebyshev = torch.cdist(kept, kept, p=float("inf"))
+    chebyshev.fill_diagonal_(float("inf"))
+    assert chebyshev.min() > window // 2
+    # larger windows keep fewer peaks
+    if window > 3:
+        assert len(kept) < (simple_nms(scores, window - 2) > 0).sum()
+
+
+def test_nms_keeps_isolated_peaks_and_drops_their_neighbours():
+    scores = peaks_map([(20, 20, 0.9), (22, 20, 0.5), (40, 30, 0.6)])
+    nms = simple_nms(scores, 5)
+    assert nms[20, 20] == pytest.approx(0.9) and nms[30, 40] == pytest.approx(0.6)
+    assert nms[20, 22] == 0  # within the 5x5 window of a stronger peak
+    assert simple_nms(scores, 3)[20, 22] == pytest.approx(0.5)  # outside a 3x3 window
+
+
+def test_threshold_mode_is_strict_and_sorted():
+    scores = peaks_map([(10, 10, 0.3), (30, 10, 0.2), (50, 10, 0.7), (10, 40, 0.25)])
+    peaks = select_peaks(simple_nms(scores, 5), DetectorConfig(top_k=-1, score_threshold=0.2))
+    assert peaks.tolist() == [[50, 10], [10, 10], [10, 40]]  # 0.2 is not above 0.2
+
+
+def test_top_k_and_cap():
+    pts = [(8 + 6 * i, 20, 0.1 + 0.01 * i) for i in range(10)]
+    nms = simple_nms(peaks_map(pts), 5)
+    top3 = select_peaks(nms, DetectorConfig(top_k=3, score_threshold=0.0))
+    assert top3[:, 0].tolist() == [62, 56, 50]
+    capped = select_peaks(nms, DetectorConfig(top_k=-1, score_threshold=0.0, max_keypoints=4))
+    assert capped[:, 0].tolist() == [62, 56, 50, 44]
+    assert len(select_peaks(nms, DetectorConfig(top_k=100, score_threshold=0.15))) == 4  # threshold still applies
+
+
+def test_border_is_upstreams_asymmetric_margin():
+    h, w = 64, 80
+    pts = [(2, 30, 0.9), (3, 40, 0.9), (w - 3, 30, 0.9), (w - 2, 40, 0.9), (40, 2, 0.9), (40, h - 3, 0.9)]
+    peaks = select_peaks(simple_nms(peaks_map(pts, (h, w)), 5), DetectorConfig(score_threshold=0.5))
+    assert sorted(map(tuple, peaks.tolist())) == sorted([(3, 40), (w - 3, 30), (40, h - 3)])
+    wide = select_peaks(simple_nms(peaks_map(pts, (h, w)), 5), DetectorConfig(score_threshold=0.5, border=8))
+    assert len(wide) == 0
+
+
+@pytest.mark.parametrize("window", [3, 5, 7])
+@pytest.mark.parametrize("offset", [(0.3, -0.2), (-0.45, 0.4), (0.0, 0.0)])
+def test_soft_argmax_recovers_a_subpixel_peak(window, offset):
+    """Scores T * log(gaussian) make the softmax a discrete gaussian centred on the true peak."""
+    cfg = DetectorConfig(window_size=window, score_threshold=0.8)  # only the true peak clears it
+    true = np.array([40 + offset[0], 30 + offset[1]])
+    yy, xx = np.mgrid[:64, :80]
+    sigma = 0.6
+    log_gauss = -((xx - true[0]) ** 2 + (yy - true[1]) ** 2) / (2 * sigma**2)
+    scores = torch.from_numpy(np.clip(0.9 + cfg.temperature * log_gauss, 0, 1)).float()
+    keypoints, kp_scores = detect(scores, cfg)
+    assert len(keypoints) == 1
+    # a 3x3 window truncates the gaussian tail, which biases it towards the integer peak
+    np.testing.assert_allclose(keypoints[0].numpy(), true, atol=0.1 if window == 3 else 0.01)
+    # the score is re-sampled bilinearly at the refined position
+    (x, y), s = keypoints[0].tolist(), scores.numpy()
+    x0, y0, fx, fy = int(x), int(y), x - int(x), y - int(y)
+    expected = (s[y0, x0] * (1 - fx) + s[y0, x0 + 1] * fx) * (1 - fy) + (
+        s[y0 + 1, x0] * (1 - fx) + s[y0 + 1, x0 + 1] * fx
+    ) * fy
+    assert kp_scores[0].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_config_validation():
+    for bad in (
+        dict(window_size=4),
+        dict(window_size=1),
+        dict(max_keypoints=0),
+        dict(score_threshold=1.0),
+        dict(score_threshold=-0.1),
+        dict(border=-1),
+        dict(temperature=0.0),
+    ):
+        with pytest.raises(ValueError):
+            DetectorConfig(**bad).validate()

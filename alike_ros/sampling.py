@@ -31,7 +31,8 @@ def interpolate(
 ) -> torch.Tensor:
     """Bilinear interpolation of any per-pixel quantity: `values_at` maps M x 2 integer pixels to M x C."""
     corners, weights = bilinear_corners(points, height, width)
-    values = values_at(corners.reshape(-1, 2)).reshape(len(points), 4, -1)
+    values = values_at(corners.reshape(-1, 2))
+    values = values.reshape(len(points), 4, values.shape[-1])
     return (weights[..., None] * values).sum(dim=1)
 
 

@@ -1,0 +1,147 @@
+"""The extractor's input handling, device logic and output contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alike_ros.detection.dkd import DetectorConfig
+from alike_ros.extractor import Extractor, resolve_device, to_rgb_float
+from alike_ros.model.weights import WeightsError, load_model
+
+
+@pytest.fixture
+def extractor(alike_t_weights) -> Extractor:
+    return Extractor("alike-t", alike_t_weights, "cpu", detector=DetectorConfig(top_k=300, score_threshold=0.0))
+
+
+def test_output_contract(extractor, textured_image):
+    f = extractor(textured_image)
+    assert f.keypoints.dtype == np.float32 and f.keypoints.shape == (len(f), 2)
+    assert f.descriptors.dtype == np.float32 and f.descriptors.shape == (len(f), 64)
+    np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-5)
+    assert np.all(np.diff(f.scores) <= 0) and np.all((f.scores >= 0) & (f.scores <= 1))
+    assert 0 < len(f) <= 300
+    assert set(f.timings) == {"preprocess", "network", "detection", "description", "total"}
+    assert f.image_size == textured_image.shape
+
+
+def test_grey_colour_and_depth_variants_agree(extractor, textured_image):
+    grey = extractor(textured_image)
+    rgb = np.repeat(textured_image[..., None], 3, axis=2)
+    for variant, color in [
+        (rgb, "rgb"),
+        (rgb, "bgr"),
+        (textured_image.astype(np.uint16) * 257, "rgb"),
+        (textured_image.astype(np.float32) / 255, "rgb"),
+    ]:
+        f = extractor(variant, color=color)
+        np.testing.assert_allclose(f.keypoints, grey.keypoints, atol=1e-4)
+
+
+def test_bgr_is_reversed_rgb(extractor, textured_image):
+    rng = np.random.default_rng(0)
+    colour = np.stack([textured_image, rng.permutation(textured_image), textured_image // 2], axis=2)
+    a = extractor(colour, color="rgb")
+    b = extractor(np.ascontiguousarray(colour[..., ::-1]), color="bgr")
+    np.testing.assert_array_equal(a.keypoints, b.keypoints)
+
+
+def test_any_size_is_padded_and_cropped(extractor, textured_image):
+    odd = textured_image[:201, :267]
+    f = extractor(odd)
+    assert len(f) > 0
+    assert f.keypoints[:, 0].max() < 267 and f.keypoints[:, 1].max() < 201
+    tiny = extractor(textured_image[:4, :4])
+    assert len(tiny) == 0  # smaller than the refinement window: no keypoints, no error
+
+
+def test_resize_maps_keypoints_back_to_original_pixels(alike_t_weights, textured_image):
+    cfg = DetectorConfig(top_k=200, score_threshold=0.0)
+    native = Extractor("alike-t", alike_t_weights, "cpu", detector=cfg)(textured_image)
+    # 2x2 blocks: area downscaling gives back exactly the native image
+    big = textured_image.repeat(2, axis=0).repeat(2, axis=1)
+    resized = Extractor("alike-t", alike_t_weights, "cpu", detector=cfg, max_side=320)(big)
+    assert resized.image_size == big.shape
+    # a keypoint at p in the native image is at 2p + 0.5 in the 2x image (pixel-centre convention)
+    np.testing.assert_allclose(resized.keypoints, native.keypoints * 2 + 0.5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((0, 10), np.uint8), "empty"),
+        (np.zeros((10, 10, 4), np.uint8), "H x W"),
+        (np.zeros((2, 10, 10, 3), np.uint8), "H x W"),
+        (np.zeros((10, 10), np.int32), "dtype"),
+        (np.full((10, 10), np.nan, np.float32), "NaN"),
+        (np.full((10, 10), 2.0, np.float32), r"\[0, 1\]"),
+        (np.zeros((9000, 9000), np.uint8), "exceeds"),
+    ],
+)
+def test_bad_images_raise_clear_errors(bad, message):
+    with pytest.raises(ValueError, match=message):
+        to_rgb_float(bad)
+
+
+def test_not_an_array_and_bad_colour():
+    with pytest.raises(TypeError):
+        to_rgb_float([[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match="color"):
+        to_rgb_float(np.zeros((4, 4, 3), np.uint8), color="hsv")
+
+
+def test_device_resolution(monkeypatch):
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="unsupported|invalid"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="not available"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_device("cuda:2")
+
+
+def test_half_needs_cuda(alike_t_weights):
+    with pytest.raises(ValueError, match="CUDA"):
+        Extractor("alike-t", alike_t_weights, "cpu", half=True)
+
+
+def test_weights_errors_name_the_problem(tmp_path, alike_t_weights):
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_model("alike-t", tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="cannot read"):
+        load_model("alike-t", tmp_path / "junk.pth")
+    with pytest.raises(WeightsError, match="does not fit alike-n"):
+        load_model("alike-n", alike_t_weights)
+    with pytest.raises(ValueError, match="unknown model"):
+        load_model("alike-x", alike_t_weights)
+
+
+def test_missing_bundled_weights_name_the_model(monkeypatch, tmp_path):
+    import alike_ros.model.weights as weights
+
+    monkeypatch.setattr(weights, "bundled_weights_path", lambda model: tmp_path / f"{model}.pth")
+    with pytest.raises(WeightsError, match="alike-s"):
+        weights.load_model("alike-s")
+
+
+def test_integer_translation_equivariance(extractor, textured_image):
+    """Shifting by the network's coarsest stride (32 px) moves interior keypoints by exactly the shift,
+    up to the align_corners upsampling of the coarse branches, which depends on the image size."""
+    big = np.pad(textured_image, 48, mode="reflect")
+    a = extractor(big)
+    b = extractor(np.ascontiguousarray(big[32:, 32:]))
+    moved = a.keypoints - 32
+    h, w = b.image_size
+    inside = (moved[:, 0] > 40) & (moved[:, 1] > 40) & (moved[:, 0] < w - 40) & (moved[:, 1] < h - 40)
+    dist = torch.cdist(torch.from_numpy(moved[inside]), torch.from_numpy(b.keypoints)).min(dim=1).values
+    assert inside.sum() > 20
+    assert (dist < 0.5).float().mean() > 0.9

@@ -1,0 +1,90 @@
+"""Mutual nearest-neighbour matcher and the frame-to-frame tracker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alike_ros.extractor import Features
+from alike_ros.matching.matcher import Matcher, MatcherConfig
+from alike_ros.matching.tracker import Tracker
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def random_descriptors(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
+    return unit(np.random.default_rng(seed).normal(size=(n, dim)))
+
+
+def test_permutation_is_recovered():
+    d0 = random_descriptors(200)
+    perm = np.random.default_rng(1).permutation(200)
+    m = Matcher()(d0, d0[perm])
+    assert len(m) == 200
+    assert np.array_equal(perm[m.indices[:, 1]], m.indices[:, 0])
+    np.testing.assert_allclose(m.similarity, 1.0, atol=1e-5)
+
+
+def test_no_leaked_match_below_the_threshold():
+    """Upstream's demo matcher reports (0, 0) when row 0 and column 0 have no similarity >= 0.9."""
+    d0 = np.eye(4, 8, dtype=np.float32)
+    d1 = np.eye(4, 8, k=4, dtype=np.float32)  # orthogonal to every row of d0: all similarities 0
+    assert len(Matcher(MatcherConfig(min_similarity=0.9))(d0, d1)) == 0
+    d1[1] = d0[1]
+    m = Matcher(MatcherConfig(min_similarity=0.9))(d0, d1)
+    assert m.indices.tolist() == [[1, 1]]
+
+
+def test_mutual_check_and_ratio_test():
+    d1 = unit(np.array([[1.0, 0, 0], [0.95, 0.3, 0], [0, 0, 1]]))
+    d0 = unit(np.array([[1.0, 0.1, 0], [0.96, 0.28, 0]]))
+    both = Matcher(MatcherConfig(mutual=False))(d0, d1)
+    assert both.indices.tolist() == [[0, 0], [1, 1]]
+    # distances to the two nearest columns: row 0 0.100 / 0.206 (ratio 0.48), row 1 0.022 / 0.283 (ratio 0.08)
+    assert Matcher(MatcherConfig(ratio=0.3))(d0, d1).indices.tolist() == [[1, 1]]
+    assert Matcher(MatcherConfig(ratio=0.05))(d0, d1).indices.tolist() == []
+    # without column 1, both rows want column 0; only the closer (row 0) is mutual
+    assert Matcher()(d0, d1[[0, 2]]).indices.tolist() == [[0, 0]]
+    assert Matcher(MatcherConfig(mutual=False))(d0, d1[[0, 2]]).indices.tolist() == [[0, 0], [1, 0]]
+
+
+def test_empty_and_mismatched_inputs():
+    assert len(Matcher()(np.zeros((0, 64), np.float32), random_descriptors(3))) == 0
+    with pytest.raises(ValueError, match="sizes differ"):
+        Matcher()(random_descriptors(3, 64), random_descriptors(3, 128))
+    for bad in (dict(min_similarity=1.5), dict(ratio=0.0), dict(ratio=1.2)):
+        with pytest.raises(ValueError):
+            MatcherConfig(**bad).validate()
+
+
+def frame(desc: np.ndarray, size=(100, 100)) -> Features:
+    pts = np.random.default_rng(len(desc)).uniform(0, 99, (len(desc), 2)).astype(np.float32)
+    return Features(pts, np.linspace(1, 0, len(desc), dtype=np.float32), desc, size)
+
+
+def test_tracks_continue_and_new_ids_are_fresh():
+    tracker = Tracker(Matcher(MatcherConfig(min_similarity=0.9)))
+    d = random_descriptors(10)
+    first = tracker.update(frame(d))
+    assert first.track_ids.tolist() == list(range(10)) and len(first.matches) == 0
+    new = random_descriptors(3, seed=5)
+    second = tracker.update(frame(np.concatenate([d[[4, 2, 7]], new])))
+    assert second.track_ids[:3].tolist() == [4, 2, 7]
+    assert second.track_lengths.tolist() == [2, 2, 2, 1, 1, 1]
+    assert set(second.track_ids[3:]) == {10, 11, 12}
+    third = tracker.update(frame(second.features.descriptors))
+    assert third.track_lengths[:3].tolist() == [3, 3, 3]
+
+
+def test_reset_and_size_change_start_new_tracks():
+    tracker = Tracker(Matcher())
+    d = random_descriptors(5)
+    tracker.update(frame(d))
+    resized = tracker.update(frame(d, size=(50, 80)))
+    assert len(resized.matches) == 0 and resized.previous is None
+    assert set(resized.track_ids).isdisjoint(range(5))
+    tracker.reset()
+    after = tracker.update(frame(d, size=(50, 80)))
+    assert len(after.matches) == 0 and after.track_lengths.max() == 1

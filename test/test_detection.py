@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from alike_ros.detection.dkd import DetectorConfig, detect, max_filter, select_peaks, simple_nms
+from alike_ros.detection.dkd import (
+    DetectorConfig,
+    detect,
+    max_filter,
+    select_peaks,
+    separable_max_filter,
+    simple_nms,
+)
 
 
 def peaks_map(points: list[tuple[int, int, float]], size=(64, 80)) -> torch.Tensor:
@@ -17,10 +24,11 @@ def peaks_map(points: list[tuple[int, int, float]], size=(64, 80)) -> torch.Tens
 
 
 def test_max_filter_equals_2d_max_pool():
-    x = torch.rand(1, 37, 53)
+    x = torch.rand(37, 53) - 2  # negative values: the border padding must never win
     for window in (3, 5, 7, 9):
-        expected = torch.nn.functional.max_pool2d(x, window, stride=1, padding=window // 2)
-        assert torch.equal(max_filter(x, window), expected)
+        expected = torch.nn.functional.max_pool2d(x[None], window, stride=1, padding=window // 2)[0]
+        assert torch.equal(max_filter(x, window), expected)  # OpenCV on the CPU
+        assert torch.equal(separable_max_filter(x, window), expected)  # the path CUDA devices take
 
 
 @pytest.mark.parametrize("window", [3, 5, 7, 9])

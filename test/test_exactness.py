@@ -36,13 +36,13 @@ def upstream_settings(settings: dict) -> DetectorConfig:
     return DetectorConfig(top_k=-1, score_threshold=settings["scores_th"], max_keypoints=settings["n_limit"])
 
 
-def run_case(case: str, sparse: bool, reference_dir: Path, upstream_weights):
+def run_case(case: str, fast: bool, reference_dir: Path, upstream_weights):
     ref = np.load(reference_dir / "outputs" / f"{case}.npz")
     settings = json.loads(str(ref["settings"]))
     model = settings["model"]
     stem = case.removeprefix(f"{model}_").rsplit("_", 1)[0]
     image = cv2.imread(str(reference_dir / "images" / IMAGES[stem]))  # BGR, as upstream's demo reads it
-    extractor = Extractor(model, upstream_weights(model), "cpu", detector=upstream_settings(settings), sparse=sparse)
+    extractor = Extractor(model, upstream_weights(model), "cpu", detector=upstream_settings(settings), fast=fast)
     return ref, extractor, image
 
 

@@ -47,7 +47,7 @@ class SparseHeadALNet(nn.Module):
         super().__init__()
         self.net = fold_batchnorm(net)
         self.single_head = net.cfg.single_head
-        head = self.net.convhead2.weight[:, :, 0, 0]  # (dim + 1) x dim
+        head = self.net.convhead2.weight.detach()[:, :, 0, 0]  # (dim + 1) x dim
         self.register_buffer("desc_weight", head[:-1].clone())
         # the score row split per branch, as 1x1 conv weights, for the single-head shortcut
         self.register_buffer("score_weight", head[-1:, :, None, None].clone())

@@ -1,0 +1,102 @@
+"""Per-stage extractor timings at 640x480 for each variant: the fast path against the straightforward port.
+
+    python benchmarks/bench_extractor.py [--models alike-t,alike-n] [--runs 20] [--threads 2] [--write]
+
+Both paths run in the same process on the same frames, so their ratio is measured under identical
+conditions. Weights: the bundled ones, or upstream checkpoints from ../shared/reference when a variant
+ships none (speed does not depend on the weight values). `--write` updates BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from alike_ros.detection.dkd import DetectorConfig
+from alike_ros.extractor import STAGES, Extractor
+from alike_ros.model.weights import bundled_weights_path
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "reference"
+MARK_BEGIN, MARK_END = "<!-- extractor-benchmark:begin -->", "<!-- extractor-benchmark:end -->"
+
+
+def test_frames() -> list[np.ndarray]:
+    """Two real 640x480 frames when ../shared is present, else textured noise (same cost per pixel)."""
+    photo = REFERENCE / "images" / "photo_valendas_640x480.png"
+    kitti = REFERENCE / "images" / "kitti_000100.png"
+    if photo.exists() and kitti.exists():
+        return [cv2.imread(str(photo)), cv2.resize(cv2.imread(str(kitti)), (640, 480))]
+    rng = np.random.default_rng(0)
+    return [cv2.GaussianBlur(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), (5, 5), 1.5) for _ in range(2)]
+
+
+def weights_for(model: str) -> Path:
+    bundled = bundled_weights_path(model)
+    return bundled if bundled.is_file() else REFERENCE / "weights" / f"{model}.pth"
+
+
+def time_path(extractor: Extractor, frames: list[np.ndarray], runs: int) -> dict[str, float]:
+    for frame in frames:  # warm-up: allocator, oneDNN primitive caches
+        extractor(frame, color="bgr")
+    samples: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
+    for i in range(runs):
+        timings = extractor(frames[i % len(frames)], color="bgr").timings
+        for stage, ms in timings.items():
+            samples[stage].append(ms)
+    return {stage: statistics.median(values) for stage, values in samples.items()}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="alike-t,alike-s,alike-n,alike-l")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--top-k", type=int, default=1000)
+    p.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    frames = test_frames()
+    detector = DetectorConfig(top_k=args.top_k, score_threshold=0.0)
+    rows = []
+    for model in args.models.split(","):
+        result = {}
+        for name, fast in (("port", False), ("fast", True)):
+            extractor = Extractor(model, weights_for(model), "cpu", detector=detector, fast=fast)
+            result[name] = time_path(extractor, frames, args.runs)
+        rows.append((model, result))
+        print(model, {k: {s: round(v, 1) for s, v in r.items()} for k, r in result.items()}, flush=True)
+
+    lines = [
+        f"Command: `{' '.join(['python', 'benchmarks/bench_extractor.py', *sys.argv[1:]])}`  ",
+        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} runs (ms).",
+        "",
+        "| model | path | preprocess | network | detection | description | total | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model, result in rows:
+        for name in ("port", "fast"):
+            r = result[name]
+            speedup = result["port"]["total"] / r["total"]
+            cells = " | ".join(f"{r[s]:.1f}" for s in (*STAGES, "total"))
+            lines.append(f"| {model} | {name} | {cells} | {speedup:.1f}x |")
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        path = ROOT / "BENCHMARKS.md"
+        text = path.read_text()
+        start, end = text.index(MARK_BEGIN) + len(MARK_BEGIN), text.index(MARK_END)
+        path.write_text(text[:start] + "\n" + table + "\n" + text[end:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

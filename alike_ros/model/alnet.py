@@ -111,7 +111,11 @@ class ALNet(nn.Module):
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         """Full-resolution aggregated features (dim channels), the input of the head."""
-        b1, *coarse = self.branches(image)
+        return self.aggregate(self.branches(image))
+
+    def aggregate(self, branches: list[torch.Tensor]) -> torch.Tensor:
+        """Upsample the coarse branches to full resolution and concatenate (then alike-l's extra layer)."""
+        b1, *coarse = branches
         feats = torch.cat([b1] + [upsample(b, f) for b, f in zip(coarse, UPSAMPLE_FACTORS, strict=True)], dim=1)
         if not self.cfg.single_head:
             feats = F.relu(self.convhead1(feats))

@@ -61,7 +61,7 @@ class SparseHeadALNet(nn.Module):
             for part, branch, factor in zip(parts[1:], maps[1:], UPSAMPLE_FACTORS, strict=True):
                 logits = logits + upsample(F.conv2d(branch, part), factor)
         else:
-            logits = F.conv2d(self.net.features(image), self.score_weight)
+            logits = F.conv2d(self.net.aggregate(maps), self.score_weight)
         return logits, Branches(maps, image.shape[2], image.shape[3])
 
     def features_at(self, branches: Branches, pixels: torch.Tensor) -> torch.Tensor:

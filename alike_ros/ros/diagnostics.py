@@ -1,0 +1,186 @@
+"""Latency and health figures of the node, thread-safe, readable from Python and as a DiagnosticStatus.
+
+Times of arrival are on the node's clock (nanoseconds), so rates and ages follow `use_sim_time`; stage
+durations are wall-clock milliseconds measured around the work itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+STAGES = ("conversion", "preprocessing", "network", "detection", "description", "matching", "publishing")
+END_TO_END = "end_to_end"  # from the header stamp to the publication of `features`, on the node clock
+DROP_REASONS = ("superseded", "bad_input", "model_failure")
+RATE_SPAN_NS = 5_000_000_000  # rates count the arrivals of the last 5 s
+
+
+@dataclass
+class LatencySummary:
+    count: int = 0
+    mean: float = 0.0
+    p50: float = 0.0
+    p95: float = 0.0
+    max: float = 0.0
+
+    @classmethod
+    def of(cls, samples: deque[float]) -> LatencySummary:
+        if not samples:
+            return cls()
+        values = np.fromiter(samples, dtype=np.float64)
+        p50, p95 = np.percentile(values, (50, 95))
+        return cls(len(values), float(values.mean()), float(p50), float(p95), float(values.max()))
+
+
+@dataclass
+class Snapshot:
+    """Everything /diagnostics reports, as numbers (latencies in ms, rates in Hz)."""
+
+    latency: dict[str, LatencySummary]  # every stage of STAGES and END_TO_END
+    received: int
+    processed: int
+    dropped: dict[str, int]  # by reason, since start
+    dropped_in_period: int  # since the last diagnostics message
+    model_failures_in_period: int
+    input_rate: float
+    processing_rate: float
+    seconds_since_last_frame: float | None  # None before the first frame
+    last_error: str
+    level: int = DiagnosticStatus.OK
+    message: str = "OK"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+def _rate(times: deque[int], now_ns: int) -> float:
+    recent = [t for t in times if now_ns - RATE_SPAN_NS <= t <= now_ns]
+    if len(recent) < 2 or recent[-1] == recent[0]:
+        return 0.0
+    return (len(recent) - 1) * 1e9 / (recent[-1] - recent[0])
+
+
+class Statistics:
+    def __init__(self, window: int, start_ns: int):
+        self._lock = threading.Lock()
+        self._samples = {name: deque(maxlen=window) for name in (*STAGES, END_TO_END)}
+        self._arrivals: deque[int] = deque(maxlen=10_000)
+        self._completions: deque[int] = deque(maxlen=10_000)
+        self._received = self._processed = 0
+        self._dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._dropped_in_period = self._failures_in_period = 0
+        self._last_arrival_ns = start_ns  # the stale check counts from start-up until the first frame
+        self._any_frame = False
+        self._last_error = ""
+
+    def resize(self, window: int) -> None:
+        with self._lock:
+            self._samples = {k: deque(v, maxlen=window) for k, v in self._samples.items()}
+
+    def on_received(self, now_ns: int) -> None:
+        with self._lock:
+            if self._arrivals and now_ns < self._arrivals[-1]:  # the clock went back (a bag looped)
+                self._arrivals.clear()
+                self._completions.clear()
+            self._received += 1
+            self._arrivals.append(now_ns)
+            self._last_arrival_ns = now_ns
+            self._any_frame = True
+
+    def on_dropped(self, reason: str, error: str = "") -> None:
+        with self._lock:
+            self._dropped[reason] += 1
+            self._dropped_in_period += 1
+            if reason == "model_failure":
+                self._failures_in_period += 1
+            if error:
+                self._last_error = f"{reason}: {error}"
+
+    def on_processed(self, now_ns: int, stages_ms: dict[str, float], end_to_end_ms: float) -> None:
+        with self._lock:
+            self._processed += 1
+            self._completions.append(now_ns)
+            for name, value in stages_ms.items():
+                self._samples[name].append(value)
+            self._samples[END_TO_END].append(end_to_end_ms)
+
+    def start_period(self) -> None:
+        """Forget the per-period counts (drops and failures since the last diagnostics message)."""
+        with self._lock:
+            self._dropped_in_period = self._failures_in_period = 0
+
+    def snapshot(self, now_ns: int) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                latency={name: LatencySummary.of(s) for name, s in self._samples.items()},
+                received=self._received,
+                processed=self._processed,
+                dropped=dict(self._dropped),
+                dropped_in_period=self._dropped_in_period,
+                model_failures_in_period=self._failures_in_period,
+                input_rate=_rate(self._arrivals, now_ns),
+                processing_rate=_rate(self._completions, now_ns),
+                seconds_since_last_frame=(now_ns - self._last_arrival_ns) / 1e9 if self._any_frame else None,
+                last_error=self._last_error,
+            )
+
+    def stale_seconds(self, now_ns: int) -> float:
+        """Seconds since the last frame arrived (since start-up before the first one)."""
+        with self._lock:
+            return (now_ns - self._last_arrival_ns) / 1e9
+
+
+def assess(snap: Snapshot, budget_ms: float, stale_s: float, stale_timeout: float, publishers: int) -> Snapshot:
+    """Set the level and message: ERROR (model failed or no frames from an existing publisher), WARN (p95
+    end-to-end latency over budget, or frames dropped in this period), OK otherwise."""
+    errors, warnings = [], []
+    if snap.model_failures_in_period:
+        errors.append(f"model failed on {snap.model_failures_in_period} frame(s)")
+    if publishers and stale_s > stale_timeout:
+        errors.append(f"no frames for {stale_s:.1f} s although {publishers} publisher(s) exist")
+    p95 = snap.latency[END_TO_END].p95
+    if snap.latency[END_TO_END].count and p95 > budget_ms:
+        warnings.append(f"p95 latency {p95:.1f} ms over the {budget_ms:g} ms budget")
+    if snap.dropped_in_period > snap.model_failures_in_period:
+        warnings.append(f"{snap.dropped_in_period - snap.model_failures_in_period} frame(s) dropped")
+    if errors:
+        snap.level, snap.message = DiagnosticStatus.ERROR, "; ".join(errors + warnings)
+    elif warnings:
+        snap.level, snap.message = DiagnosticStatus.WARN, "; ".join(warnings)
+    else:
+        snap.level, snap.message = DiagnosticStatus.OK, "OK"
+    return snap
+
+
+def to_status(snap: Snapshot, name: str, hardware_id: str) -> DiagnosticStatus:
+    """One DiagnosticStatus; keys are dotted names, latencies in ms, rates in Hz."""
+    values = {
+        "frames.received": snap.received,
+        "frames.processed": snap.processed,
+        "frames.dropped": snap.dropped_total,
+        **{f"frames.dropped.{reason}": count for reason, count in snap.dropped.items()},
+        "rate.input_hz": f"{snap.input_rate:.2f}",
+        "rate.processing_hz": f"{snap.processing_rate:.2f}",
+        "seconds_since_last_frame": ""
+        if snap.seconds_since_last_frame is None
+        else f"{snap.seconds_since_last_frame:.3f}",
+    }
+    for stage, summary in snap.latency.items():
+        values[f"latency.{stage}.count"] = summary.count
+        for stat in ("mean", "p50", "p95", "max"):
+            values[f"latency.{stage}.{stat}_ms"] = f"{getattr(summary, stat):.3f}"
+    values["last_error"] = snap.last_error
+    values.update(snap.extra)
+    return DiagnosticStatus(
+        level=snap.level,
+        name=name,
+        message=snap.message,
+        hardware_id=hardware_id,
+        values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+    )

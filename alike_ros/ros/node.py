@@ -1,0 +1,355 @@
+"""The extractor node: images in; features, matches, tracks, a debug image and /diagnostics out.
+
+The subscription callback only hands the message to a one-slot mailbox; a worker thread takes the newest
+frame, so a slow model or a slow consumer never builds a backlog (every frame replaced unread is counted).
+Parameter changes are validated, then applied between frames: detector and matching settings take effect
+on the next frame, a new model is built and warmed up beside the old one and swapped in only if it loads.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2
+from std_msgs.msg import Header
+
+from ..extractor import Extractor, Features
+from ..matching.matcher import Matcher
+from ..matching.tracker import TrackedFrame, Tracker
+from ..model.weights import WeightsError
+from . import params
+from .conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8
+from .diagnostics import Snapshot, Statistics, assess, to_status
+from .drawing import draw_tracks
+from .messages import encode_features, encode_matches
+from .vins import CameraModel, encode_vins
+
+NODE_NAME = "extractor"
+
+
+@dataclass
+class Pipeline:
+    """The model and the tracker that belongs to it (a new model starts new tracks)."""
+
+    extractor: Extractor
+    tracker: Tracker
+
+
+def build_pipeline(values: dict[str, Any]) -> Pipeline:
+    """Load and warm up a model; raises ValueError or WeightsError when the settings cannot work."""
+    extractor = Extractor(
+        model=values["model"],
+        weights=values["weights"] or None,
+        device=values["device"],
+        half=values["half"],
+        detector=params.detector_config(values),
+        max_side=values["input.max_side"],
+    )
+    warm_up = _warm_up_image()
+    for _ in range(values["warmup_frames"]):
+        extractor(warm_up)
+    matcher = Matcher(params.matcher_config(values), device=extractor.device)
+    return Pipeline(extractor, Tracker(matcher))
+
+
+def _warm_up_image(height: int = 480, width: int = 640) -> np.ndarray:
+    """Smooth noise: enough structure that detection and description run at full size."""
+    rng = np.random.default_rng(0)
+    coarse = rng.random((height // 16 + 1, width // 16 + 1)).astype(np.float32)
+    return np.kron(coarse, np.ones((16, 16), np.float32))[:height, :width]
+
+
+class LatestFrame:
+    """A one-slot mailbox: `put` replaces what was not yet taken and says so."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item: tuple[Image | CompressedImage, int] | None = None
+
+    def put(self, item: tuple[Image | CompressedImage, int]) -> bool:
+        with self._cond:
+            replaced = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float) -> tuple[Image | CompressedImage, int] | None:
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+
+class ExtractorNode(Node):
+    def __init__(self, **kwargs: Any):
+        self._worker: threading.Thread | None = None  # destroy_node may run on a half-built node
+        super().__init__(NODE_NAME, **kwargs)
+        for p in params.PARAMETERS:
+            self.declare_parameter(p.name, p.default, p.descriptor())
+        self._values = {p.name: self.get_parameter(p.name).value for p in params.PARAMETERS}
+        params.validate(self._values)  # a bad params file stops the node here, with the reason
+        self._stats = Statistics(self._values["diagnostics.window"], self.get_clock().now().nanoseconds)
+        self._pipeline = build_pipeline(self._values)
+        self.get_logger().info(
+            f"{self._values['model']} on {self._pipeline.extractor.device}, "
+            f"{self._values['warmup_frames']} warm-up inference(s) done"
+        )
+
+        out_qos = params.qos_profile(self._values["output.qos.reliability"], self._values["output.qos.depth"])
+        self._features_pub = self.create_publisher(PointCloud2, "features", out_qos)
+        self._matches_pub = self.create_publisher(PointCloud2, "matches", out_qos)
+        self._debug_pub = self.create_publisher(Image, "debug_image", out_qos)
+        self._vins_pub = None
+        self._camera_info_sub = None
+        self._camera: CameraModel | None = None
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        self._image_sub = None
+        self._subscribe_input()
+        self._configure_vins()
+
+        # State of the worker thread only.
+        self._previous_stamp: Time | None = None
+        self._previous_size: tuple[int, int] | None = None
+
+        self._mailbox = LatestFrame()
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="alike_worker", daemon=True)
+        self._worker.start()
+        self._diagnostics_timer = self.create_timer(self._values["diagnostics.period"], self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    # ---------------------------------------------------------------- inputs
+
+    def _subscribe_input(self) -> None:
+        if self._image_sub is not None:
+            self.destroy_subscription(self._image_sub)
+        qos = params.qos_profile(self._values["input.qos.reliability"], self._values["input.qos.depth"])
+        if self._values["input.transport"] == "compressed":
+            self._image_sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos)
+        else:
+            self._image_sub = self.create_subscription(Image, "image", self._on_image, qos)
+
+    def _configure_vins(self) -> None:
+        enabled = self._values["output.vins_layout"] != "none"
+        if enabled and self._vins_pub is None:
+            out_qos = params.qos_profile(self._values["output.qos.reliability"], self._values["output.qos.depth"])
+            self._vins_pub = self.create_publisher(PointCloud, "features_vins", out_qos)
+            self._camera_info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, 10)
+        elif not enabled and self._camera_info_sub is not None:
+            # The publisher stays: the worker may be publishing on it right now; it just stops being used.
+            self.destroy_subscription(self._camera_info_sub)
+            self._camera_info_sub = None
+
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        now = self.get_clock().now().nanoseconds
+        self._stats.on_received(now)
+        if self._mailbox.put((msg, now)):
+            self._stats.on_dropped("superseded")
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            self._camera = CameraModel(msg)
+        except ValueError as exc:
+            self._camera = None
+            self.get_logger().warning(f"ignoring camera_info: {exc}", throttle_duration_sec=10.0)
+
+    # ---------------------------------------------------------------- worker
+
+    def _work(self) -> None:
+        while self._running:
+            item = self._mailbox.take(timeout=0.1)
+            if item is None:
+                continue
+            try:
+                self._process(*item)
+            except Exception as exc:  # never let one frame end the worker
+                self._stats.on_dropped("model_failure", repr(exc))
+                self.get_logger().error(f"frame failed: {exc!r}", throttle_duration_sec=5.0)
+
+    def _process(self, msg: Image | CompressedImage, received_ns: int) -> None:
+        stages: dict[str, float] = {}
+        start = time.perf_counter()
+        try:
+            pixels, color = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
+        except ValueError as exc:
+            self._stats.on_dropped("bad_input", str(exc))
+            self.get_logger().warning(f"dropping bad image: {exc}", throttle_duration_sec=5.0)
+            return
+        stages["conversion"] = (time.perf_counter() - start) * 1e3
+
+        pipeline = self._pipeline  # one consistent model for the whole frame, even if a reload swaps it
+        try:
+            features = pipeline.extractor(pixels, color)
+        except ValueError as exc:  # the image itself is unusable (e.g. too large for the extractor)
+            self._stats.on_dropped("bad_input", str(exc))
+            self.get_logger().warning(f"dropping bad image: {exc}", throttle_duration_sec=5.0)
+            return
+        except Exception as exc:  # a model failure (e.g. out of memory) must not stop the node
+            self._stats.on_dropped("model_failure", repr(exc))
+            self.get_logger().error(f"model failed on a frame: {exc!r}", throttle_duration_sec=5.0)
+            return
+        t = features.timings
+        stages.update(
+            preprocessing=t["preprocess"], network=t["network"], detection=t["detection"], description=t["description"]
+        )
+
+        start = time.perf_counter()
+        stamp = Time.from_msg(msg.header.stamp)
+        self._restart_tracks_if_needed(pipeline.tracker, stamp, features)
+        if not self._values["matching.enabled"]:
+            pipeline.tracker.reset()
+        tracked = pipeline.tracker.update(features)
+        stages["matching"] = (time.perf_counter() - start) * 1e3
+
+        start = time.perf_counter()
+        self._publish(msg, pixels, color, tracked)
+        stages["publishing"] = (time.perf_counter() - start) * 1e3
+        now = self.get_clock().now()
+        self._stats.on_processed(now.nanoseconds, stages, (now - stamp).nanoseconds / 1e6)
+        self._previous_stamp = stamp
+
+    def _restart_tracks_if_needed(self, tracker: Tracker, stamp: Time, features: Features) -> None:
+        if self._previous_stamp is not None and stamp < self._previous_stamp:
+            self.get_logger().info("image time went backwards (bag looped?): restarting tracks")
+            tracker.reset()
+        elif self._previous_size is not None and features.image_size != self._previous_size:
+            self.get_logger().info(f"image size changed to {features.image_size}: restarting tracks")
+            tracker.reset()
+        self._previous_size = features.image_size
+
+    def _publish(self, msg: Image | CompressedImage, pixels: np.ndarray, color: str, tracked: TrackedFrame) -> None:
+        header = msg.header
+        self._features_pub.publish(encode_features(header, tracked))
+        if self._values["matching.enabled"]:
+            previous = self._previous_stamp.to_msg() if self._previous_stamp is not None else None
+            self._matches_pub.publish(encode_matches(header, previous, tracked))
+        if self._values["debug_image.enabled"] and self._debug_pub.get_subscription_count() > 0:
+            drawn = draw_tracks(to_bgr8(pixels, color), tracked)
+            self._debug_pub.publish(array_to_image(drawn, "bgr8", header))
+        if self._values["output.vins_layout"] != "none":
+            self._publish_vins(header, tracked)
+
+    def _publish_vins(self, header: Header, tracked: TrackedFrame) -> None:
+        camera = self._camera
+        if camera is None:
+            self.get_logger().warning("features_vins needs camera_info; none received yet", throttle_duration_sec=10.0)
+            return
+        stamp = Time.from_msg(header.stamp)
+        dt = (stamp - self._previous_stamp).nanoseconds / 1e9 if self._previous_stamp is not None else 0.0
+        try:
+            self._vins_pub.publish(encode_vins(header, tracked, self._values["output.vins_layout"], camera, dt))
+        except ValueError as exc:
+            self.get_logger().warning(f"features_vins skipped: {exc}", throttle_duration_sec=10.0)
+
+    # ---------------------------------------------------------------- diagnostics
+
+    def statistics(self) -> Snapshot:
+        """The figures /diagnostics reports, with level and message, at this instant."""
+        now = self.get_clock().now().nanoseconds
+        topic = self._image_sub.topic_name
+        return assess(
+            self._stats.snapshot(now),
+            budget_ms=self._values["diagnostics.latency_budget_ms"],
+            stale_s=self._stats.stale_seconds(now),
+            stale_timeout=self._values["diagnostics.stale_timeout"],
+            publishers=self.count_publishers(topic),
+        )
+
+    def _publish_diagnostics(self) -> None:
+        snap = self.statistics()
+        self._stats.start_period()
+        snap.extra = {"model": self._values["model"], "input_topic": self._image_sub.topic_name}
+        status = to_status(
+            snap, f"{self.get_fully_qualified_name()}: alike extractor", str(self._pipeline.extractor.device)
+        )
+        self._diagnostics_pub.publish(
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+        )
+
+    # ---------------------------------------------------------------- parameters
+
+    def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
+        mine = {p.name: p.value for p in changes if p.name in params.BY_NAME}
+        if not mine:
+            return SetParametersResult(successful=True)
+        values = {**self._values, **mine}
+        try:
+            params.validate(values)
+            self._apply(values, set(mine))
+        except (ValueError, WeightsError) as exc:
+            self.get_logger().warning(f"rejected parameter change {mine}: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply(self, values: dict[str, Any], changed: set[str]) -> None:
+        """Make `values` current; raises (and changes nothing) when a new model cannot be loaded."""
+        if changed & params.MODEL_KEYS:
+            self.get_logger().info(f"loading {values['model']} on {values['device']} ...")
+            pipeline = build_pipeline(values)
+            self._pipeline = pipeline
+            self.get_logger().info(f"{values['model']} loaded on {pipeline.extractor.device}")
+        else:
+            # Attribute swaps: the worker reads each once per frame, so a frame never sees a half-made config.
+            self._pipeline.extractor.detector = params.detector_config(values)
+            self._pipeline.extractor.max_side = values["input.max_side"]
+            self._pipeline.tracker.matcher.config = params.matcher_config(values)
+        self._values = values
+        if changed & params.INPUT_KEYS:
+            self._subscribe_input()
+        if "output.vins_layout" in changed:
+            self._configure_vins()
+        if "diagnostics.window" in changed:
+            self._stats.resize(values["diagnostics.window"])
+        if "diagnostics.period" in changed:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = self.create_timer(values["diagnostics.period"], self._publish_diagnostics)
+
+    # ---------------------------------------------------------------- shutdown
+
+    def destroy_node(self) -> None:
+        self._running = False
+        if self._worker is not None:
+            self._worker.join()
+        super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`ros2 run alike_ros extractor` and `python -m alike_ros node`: both accept --ros-args."""
+    args = sys.argv if argv is None else [NODE_NAME, *argv]
+    rclpy.init(args=args)
+    try:
+        node = ExtractorNode()
+    except (ValueError, WeightsError, ParameterException) as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        rclpy.try_shutdown()
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C while the model loads
+        rclpy.try_shutdown()
+        return 0
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,556 @@
+"""The extractor node with the real rclpy, in process: a probe node publishes images and reads every output.
+
+One node serves most tests (loading a model costs seconds on a loaded machine); each test publishes frames
+in lock-step (the next only after the previous one's features came back) so nothing depends on timing, and
+stamps only move forward unless a test makes them jump back on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="the node tests need rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
+from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.time import Time  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from alike_ros.model.weights import bundled_weights_path  # noqa: E402
+from alike_ros.ros.conversions import array_to_image  # noqa: E402
+from alike_ros.ros.diagnostics import STAGES  # noqa: E402
+from alike_ros.ros.messages import decode_features, decode_matches  # noqa: E402
+from alike_ros.ros.node import ExtractorNode  # noqa: E402
+
+PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos" / "eval"
+WAIT = 120.0  # seconds before a wait gives up: a failure guard on a loaded machine, never a measurement
+SIZE = (240, 320)  # frames of the synthetic sequences (height, width)
+SHIFT = np.array([3.0, 2.0])  # known motion of the scene between consecutive frames, in pixels (x, y)
+
+
+@pytest.fixture(scope="module")
+def ros_context() -> Iterator[Context]:
+    """A private rclpy context on a domain of its own, so parallel sessions never hear each other."""
+    context = Context()
+    rclpy.init(context=context, domain_id=int(os.environ.get("ALIKE_TEST_DOMAIN", 20 + os.getpid() % 80)))
+    yield context
+    context.try_shutdown()
+
+
+def scene(textured: np.ndarray) -> np.ndarray:
+    """A large textured grey canvas to cut shifted frames from: a real photo when there is one."""
+    photos = sorted(PHOTOS.glob("*.jpg")) if PHOTOS.is_dir() else []
+    if photos:
+        grey = cv2.imread(str(photos[0]), cv2.IMREAD_GRAYSCALE)
+        if grey is not None:
+            return cv2.resize(grey, (480, 360), interpolation=cv2.INTER_AREA)
+    return cv2.resize(textured, (480, 360), interpolation=cv2.INTER_LINEAR)
+
+
+def frame_at(canvas: np.ndarray, k: int) -> np.ndarray:
+    """Frame k: the window moves by -SHIFT per frame, so the scene moves by +SHIFT in the image."""
+    x0, y0 = (np.array([100, 80]) - k * SHIFT).astype(int)
+    return np.ascontiguousarray(canvas[y0 : y0 + SIZE[0], x0 : x0 + SIZE[1]])
+
+
+class Probe:
+    """The outside world of one extractor node: publishers of its inputs and recorders of its outputs."""
+
+    def __init__(self, context: Context, namespace: str, overrides: dict):
+        self.node = ExtractorNode(
+            context=context,
+            namespace=namespace,
+            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+        )
+        self.probe = Node("probe", context=context, namespace=namespace)
+        self.cond = threading.Condition()
+        self.received: dict[str, list] = {"features": [], "matches": [], "debug_image": [], "features_vins": []}
+        self.diagnostics: list[DiagnosticStatus] = []
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pub = self.probe.create_publisher(Image, "image", reliable)
+        self.compressed_pub = self.probe.create_publisher(CompressedImage, "image/compressed", reliable)
+        self.info_pub = self.probe.create_publisher(CameraInfo, "camera_info", reliable)
+        self.clock_pub = self.probe.create_publisher(Clock, "/clock", reliable)
+        for topic, kind in (("features", PointCloud2), ("matches", PointCloud2), ("features_vins", PointCloud)):
+            self.probe.create_subscription(kind, topic, self._recorder(topic), reliable)
+        self.debug_sub = None
+        self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self.set_client = self.probe.create_client(
+            SetParameters, f"{self.node.get_fully_qualified_name()}/set_parameters"
+        )
+        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.probe)
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
+        self._last_stamp_ns = 0  # every test takes fresh, increasing stamps close to the clock's time
+        assert self.wait(lambda: self.image_pub.get_subscription_count() > 0), "the node never subscribed"
+        assert self.wait(lambda: self.probe.count_publishers(self.node.resolve_topic_name("features")) > 0)
+
+    def _recorder(self, topic: str) -> Callable:
+        def record(msg) -> None:
+            with self.cond:
+                self.received[topic].append(msg)
+                self.cond.notify_all()
+
+        return record
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        with self.cond:
+            self.diagnostics += [s for s in msg.status if s.name.startswith(self.node.get_fully_qualified_name())]
+            self.cond.notify_all()
+
+    def subscribe_debug(self) -> None:
+        self.debug_sub = self.probe.create_subscription(
+            Image, "debug_image", self._recorder("debug_image"), QoSProfile(depth=10)
+        )
+        assert self.wait(lambda: self.node._debug_pub.get_subscription_count() > 0)
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate():
+                if time.monotonic() > deadline:
+                    return False
+                self.cond.wait(0.05)
+        return True
+
+    def header(self, sec: int | None = None) -> Header:
+        """A header stamped now (strictly after the previous one), or at `sec` seconds."""
+        if sec is None:
+            self._last_stamp_ns = max(self.node.get_clock().now().nanoseconds, self._last_stamp_ns + 1_000_000)
+            return Header(frame_id="camera_optical", stamp=Time(nanoseconds=self._last_stamp_ns).to_msg())
+        return Header(frame_id="camera_optical", stamp=Time(seconds=sec).to_msg())
+
+    def features_for(self, header: Header) -> PointCloud2 | None:
+        with self.cond:
+            return next((m for m in self.received["features"] if m.header == header), None)
+
+    def latest(self, topic: str, header: Header):
+        with self.cond:
+            return next((m for m in reversed(self.received[topic]) if m.header == header), None)
+
+    def send(self, pixels: np.ndarray, encoding: str = "mono8", header: Header | None = None) -> PointCloud2:
+        """Publish one image and return its features (lock-step)."""
+        header = header or self.header()
+        self.image_pub.publish(array_to_image(pixels, encoding, header))
+        assert self.wait(lambda: self.features_for(header) is not None), f"no features for stamp {header.stamp}"
+        return self.features_for(header)
+
+    def send_bad(self, msg: Image | CompressedImage) -> None:
+        """Publish a bad message and wait until the node has counted it as bad input."""
+        before = self.node.statistics().dropped["bad_input"]
+        (self.compressed_pub if isinstance(msg, CompressedImage) else self.image_pub).publish(msg)
+        assert self.wait(lambda: self.node.statistics().dropped["bad_input"] > before), "bad input not counted"
+
+    def set(self, **values) -> list:
+        return self.node.set_parameters([Parameter(k.replace("__", "."), value=v) for k, v in values.items()])
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.probe.destroy_node()
+
+
+def weights_of(model: str) -> Path:
+    """The bundled weights of `model` when the package ships them, else upstream's from ../shared, else skip."""
+    bundled = bundled_weights_path(model)
+    if bundled.is_file():
+        return bundled
+    upstream = PHOTOS.parents[2] / "reference" / "weights" / f"{model}.pth"
+    if not upstream.is_file():
+        pytest.skip(f"no {model} weights: neither bundled nor at {upstream}")
+    return upstream
+
+
+@pytest.fixture(scope="module")
+def alike_t_weights() -> Path:
+    return weights_of("alike-t")
+
+
+@pytest.fixture(scope="module")
+def probe(ros_context, alike_t_weights) -> Iterator[Probe]:
+    p = Probe(
+        ros_context,
+        "/alike_test",
+        {"weights": str(alike_t_weights), "warmup_frames": 1, "diagnostics.period": 0.5, "detector.max_keypoints": 500},
+    )
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def canvas() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    image = np.zeros((240, 320), np.float32)
+    yy, xx = np.mgrid[:240, :320]
+    for _ in range(60):
+        cx, cy, s = rng.uniform(10, 310), rng.uniform(10, 230), rng.uniform(2, 6)
+        image += rng.uniform(0.3, 1.0) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))
+    return scene((np.clip(image / image.max(), 0, 1) * 255).astype(np.uint8))
+
+
+def test_layouts_headers_and_tracks_follow_known_motion(probe, canvas):
+    frames, headers = [], []
+    for k in range(4):
+        headers.append(probe.header())
+        frames.append(probe.send(frame_at(canvas, k), header=headers[-1]))
+    decoded = [decode_features(f) for f in frames]
+    for msg, header, feats in zip(frames, headers, decoded, strict=True):
+        assert msg.header == header  # stamp and frame_id unchanged
+        assert [f.name for f in msg.fields] == ["x", "y", "score", "track_id", "descriptor"]
+        assert msg.height == 1 and msg.width == len(feats.keypoints) > 50 and msg.is_dense and not msg.is_bigendian
+        assert np.all(np.diff(feats.scores) <= 0)
+        np.testing.assert_allclose(np.linalg.norm(feats.descriptors, axis=1), 1.0, atol=1e-4)
+        assert np.all((feats.keypoints >= 0) & (feats.keypoints <= np.array(SIZE[::-1]) - 1))
+    first = probe.latest("matches", headers[0])
+    assert first is not None and first.width == 0  # nothing to match the first frame against
+    for k in range(1, 4):
+        matches = decode_matches(probe.latest("matches", headers[k]))
+        prev, cur = decoded[k - 1], decoded[k]
+        assert len(matches) > 30
+        assert np.all(matches["stamp0_sec"] == headers[k - 1].stamp.sec)
+        np.testing.assert_array_equal(matches["x0"], prev.keypoints[matches["index0"], 0])
+        np.testing.assert_array_equal(matches["y1"], cur.keypoints[matches["index1"], 1])
+        np.testing.assert_array_equal(matches["track_id"], prev.track_ids[matches["index0"]])
+        np.testing.assert_array_equal(matches["track_id"], cur.track_ids[matches["index1"]])
+        motion = np.stack((matches["x1"] - matches["x0"], matches["y1"] - matches["y0"]), axis=1)
+        agree = np.linalg.norm(motion - SHIFT, axis=1) < 1.5
+        assert agree.mean() > 0.9, f"only {agree.mean():.0%} of matches follow the known motion"
+        np.testing.assert_allclose(np.median(motion, axis=0), SHIFT, atol=0.3)
+    # Tracks continue: some keypoint of the first frame is still followed in the last one.
+    assert len(np.intersect1d(decoded[0].track_ids, decoded[3].track_ids)) > 10
+
+
+def test_debug_image_only_while_subscribed(probe, canvas):
+    probe.send(frame_at(canvas, 0))
+    assert not probe.received["debug_image"]  # nobody listened, nothing was drawn
+    probe.subscribe_debug()
+    probe.send(frame_at(canvas, 0))
+    header = probe.header()
+    probe.send(frame_at(canvas, 1), header=header)
+    assert probe.wait(lambda: probe.latest("debug_image", header) is not None)
+    debug = probe.latest("debug_image", header)
+    assert (debug.encoding, debug.height, debug.width) == ("bgr8", *SIZE)
+    pixels = np.frombuffer(bytes(debug.data), np.uint8).reshape(*SIZE, 3)
+    assert np.any(pixels[..., 0] != pixels[..., 2])  # coloured marks on a grey image
+    probe.probe.destroy_subscription(probe.debug_sub)
+
+
+def test_time_going_back_or_size_change_restarts_tracks(probe, canvas):
+    probe.send(frame_at(canvas, 0))
+    last = probe.header()
+    ids_before = decode_features(probe.send(frame_at(canvas, 1), header=last)).track_ids
+    assert probe.latest("matches", last).width > 0
+    back = probe.header(sec=last.stamp.sec - 500)  # a bag looped
+    ids_after = decode_features(probe.send(frame_at(canvas, 1), header=back)).track_ids
+    assert probe.latest("matches", back).width == 0
+    assert ids_after.min() > ids_before.max()  # fresh ids, never reused
+    resized = probe.header()
+    probe.send(cv2.resize(frame_at(canvas, 1), (200, 150)), header=resized)
+    assert probe.latest("matches", resized).width == 0
+
+
+def test_every_encoding_is_processed(probe, canvas):
+    grey = frame_at(canvas, 0)
+    bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+    samples = {
+        "mono8": grey,
+        "8UC1": grey,
+        "mono16": grey.astype(np.uint16) * 257,
+        "bgr8": bgr,
+        "rgb8": bgr[..., ::-1].copy(),
+        "8UC3": bgr,
+        "bgra8": cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA),
+        "rgba8": cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA),
+    }
+    reference = decode_features(probe.send(grey)).keypoints
+    for encoding, pixels in samples.items():
+        keypoints = decode_features(probe.send(pixels, encoding)).keypoints
+        np.testing.assert_allclose(keypoints, reference, atol=1e-3, err_msg=encoding)
+
+
+class Patched:
+    """Stands in for the extractor: `call` replaces its call, everything else is the real one's."""
+
+    def __init__(self, real: object, call: Callable):
+        self._real, self._call = real, call
+
+    def __call__(self, *args, **kwargs):
+        return self._call(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+
+def good_after(probe: Probe, canvas: np.ndarray) -> None:
+    assert decode_features(probe.send(frame_at(canvas, 0))).keypoints.shape[0] > 0
+
+
+def test_survives_bad_input(probe, canvas):
+    grey = frame_at(canvas, 0)
+    good = array_to_image(grey, "mono8", probe.header())
+
+    def bad(**fields) -> Image:
+        msg = array_to_image(grey, "mono8", probe.header())
+        for name, value in fields.items():
+            setattr(msg, name, value)
+        return msg
+
+    bad_messages = [
+        bad(encoding="yuv422"),  # unknown
+        bad(encoding="bgr8"),  # wrong for the data: rows too short
+        bad(encoding="mono16"),  # wrong for the data: rows too short
+        bad(step=good.step + 4),  # step / data mismatch
+        bad(data=bytes(good.data)[:-10]),  # truncated data
+        bad(width=0, height=0, step=0, data=b""),  # zero size
+        bad(width=200_000, height=100_000, step=200_000, data=b"\0" * 64),  # very large, lying header
+    ]
+    for msg in bad_messages:
+        probe.send_bad(msg)
+        good_after(probe, canvas)
+    assert probe.node.statistics().dropped["bad_input"] >= len(bad_messages)
+
+
+def test_compressed_transport_and_corrupt_data(probe, canvas):
+    assert all(r.successful for r in probe.set(input__transport="compressed"))
+    assert probe.wait(lambda: probe.compressed_pub.get_subscription_count() > 0)
+    try:
+        png = cv2.imencode(".png", frame_at(canvas, 0))[1].tobytes()
+        for data in (b"definitely not a jpeg", png[: len(png) // 3]):
+            probe.send_bad(CompressedImage(header=probe.header(), format="png", data=data))
+            header = probe.header()
+            probe.compressed_pub.publish(CompressedImage(header=header, format="png", data=png))
+            assert probe.wait(lambda h=header: probe.features_for(h) is not None)
+    finally:
+        assert all(r.successful for r in probe.set(input__transport="raw"))
+    assert probe.wait(lambda: probe.image_pub.get_subscription_count() > 0)
+    good_after(probe, canvas)
+
+
+def test_model_failure_is_counted_and_the_node_goes_on(probe, canvas):
+    pipeline = probe.node._pipeline
+    real = pipeline.extractor
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated CUDA out of memory")
+
+    pipeline.extractor = Patched(real, broken)
+    try:
+        before = probe.node.statistics().dropped["model_failure"]
+        probe.image_pub.publish(array_to_image(frame_at(canvas, 0), "mono8", probe.header()))
+        assert probe.wait(lambda: probe.node.statistics().dropped["model_failure"] > before)
+        assert probe.wait(
+            lambda: any(s.level == DiagnosticStatus.ERROR and "model failed" in s.message for s in probe.diagnostics)
+        )
+    finally:
+        pipeline.extractor = real
+    good_after(probe, canvas)
+
+
+def test_diagnostics_content(probe, canvas):
+    for k in range(3):
+        probe.send(frame_at(canvas, k))
+    count = len(probe.diagnostics)
+    assert probe.wait(lambda: len(probe.diagnostics) > count)
+    status = probe.diagnostics[-1]
+    values = {kv.key: kv.value for kv in status.values}
+    for stage in (*STAGES, "end_to_end"):
+        for stat in ("mean_ms", "p50_ms", "p95_ms", "max_ms"):
+            assert float(values[f"latency.{stage}.{stat}"]) >= 0.0
+        assert int(values[f"latency.{stage}.count"]) >= 3
+    for key in (
+        "frames.received",
+        "frames.processed",
+        "frames.dropped",
+        "frames.dropped.superseded",
+        "frames.dropped.bad_input",
+        "frames.dropped.model_failure",
+        "rate.input_hz",
+        "rate.processing_hz",
+    ):
+        assert key in values
+    assert int(values["frames.processed"]) >= 3
+    assert status.hardware_id == "cpu" or status.hardware_id.startswith("cuda")
+    snap = probe.node.statistics()
+    assert snap.received == snap.processed + snap.dropped_total  # idle: every received frame is accounted for
+    assert snap.latency["network"].p95 <= snap.latency["network"].max
+    assert snap.latency["end_to_end"].p50 >= snap.latency["network"].p50 * 0  # figures exist on the node clock
+
+
+def test_latency_budget_warns(probe, canvas):
+    assert all(r.successful for r in probe.set(diagnostics__latency_budget_ms=0.1))
+    try:
+        probe.send(frame_at(canvas, 0))
+        count = len(probe.diagnostics)
+        assert probe.wait(lambda: len(probe.diagnostics) > count + 1)
+        assert probe.diagnostics[-1].level == DiagnosticStatus.WARN
+        assert "over the 0.1 ms budget" in probe.diagnostics[-1].message
+    finally:
+        probe.set(diagnostics__latency_budget_ms=100_000.0)
+    probe.send(frame_at(canvas, 0))
+    count = len(probe.diagnostics)
+    assert probe.wait(lambda: len(probe.diagnostics) > count + 1)
+    assert probe.diagnostics[-1].level == DiagnosticStatus.OK, probe.diagnostics[-1].message
+
+
+def test_parameter_rejection_keeps_the_old_value(probe, tmp_path):
+    bad = {
+        "detector__window_size": 4,  # even
+        "detector__score_threshold": 1.5,  # out of range
+        "model": "alike-xl",
+        "weights": str(tmp_path / "missing.pth"),
+        "input__transport": "carrier-pigeon",
+        "matching__ratio": 0.0,
+    }
+    for name, value in bad.items():
+        before = probe.node.get_parameter(name.replace("__", ".")).value
+        (result,) = probe.set(**{name: value})
+        assert not result.successful and result.reason, name
+        assert probe.node.get_parameter(name.replace("__", ".")).value == before
+    (result,) = probe.set(output__qos__depth=3)  # read-only
+    assert not result.successful
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    (result,) = probe.set(weights=str(corrupt))
+    assert not result.successful and "corrupt.pth" in result.reason
+
+
+def test_parameter_service_gives_the_reason(probe):
+    assert probe.set_client.wait_for_service(timeout_sec=WAIT)
+    value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=2)
+    future = probe.set_client.call_async(
+        SetParameters.Request(parameters=[ParameterMsg(name="detector.window_size", value=value)])
+    )
+    assert probe.wait(future.done)
+    (result,) = future.result().results
+    assert not result.successful and "window_size" in result.reason
+
+
+def test_detector_and_matching_changes_apply_next_frame(probe, canvas):
+    try:
+        assert all(r.successful for r in probe.set(detector__max_keypoints=40))
+        assert probe.send(frame_at(canvas, 0)).width == 40
+        assert all(r.successful for r in probe.set(detector__top_k=25))
+        assert probe.send(frame_at(canvas, 0)).width == 25
+        assert all(r.successful for r in probe.set(matching__enabled=False))
+        header = probe.header()
+        probe.send(frame_at(canvas, 1), header=header)
+        assert probe.latest("matches", header) is None
+    finally:
+        probe.set(detector__max_keypoints=500, detector__top_k=-1, matching__enabled=True)
+    assert probe.send(frame_at(canvas, 0)).width > 40
+
+
+def test_model_reload_swaps_safely(probe, canvas, alike_t_weights):
+    s_weights = weights_of("alike-s")
+    result = probe.node.set_parameters_atomically(
+        [Parameter("model", value="alike-s"), Parameter("weights", value=str(s_weights))]
+    )
+    try:
+        assert result.successful, result.reason
+        assert decode_features(probe.send(frame_at(canvas, 0))).descriptors.shape[1] == 96
+        # A model that does not fit its weights is rejected and the running one stays.
+        (result,) = probe.set(model="alike-n")
+        assert not result.successful and "does not fit" in result.reason
+        assert probe.node.get_parameter("model").value == "alike-s"
+    finally:
+        probe.node.set_parameters_atomically(
+            [Parameter("model", value="alike-t"), Parameter("weights", value=str(alike_t_weights))]
+        )
+    assert decode_features(probe.send(frame_at(canvas, 0))).descriptors.shape[1] == 64
+
+
+def test_vins_output(probe, canvas):
+    info = CameraInfo(width=SIZE[1], height=SIZE[0], distortion_model="plumb_bob", d=[0.0] * 5)
+    info.k = [200.0, 0.0, 160.0, 0.0, 200.0, 120.0, 0.0, 0.0, 1.0]
+    assert all(r.successful for r in probe.set(output__vins_layout="vins_fusion"))
+    try:
+        assert probe.wait(lambda: probe.info_pub.get_subscription_count() > 0)
+        probe.info_pub.publish(info)
+        assert probe.wait(lambda: probe.node._camera is not None)
+        first, second = probe.header(), probe.header()
+        dt = (Time.from_msg(second.stamp) - Time.from_msg(first.stamp)).nanoseconds / 1e9
+        probe.send(frame_at(canvas, 0), header=first)
+        features = decode_features(probe.send(frame_at(canvas, 1), header=second))
+        assert probe.wait(lambda: probe.latest("features_vins", second) is not None)
+        vins = probe.latest("features_vins", second)
+        names = [c.name for c in vins.channels]
+        assert names == [
+            "id_of_point",
+            "camera_id",
+            "u_of_point",
+            "v_of_point",
+            "velocity_x_of_point",
+            "velocity_y_of_point",
+        ]
+        ch = {c.name: np.array(c.values) for c in vins.channels}
+        points = np.array([(p.x, p.y, p.z) for p in vins.points])
+        np.testing.assert_allclose(ch["u_of_point"], features.keypoints[:, 0], atol=1e-3)
+        np.testing.assert_allclose(points[:, 0], (features.keypoints[:, 0] - 160.0) / 200.0, atol=1e-5)
+        np.testing.assert_allclose(points[:, 2], 1.0)
+        moving = (ch["velocity_x_of_point"] != 0) | (ch["velocity_y_of_point"] != 0)
+        assert moving.sum() > 30
+        velocity = np.stack((ch["velocity_x_of_point"], ch["velocity_y_of_point"]), axis=1)[moving]
+        np.testing.assert_allclose(np.median(velocity, axis=0) * dt, SHIFT / 200.0, atol=0.3 / 200.0)
+    finally:
+        probe.set(output__vins_layout="none")
+
+
+def test_end_to_end_latency_uses_sim_time(probe, canvas):
+    assert all(r.successful for r in probe.node.set_parameters([Parameter("use_sim_time", value=True)]))
+    try:
+        probe.set(diagnostics__window=1)
+        now = Clock()
+        now.clock.sec = 5000
+        probe.clock_pub.publish(now)
+        assert probe.wait(lambda: probe.node.get_clock().now().nanoseconds == 5000 * 10**9)
+        header = probe.header(sec=4999)
+        header.stamp.nanosec = 750_000_000
+        probe.send(frame_at(canvas, 0), header=header)
+        assert probe.node.statistics().latency["end_to_end"].p50 == pytest.approx(250.0)
+    finally:
+        probe.node.set_parameters([Parameter("use_sim_time", value=False)])
+        probe.set(diagnostics__window=300)
+
+
+def test_drops_under_a_slow_model(probe, canvas):
+    pipeline = probe.node._pipeline
+    real = pipeline.extractor
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    pipeline.extractor = Patched(real, slow)
+    try:
+        before = probe.node.statistics()
+        headers = [probe.header() for _ in range(12)]
+        for header in headers:
+            probe.image_pub.publish(array_to_image(frame_at(canvas, 0), "mono8", header))
+            time.sleep(0.02)
+        assert probe.wait(lambda: probe.features_for(headers[-1]) is not None), "the newest frame was not processed"
+    finally:
+        pipeline.extractor = real
+    after = probe.node.statistics()
+    processed = after.processed - before.processed
+    superseded = after.dropped["superseded"] - before.dropped["superseded"]
+    assert superseded > 0 and processed < len(headers)
+    assert after.received == after.processed + after.dropped_total  # nothing silently lost

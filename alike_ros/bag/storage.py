@@ -2,7 +2,7 @@
 
 Messages are (de)serialised by rclpy, so the bag tool handles the very message classes the node publishes;
 `rosbags` only stores bytes and provides message definitions for new connections. Output bags are written
-to a hidden temporary directory next to the destination and renamed into place only once complete.
+to a hidden staging directory next to the destination and moved into place only once complete.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ READ_ERRORS = (ReaderError, sqlite3.DatabaseError, struct.error, EOFError, OSErr
 
 class BagError(RuntimeError):
     """A bag cannot be read or written; the message says which and why."""
-
-
 
 
 @contextmanager
@@ -80,9 +78,13 @@ class BagWriter:
         self.writer = writer
         self._connections: dict[str, Connection] = {}
 
-    def add_topic(self, topic: str, msgtype: str) -> Connection:
-        """A new connection whose definition comes from the typestore (the types this package publishes)."""
-        conn = self.writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+    def add_topic(self, topic: str, msgtype: str, definition: tuple[str, str] | None = None) -> Connection:
+        """A new connection; its (msgdef, rihs01 hash) come from the typestore (the types this package
+        publishes) unless given."""
+        if definition is None:
+            conn = self.writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+        else:
+            conn = self.writer.add_connection(topic, msgtype, msgdef=definition[0], rihs01=definition[1])
         self._connections[topic] = conn
         return conn
 
@@ -93,24 +95,29 @@ class BagWriter:
             msgdef, digest = conn.msgdef.data, conn.digest
         else:
             try:
-                msgdef, digest = TYPESTORE.generate_msgdef(conn.msgtype, ros_version=2)[0], TYPESTORE.hash_rihs01(
-                    conn.msgtype
-                )
+                msgdef = TYPESTORE.generate_msgdef(conn.msgtype, ros_version=2)[0]
+                digest = TYPESTORE.hash_rihs01(conn.msgtype)
             except Exception as exc:  # rosbags raises several types for an unknown name
                 raise BagError(f"topic {conn.topic}: type {conn.msgtype} has no definition in the bag") from exc
-        new = self.writer.add_connection(
+        return self.writer.add_connection(
             conn.topic,
             conn.msgtype,
             msgdef=msgdef,
             rihs01=digest,
             offered_qos_profiles=conn.ext.offered_qos_profiles,
         )
-        self._connections[conn.topic] = new
-        return new
 
-    def write(self, topic: str, timestamp: int, message: Any) -> None:
-        data = message if isinstance(message, bytes | memoryview) else serialize_message(message)
-        self.writer.write(self._connections[topic], timestamp, data)
+    def write(self, target: str | Connection, timestamp: int, message: Any) -> None:
+        """Write to a topic added with `add_topic` or to a connection; `message` is an rclpy message or CDR."""
+        conn = self._connections[target] if isinstance(target, str) else target
+        self.writer.write(conn, timestamp, message if isinstance(message, bytes | memoryview) else canonical(message))
+
+
+def canonical(message: Any) -> bytes:
+    """CDR bytes of an rclpy message with zeroed alignment padding: rclpy (Fast CDR) leaves whatever was in
+    memory there, so the same message would give different bytes and bags would not be reproducible."""
+    msgtype = message.__class__.__module__.split(".")[0] + "/msg/" + message.__class__.__name__
+    return bytes(TYPESTORE.serialize_cdr(TYPESTORE.deserialize_cdr(serialize_message(message), msgtype), msgtype))
 
 
 @contextmanager
@@ -126,21 +133,22 @@ def write_bag(
         raise BagError(f"unknown storage {storage!r}: use {' or '.join(STORAGES)}")
     if path.exists() and not overwrite:
         raise BagError(f"{path} exists; pass --overwrite to replace it")
-    tmp = path.with_name(f".{path.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)  # a previous run that was killed
-    writer = Writer(tmp, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
+    # The storage file is named after the bag directory, so the bag is written under its final name inside
+    # a hidden staging directory and moved out of it when complete.
+    staging = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a run that was killed
+    staging.mkdir(parents=True)
+    writer = Writer(staging / path.name, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
     try:
         writer.open()
         yield BagWriter(writer)
         for key, value in (custom_data or {}).items():
             writer.set_custom_data(key, json.dumps(value))
         writer.close()
-    except BaseException:
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        (staging / path.name).rename(path)
+    finally:
         if writer.storage is not None:
             writer.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    tmp.rename(path)
-
+        shutil.rmtree(staging, ignore_errors=True)

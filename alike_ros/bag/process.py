@@ -1,0 +1,221 @@
+"""Offline processing: every image of a bag through the extractor and tracker, into a new bag.
+
+The output holds every input topic unchanged plus, per camera namespace NS, `NS/features` and
+`NS/matches` (the node's PointCloud2 layouts, same encoders) and optionally `NS/debug_image`. Each output
+message copies its image's header and is written at the image's bag timestamp. Nothing is dropped; an
+image that cannot be used (bad encoding, inconsistent size, undecodable) is skipped and counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CompressedImage, Image
+from tqdm import tqdm
+
+from ..matching.tracker import Tracker
+from ..ros.conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8
+from ..ros.drawing import draw_tracks
+from ..ros.messages import encode_features, encode_matches
+from .settings import Settings
+from .storage import READ_ERRORS, BagError, open_bag, storage_of, write_bag
+
+IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
+OUTPUTS = ("features", "matches", "debug_image")
+IMAGE_NAMES = {"image", "image_raw", "image_rect", "image_color", "image_rect_color", "image_mono", "image_rect_raw"}
+
+
+def base_topic(topic: str) -> str:
+    """The raw image topic a transport topic belongs to: `/cam/image_raw/compressed` -> `/cam/image_raw`."""
+    return topic.removesuffix("/compressed")
+
+
+def camera_namespaces(topics: list[str]) -> dict[str, str]:
+    """Image topic -> output namespace: the parent of `NS/image*` topics, else the topic itself
+    (`/stereo/left` -> `/stereo/left`), so that no two cameras share their outputs."""
+    namespaces = {}
+    for topic in topics:
+        base = PurePosixPath(base_topic(topic))
+        namespaces[topic] = str(base.parent) if base.name in IMAGE_NAMES else str(base)
+    for ns, count in Counter(namespaces.values()).items():
+        if count > 1:
+            raise BagError(f"image topics {sorted(t for t in topics if namespaces[t] == ns)} share namespace {ns}")
+    return {t: ns.rstrip("/") for t, ns in namespaces.items()}
+
+
+def output_topic(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def select_image_topics(connections: list, requested: list[str]) -> list[str]:
+    """The requested topics (checked), or every image topic except debug outputs and the compressed twin
+    of a raw topic that is also present."""
+    types = {c.topic: c.msgtype for c in connections}
+    if requested:
+        for topic in requested:
+            if topic not in types:
+                raise BagError(f"image topic {topic} is not in the bag (topics: {', '.join(sorted(types))})")
+            if types[topic] not in IMAGE_TYPES:
+                raise BagError(f"topic {topic} has type {types[topic]}, not sensor_msgs Image or CompressedImage")
+        return list(dict.fromkeys(requested))
+    topics = [t for t, ty in types.items() if ty in IMAGE_TYPES and not t.endswith("/debug_image")]
+    return sorted(t for t in topics if not (t.endswith("/compressed") and base_topic(t) in topics))
+
+
+@dataclass
+class Camera:
+    """Per image topic: output namespace, tracker and counts."""
+
+    topic: str
+    namespace: str
+    tracker: Tracker
+    previous_stamp: Time | None = None
+    previous_size: tuple[int, int] | None = None
+    frames: int = 0
+    processed: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    resets: Counter = field(default_factory=Counter)
+    timings: dict[str, list[float]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        stats = {
+            stage: {"mean": float(np.mean(v)), "p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
+            for stage, v in self.timings.items()
+        }
+        return {
+            "image_topic": self.topic,
+            "frames": self.frames,
+            "processed": self.processed,
+            "skipped": dict(self.skipped),
+            "tracker_resets": dict(self.resets),
+            "timings_ms": stats,
+        }
+
+
+def _stamp_ns(stamp: Time) -> int:
+    return stamp.sec * 10**9 + stamp.nanosec
+
+
+class Processor:
+    """Runs one extractor over the frames of several cameras, each with its own tracker."""
+
+    def __init__(self, settings: Settings, debug_image: bool):
+        self.settings = settings
+        self.extractor = settings.extractor()
+        self.debug_image = debug_image
+
+    def camera(self, topic: str, namespace: str) -> Camera:
+        return Camera(topic, namespace, self.settings.tracker(self.extractor))
+
+    def __call__(self, cam: Camera, msg: Image | CompressedImage) -> dict[str, Any]:
+        """Output messages by name (features, matches, debug_image) for one image; {} when it is skipped."""
+        cam.frames += 1
+        start = time.perf_counter()
+        try:
+            image, color = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
+            conversion = (time.perf_counter() - start) * 1e3
+            features = self.extractor(image, color)
+        except ValueError as exc:
+            cam.skipped["bad image"] += 1
+            tqdm.write(f"warning: {cam.topic}: skipped frame at {_stamp_ns(msg.header.stamp)} ns: {exc}")
+            return {}
+        stamp = msg.header.stamp
+        # Matching across a jump back in time or a size change would pair unrelated frames: start afresh, as
+        # the node does
+        if cam.previous_stamp is not None and _stamp_ns(stamp) < _stamp_ns(cam.previous_stamp):
+            cam.tracker.reset()
+            cam.resets["time went backwards"] += 1
+        elif cam.previous_size is not None and features.image_size != cam.previous_size:
+            cam.tracker.reset()
+            cam.resets["image size changed"] += 1
+        if not self.settings.matching_enabled:
+            cam.tracker.reset()
+        start = time.perf_counter()
+        frame = cam.tracker.update(features)
+        matching = (time.perf_counter() - start) * 1e3
+        out = {"features": encode_features(msg.header, frame)}
+        if self.settings.matching_enabled:
+            out["matches"] = encode_matches(msg.header, cam.previous_stamp, frame)
+        if self.debug_image:
+            out["debug_image"] = array_to_image(draw_tracks(to_bgr8(image, color), frame), "bgr8", msg.header)
+        for stage, ms in {**features.timings, "conversion": conversion, "matching": matching}.items():
+            cam.timings.setdefault(stage, []).append(ms)
+        cam.previous_stamp, cam.previous_size = stamp, features.image_size
+        cam.processed += 1
+        return out
+
+
+def process_bag(
+    inp: str | Path,
+    out: str | Path,
+    settings: Settings,
+    image_topics: list[str] | None = None,
+    debug_image: bool = False,
+    storage: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Process `inp` into `out` (same storage format unless given); returns the summary also stored in the
+    output bag's metadata under `alike_ros.process`."""
+    summary: dict[str, Any] = {"input": str(inp), "settings": settings.values, "cameras": {}, "skipped_topics": {}}
+    with open_bag(inp) as reader:
+        topics = select_image_topics(reader.connections, image_topics or [])
+        if not topics:
+            raise BagError(f"{inp} has no sensor_msgs/Image or CompressedImage topic")
+        processor = Processor(settings, debug_image)  # after the checks of the bag: loading a model takes time
+        cameras = {t: processor.camera(t, ns) for t, ns in camera_namespaces(topics).items()}
+        names = OUTPUTS if debug_image else OUTPUTS[:2]
+        names = names if settings.matching_enabled else tuple(n for n in names if n != "matches")
+        new_topics = {output_topic(c.namespace, n) for c in cameras.values() for n in names}
+        if clash := new_topics & {c.topic for c in reader.connections}:
+            raise BagError(f"{inp} already has output topics {sorted(clash)}; process the unprocessed bag")
+        with write_bag(out, storage or storage_of(inp), overwrite, custom_data={"alike_ros.process": summary}) as bag:
+            copied: dict[tuple[str, str], Any] = {}
+            targets = {}
+            for conn in reader.connections:
+                key = (conn.topic, conn.msgtype)
+                try:
+                    targets[conn.id] = copied[key] if key in copied else bag.copy_connection(conn)
+                    copied[key] = targets[conn.id]
+                except BagError as exc:
+                    summary["skipped_topics"][conn.topic] = str(exc)
+                    tqdm.write(f"warning: not copied: {exc}")
+            for cam in cameras.values():
+                for name in names:
+                    msgtype = "sensor_msgs/msg/Image" if name == "debug_image" else "sensor_msgs/msg/PointCloud2"
+                    bag.add_topic(output_topic(cam.namespace, name), msgtype)
+            messages = reader.messages()
+            index = 0
+            with tqdm(total=reader.message_count, unit="msg", desc="process", disable=not progress) as bar:
+                while True:
+                    try:
+                        conn, timestamp, raw = next(messages)
+                    except StopIteration:
+                        break
+                    except READ_ERRORS as exc:
+                        raise BagError(f"{inp} is damaged: reading message {index + 1} failed: {exc}") from exc
+                    index += 1
+                    bar.update()
+                    if conn.id in targets:
+                        bag.write(targets[conn.id], timestamp, raw)
+                    if conn.topic not in cameras:
+                        continue
+                    cam = cameras[conn.topic]
+                    try:
+                        msg = deserialize_message(raw, IMAGE_TYPES[conn.msgtype])
+                    except Exception as exc:  # rclpy raises bare RuntimeErrors/ValueErrors for bad CDR
+                        cam.frames += 1
+                        cam.skipped["bad message"] += 1
+                        tqdm.write(f"warning: {conn.topic}: message {index} does not deserialise: {exc}")
+                        continue
+                    for name, message in processor(cam, msg).items():
+                        bag.write(output_topic(cam.namespace, name), timestamp, message)
+            summary["cameras"] = {c.namespace or "/": c.summary() for c in cameras.values()}
+    return summary

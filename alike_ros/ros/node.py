@@ -118,15 +118,14 @@ class ExtractorNode(Node):
         self._camera: CameraModel | None = None
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        self._image_sub = None
-        self._subscribe_input()
-        self._configure_vins()
-
         # State of the worker thread only.
         self._previous_stamp: Time | None = None
         self._previous_size: tuple[int, int] | None = None
 
         self._mailbox = LatestFrame()
+        self._image_sub = None
+        self._subscribe_input()
+        self._configure_vins()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="alike_worker", daemon=True)
         self._worker.start()

@@ -1,0 +1,183 @@
+"""The node's building blocks without a running node: parameters, config file, statistics, VINS, drawing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("rclpy", reason="the node's modules use ROS message types")
+
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from sensor_msgs.msg import CameraInfo  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from alike_ros.extractor import Features  # noqa: E402
+from alike_ros.matching.matcher import Matches  # noqa: E402
+from alike_ros.matching.tracker import TrackedFrame  # noqa: E402
+from alike_ros.ros import params  # noqa: E402
+from alike_ros.ros.diagnostics import END_TO_END, STAGES, Statistics, assess, to_status  # noqa: E402
+from alike_ros.ros.drawing import draw_tracks, track_colours  # noqa: E402
+from alike_ros.ros.node import LatestFrame  # noqa: E402
+from alike_ros.ros.vins import LAYOUTS, CameraModel, encode_vins  # noqa: E402
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "extractor.yaml"
+MS = 1_000_000  # nanoseconds
+
+
+def test_config_file_holds_every_parameter_with_its_default_and_a_comment():
+    values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
+    assert values == params.DEFAULTS
+    lines = CONFIG.read_text().splitlines()
+    for name in params.DEFAULTS:
+        row = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name}:"))
+        assert any(line.strip().startswith("#") for line in lines[max(0, row - 4) : row]), f"{name} has no comment"
+
+
+def test_defaults_are_valid_and_descriptors_carry_ranges():
+    params.validate(dict(params.DEFAULTS))
+    desc = params.BY_NAME["detector.window_size"].descriptor()
+    assert (desc.integer_range[0].from_value, desc.integer_range[0].to_value, desc.integer_range[0].step) == (3, 31, 2)
+    assert params.BY_NAME["detector.score_threshold"].descriptor().floating_point_range[0].to_value == 1.0
+    assert "one of" in params.BY_NAME["model"].descriptor().additional_constraints
+    assert all(p.description for p in params.PARAMETERS)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("detector.window_size", 4, "multiple of 2"),
+        ("detector.window_size", 1, r"\[3, 31\]"),
+        ("detector.score_threshold", 1.0, r"\[0, 1\)"),
+        ("detector.max_keypoints", 0, "max_keypoints"),
+        ("model", "alike-q", "one of"),
+        ("device", "tpu", "device"),
+        ("half", True, "half"),
+        ("weights", "/nonexistent/w.pth", "does not exist"),
+        ("input.transport", "theora", "one of"),
+        ("matching.min_similarity", 2.0, "min_similarity"),
+        ("diagnostics.period", 0, "must be a float"),
+    ],
+)
+def test_validate_names_the_reason(name, value, reason):
+    with pytest.raises(ValueError, match=reason):
+        params.validate({**params.DEFAULTS, name: value})
+
+
+def test_latest_frame_keeps_only_the_newest():
+    box = LatestFrame()
+    assert box.put(("a", 1)) is False
+    assert box.put(("b", 2)) is True  # "a" was replaced unread
+    assert box.take(0.0) == ("b", 2)
+    assert box.take(0.0) is None
+
+
+def test_statistics_and_levels():
+    stats = Statistics(window=4, start_ns=0)
+    for i in range(6):
+        stats.on_received(i * 100 * MS)
+        stats.on_processed(i * 100 * MS + 50 * MS, dict.fromkeys(STAGES, float(i)), 10.0 * (i + 1))
+    snap = stats.snapshot(600 * MS)
+    assert (snap.received, snap.processed, snap.dropped_total) == (6, 6, 0)
+    assert snap.latency["network"].count == 4  # the window
+    assert snap.latency["network"].max == 5.0 and snap.latency["network"].mean == 3.5
+    assert snap.latency[END_TO_END].p50 == pytest.approx(45.0)
+    assert snap.input_rate == pytest.approx(10.0)
+    ok = assess(snap, budget_ms=100.0, stale_s=0.1, stale_timeout=3.0, publishers=1)
+    assert ok.level == DiagnosticStatus.OK
+
+    over = assess(stats.snapshot(600 * MS), budget_ms=20.0, stale_s=0.1, stale_timeout=3.0, publishers=1)
+    assert over.level == DiagnosticStatus.WARN and "budget" in over.message
+
+    stats.on_dropped("superseded")
+    dropped = assess(stats.snapshot(600 * MS), budget_ms=100.0, stale_s=0.1, stale_timeout=3.0, publishers=1)
+    assert dropped.level == DiagnosticStatus.WARN and "1 frame(s) dropped" in dropped.message
+    stats.start_period()
+    assert assess(stats.snapshot(600 * MS), 100.0, 0.1, 3.0, 1).level == DiagnosticStatus.OK
+
+    stats.on_dropped("model_failure", "boom")
+    failed = assess(stats.snapshot(600 * MS), 100.0, 0.1, 3.0, 1)
+    assert failed.level == DiagnosticStatus.ERROR and failed.last_error == "model_failure: boom"
+    stats.start_period()
+    stale = assess(stats.snapshot(10_000 * MS), 100.0, stats.stale_seconds(10_000 * MS), 3.0, publishers=1)
+    assert stale.level == DiagnosticStatus.ERROR and "no frames" in stale.message
+    nobody = assess(stats.snapshot(10_000 * MS), 100.0, stats.stale_seconds(10_000 * MS), 3.0, publishers=0)
+    assert nobody.level == DiagnosticStatus.OK  # no publisher: silence is expected
+    assert stats.snapshot(10_000 * MS).input_rate == 0.0  # nothing arrived in the last seconds
+
+    status = to_status(failed, "/x/extractor: alike extractor", "cpu")
+    keys = {kv.key for kv in status.values}
+    assert {"frames.dropped.model_failure", "latency.end_to_end.p95_ms", "rate.input_hz"} <= keys
+
+
+def test_rates_restart_when_the_clock_goes_back():
+    stats = Statistics(window=10, start_ns=0)
+    for t in (1000, 1100, 1200):
+        stats.on_received(t * MS)
+    stats.on_received(10 * MS)  # a bag looped under use_sim_time
+    assert stats.snapshot(10 * MS).input_rate == 0.0
+    assert stats.snapshot(10 * MS).received == 4
+
+
+def tracked_frame(keypoints: np.ndarray, previous: np.ndarray, lengths: np.ndarray) -> TrackedFrame:
+    n = len(keypoints)
+    feats = Features(keypoints.astype(np.float32), np.ones(n, np.float32), np.eye(n, 64, dtype=np.float32), (480, 640))
+    prev = Features(
+        previous.astype(np.float32),
+        np.ones(len(previous), np.float32),
+        np.eye(len(previous), 64, dtype=np.float32),
+        (480, 640),
+    )
+    matches = Matches(
+        np.array([[i, i] for i in range(min(n, len(previous)))], np.int64), np.ones(min(n, len(previous)), np.float32)
+    )
+    return TrackedFrame(feats, np.arange(n, dtype=np.uint32) + 7, lengths, matches, prev)
+
+
+def camera_info(distortion: str = "plumb_bob", d: list[float] | None = None) -> CameraInfo:
+    info = CameraInfo(width=640, height=480, distortion_model=distortion, d=d or [0.0] * 5)
+    info.k = [500.0, 0.0, 320.0, 0.0, 400.0, 240.0, 0.0, 0.0, 1.0]
+    return info
+
+
+def test_camera_model_normalises_with_and_without_distortion():
+    pixels = np.array([[320.0, 240.0], [820.0, 640.0]])
+    np.testing.assert_allclose(CameraModel(camera_info()).normalise(pixels), [[0, 0], [1, 1]], atol=1e-9)
+    d = [0.1, -0.05, 0.001, 0.002, 0.0]
+    model = CameraModel(camera_info(d=d))
+    points = np.array([[0.1, -0.2, 1.0], [0.3, 0.25, 1.0]])
+    k = np.array(camera_info().k).reshape(3, 3)
+    projected = cv2.projectPoints(points, np.zeros(3), np.zeros(3), k, np.array(d))[0].reshape(-1, 2)
+    np.testing.assert_allclose(model.normalise(projected), points[:, :2], atol=1e-5)
+    with pytest.raises(ValueError, match="intrinsics"):
+        CameraModel(CameraInfo())
+    with pytest.raises(ValueError, match="distortion model"):
+        CameraModel(camera_info(distortion="double_sphere"))
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_vins_layouts(layout):
+    frame = tracked_frame(np.array([[330.0, 250.0], [100.0, 50.0]]), np.array([[320.0, 240.0]]), np.array([2, 1]))
+    msg = encode_vins(Header(frame_id="cam"), frame, layout, CameraModel(camera_info()), dt=0.5)
+    assert [c.name for c in msg.channels] == list(LAYOUTS[layout])
+    ch = {c.name: np.array(c.values) for c in msg.channels}
+    np.testing.assert_array_equal(ch["id_of_point"], [7, 8])
+    np.testing.assert_allclose(ch["velocity_x_of_point"], [10.0 / 500 / 0.5, 0.0])  # new tracks: zero velocity
+    np.testing.assert_allclose(ch["velocity_y_of_point"], [10.0 / 400 / 0.5, 0.0])
+    assert [(p.x, p.y, p.z) for p in msg.points][0] == pytest.approx((0.02, 0.025, 1.0))
+    with pytest.raises(ValueError, match="camera_info is for"):
+        small = camera_info()
+        small.width = 320
+        encode_vins(Header(), frame, layout, CameraModel(small), dt=0.5)
+
+
+def test_debug_drawing_colours_by_track_length():
+    colours = track_colours(np.array([1, 5, 10, 50]))
+    assert not np.array_equal(colours[0], colours[2])
+    np.testing.assert_array_equal(colours[2], colours[3])  # long tracks share the last colour
+    frame = tracked_frame(np.array([[330.0, 250.0], [100.0, 50.0]]), np.array([[300.0, 240.0]]), np.array([12, 1]))
+    canvas = draw_tracks(np.zeros((480, 640, 3), np.uint8), frame)
+    assert canvas[250, 330].any() and canvas[50, 100].any() and canvas[245, 315].any()  # points and the line

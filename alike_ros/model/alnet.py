@@ -56,8 +56,8 @@ class ConvBlock(nn.Module):
         self.conv2, self.bn2 = conv3x3(cout, cout), nn.BatchNorm2d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(x)))
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        return F.relu(self.bn2(self.conv2(x)), inplace=True)
 
 
 class ResBlock(nn.Module):
@@ -70,9 +70,9 @@ class ResBlock(nn.Module):
         self.downsample = conv1x1(cin, cout, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.downsample(x))
+        return F.relu(out + self.downsample(x), inplace=True)
 
 
 def upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -105,7 +105,7 @@ class ALNet(nn.Module):
         x3 = self.block3(F.max_pool2d(x2, 4))
         x4 = self.block4(F.max_pool2d(x3, 4))
         return [
-            F.relu(conv(x))
+            F.relu(conv(x), inplace=True)
             for conv, x in zip((self.conv1, self.conv2, self.conv3, self.conv4), (x1, x2, x3, x4), strict=True)
         ]
 
@@ -118,7 +118,7 @@ class ALNet(nn.Module):
         b1, *coarse = branches
         feats = torch.cat([b1] + [upsample(b, f) for b, f in zip(coarse, UPSAMPLE_FACTORS, strict=True)], dim=1)
         if not self.cfg.single_head:
-            feats = F.relu(self.convhead1(feats))
+            feats = F.relu(self.convhead1(feats), inplace=True)
         return feats
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

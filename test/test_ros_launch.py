@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("launch_ros", reason="launch_ros is not installed here (it comes with a ROS 2 install)")
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction  # noqa: E402
+from launch_ros.actions import Node  # noqa: E402
+
+from launch import LaunchContext  # noqa: E402
+
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "extractor.launch.py"
 
 
 def load_description():
-    pytest.importorskip("launch_ros", reason="launch_ros is not installed here (it comes with a ROS 2 install)")
     spec = importlib.util.spec_from_file_location("extractor_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -19,11 +25,6 @@ def load_description():
 
 
 def test_launch_arguments_and_node():
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
-    from launch_ros.actions import Node
-
-    from launch import LaunchContext
-
     description = load_description()
     arguments = {a.name: a for a in description.entities if isinstance(a, DeclareLaunchArgument)}
     assert set(arguments) == {"params_file", "namespace", "image", "device", "model"}

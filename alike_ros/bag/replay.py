@@ -32,6 +32,7 @@ from .process import IMAGE_TYPES
 from .storage import READ_ERRORS, BagError, open_bag, write_bag
 
 CLOCK_PERIOD = 0.01  # s of wall time between /clock messages while waiting for the next message
+RECORD_SETTLE = 0.5  # s
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -128,13 +129,14 @@ class Player:
             msg.clock.sec, msg.clock.nanosec = divmod(bag_ns, 10**9)
             self.clock.publish(msg)
 
-    def wait_until(self, wall: float, anchor: tuple[float, int]) -> None:
+    def wait_until(self, wall: float, anchor: tuple[float, int], until_ns: int) -> None:
         """Sleep until the wall time, ticking /clock meanwhile: bag time runs on from the (wall, bag ns)
-        anchor at the replay rate."""
+        anchor at the replay rate, never past `until_ns` (the next message), so /clock never goes back."""
         while (remaining := wall - time.monotonic()) > 0:
             time.sleep(min(remaining, CLOCK_PERIOD))
             if self.clock is not None:
-                self.publish_clock(anchor[1] + int((time.monotonic() - anchor[0]) * 1e9 * self.rate))
+                elapsed_ns = int((time.monotonic() - anchor[0]) * 1e9 * self.rate)
+                self.publish_clock(min(anchor[1] + elapsed_ns, until_ns))
 
     def play_once(self, lockstep: Recorder | None, lockstep_timeout: float, stop: threading.Event) -> None:
         start_wall, start_bag = time.monotonic(), None
@@ -147,7 +149,7 @@ class Player:
                     start_bag = timestamp
                     start_wall = time.monotonic()
                 target = start_wall + (timestamp - start_bag) / 1e9 / self.rate
-                self.wait_until(target, (start_wall, start_bag))
+                self.wait_until(target, (start_wall, start_bag), timestamp)
                 self.publish_clock(timestamp)
                 self.publishers[conn.topic].publish(bytes(raw))
                 self.stats.published[conn.topic] += 1
@@ -168,6 +170,8 @@ class Player:
             if all(p.get_subscription_count() > 0 for p in publishers) and all(
                 self.node.count_publishers(t) > 0 for t in recorded
             ):
+                if recorded:  # the graph shows a publisher a little before its messages reach this node
+                    time.sleep(RECORD_SETTLE)
                 return True
             time.sleep(0.05)
         return False

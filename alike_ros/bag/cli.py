@@ -33,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help="weights file (overrides the params file)")
     s.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the params file)")
     s.add_argument("--debug-image", action="store_true", help="also write NS/debug_image")
+    s.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 helps on a busy machine)")
     s.add_argument("--storage", choices=sorted(STORAGES), help="output storage (default: the input's)")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -98,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             from .process import process_bag
             from .settings import Settings, read_params
 
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
             params = read_params(args.params) if args.params else {}
             params.update({k: v for k, v in (("weights", args.weights), ("device", args.device)) if v})
             settings = Settings.from_params(params)

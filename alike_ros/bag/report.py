@@ -17,6 +17,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Float64MultiArray
@@ -145,6 +146,30 @@ def analyse(
     return reports
 
 
+def node_diagnostics(path: Path) -> dict[str, str]:
+    """Key/values of the last /diagnostics status with latency figures (recorded from the live node), or {}."""
+    last: dict[str, str] = {}
+    with open_bag(path) as reader:
+        conns = [c for c in reader.connections if c.topic == "/diagnostics"]
+        for _, _, raw in reader.messages(conns) if conns else ():
+            for status in deserialize_message(raw, DiagnosticArray).status:
+                values = {kv.key: kv.value for kv in status.values}
+                if any(k.startswith("latency.") for k in values):
+                    last = values
+    return last
+
+
+def describe_diagnostics(values: dict[str, str]) -> str:
+    stages = [k.removeprefix("latency.").removesuffix(".mean_ms") for k in values if k.endswith(".mean_ms")]
+    latency = ", ".join(
+        f"{s} {float(values[f'latency.{s}.mean_ms']):.1f}/{float(values[f'latency.{s}.p95_ms']):.1f}" for s in stages
+    )
+    return (
+        f"live node: {values.get('frames.processed')} of {values.get('frames.received')} frames processed, "
+        f"{values.get('frames.dropped')} dropped; latency ms (mean/p95): {latency}"
+    )
+
+
 def plot(reports: dict[str, CameraReport], out: Path) -> None:
     import matplotlib
 
@@ -219,6 +244,9 @@ def report_main(args: argparse.Namespace) -> int:
             t = cam["extractor_ms"]
             line += f"; extractor {t['mean']:.1f} ms mean, {t['p95']:.1f} ms p95 per frame (offline)"
         print(line)
+    if diagnostics := node_diagnostics(args.bag):
+        summary["node_diagnostics"] = diagnostics
+        print(describe_diagnostics(diagnostics))
     if args.plot:
         plot(reports, args.plot)
         print(f"wrote {args.plot}")

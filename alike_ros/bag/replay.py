@@ -25,6 +25,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import QosDurability
 from rosgraph_msgs.msg import Clock
 
@@ -118,6 +119,7 @@ class Player:
             raise BagError("nothing to replay: no topic of the bag is selected and installed here")
         self.clock = node.create_publisher(Clock, "/clock", 10) if clock else None
         self.bag_now = 0
+        self.stop = threading.Event()
 
     def image_topics(self) -> set[str]:
         return {c.topic for c in self.connections if c.msgtype in IMAGE_TYPES}
@@ -132,18 +134,18 @@ class Player:
     def wait_until(self, wall: float, anchor: tuple[float, int], until_ns: int) -> None:
         """Sleep until the wall time, ticking /clock meanwhile: bag time runs on from the (wall, bag ns)
         anchor at the replay rate, never past `until_ns` (the next message), so /clock never goes back."""
-        while (remaining := wall - time.monotonic()) > 0:
+        while (remaining := wall - time.monotonic()) > 0 and not self.stop.is_set():
             time.sleep(min(remaining, CLOCK_PERIOD))
             if self.clock is not None:
                 elapsed_ns = int((time.monotonic() - anchor[0]) * 1e9 * self.rate)
                 self.publish_clock(min(anchor[1] + elapsed_ns, until_ns))
 
-    def play_once(self, lockstep: Recorder | None, lockstep_timeout: float, stop: threading.Event) -> None:
+    def play_once(self, lockstep: Recorder | None, lockstep_timeout: float) -> None:
         start_wall, start_bag = time.monotonic(), None
         images = self.image_topics()
         try:
             for conn, timestamp, raw in self.reader.messages(self.connections):
-                if stop.is_set():
+                if self.stop.is_set():
                     return
                 if start_bag is None:
                     start_bag = timestamp
@@ -190,10 +192,8 @@ def replay(
     record_grace: float = 2.0,
     lockstep: list[str] | None = None,
     lockstep_timeout: float = 30.0,
-    stop: threading.Event | None = None,
 ) -> ReplayStats:
     """Replay the bag at `path`; rclpy must be initialised by the caller. See the module docstring."""
-    stop = stop or threading.Event()
     record_topics = dict(record_topics or {})
     for topic in lockstep or []:
         record_topics.setdefault(topic, "sensor_msgs/msg/PointCloud2")
@@ -212,8 +212,8 @@ def replay(
 
         def play() -> None:
             try:
-                while not stop.is_set():
-                    player.play_once(recorder if lockstep else None, lockstep_timeout, stop)
+                while not player.stop.is_set():
+                    player.play_once(recorder if lockstep else None, lockstep_timeout)
                     if not loop:
                         break
             except BaseException as exc:  # handed to the main thread, which owns the bags
@@ -230,7 +230,7 @@ def replay(
             while time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.05)
         except KeyboardInterrupt:
-            stop.set()
+            player.stop.set()
             playing.join()
             node.get_logger().info("interrupted")
         executor.shutdown()
@@ -240,7 +240,9 @@ def replay(
 
 
 def replay_main(args: argparse.Namespace) -> int:
-    rclpy.init(args=None)
+    # Ctrl-C raises KeyboardInterrupt here instead of rclpy invalidating the context under our feet, so an
+    # interrupted replay still finishes its recording cleanly
+    rclpy.init(args=None, signal_handler_options=SignalHandlerOptions.NO)
     try:
         stats = replay(
             args.inp,

@@ -1,0 +1,1 @@
+"""Training ALIKE from scratch on synthetic homography pairs of ordinary photos."""

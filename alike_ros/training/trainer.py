@@ -1,0 +1,309 @@
+"""The training loop: from-scratch ALNet, Adam with warm-up, gradient accumulation, validation, checkpoints, logs."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..detection.dkd import DetectorConfig, describe_dense, detect
+from ..model.alnet import ALNet, model_config
+from .data import DataConfig, PairDataset, load_photos
+from .detection import soft_detect
+from .losses import LossConfig, in_view, mutual_matches, pair_losses, warp
+
+
+@dataclass
+class TrainConfig:
+    model: str = "alike-t"
+    out_dir: str = "runs/alike-t"
+    seed: int = 0
+    threads: int = 2
+    # CPU speed: for alike-t's few channels, oneDNN convolutions in channels-last layout measured about 2x faster
+    # than the default NCHW ones in training (forward + backward)
+    channels_last: bool = True
+    mkldnn: bool = True
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 2  # pairs per forward pass
+    accumulate: int = 2  # forward passes per optimizer step
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    final_lr_ratio: float = 0.1  # cosine decay after the warm-up, down to lr * this at the last step
+    grad_clip: float = 1.0  # max gradient norm; early from-scratch steps can spike
+    top_k: int = 400  # keypoints per image during training
+    window: int = 5  # DKD window (radius 2)
+    t_det: float = 0.1  # soft-argmax temperature
+    border: int = 2
+    log_every: int = 5
+    val_every: int = 50
+    checkpoint_seconds: float = 300.0
+    val_top_k: int = 400
+    val_match_px: float = 3.0  # a keypoint repeats / a match is correct within this many pixels
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+def from_dict(cls: type, values: dict) -> object:
+    """Build a (nested) dataclass from a dict such as parsed YAML; unknown keys are errors, lists become tuples."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} settings: {sorted(unknown)}")
+    kwargs = {}
+    defaults = cls()
+    for name, value in values.items():
+        current = getattr(defaults, name)
+        if dataclasses.is_dataclass(current):
+            value = from_dict(type(current), value or {})
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to `final_lr_ratio` of the base rate."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def batch_losses(net: ALNet, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """Mean of every loss over the pairs of a batch (both views of all pairs in one forward pass)."""
+    n = len(batch["H"])
+    images = torch.cat((batch["image0"], batch["image1"]))
+    if cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    scores, descs = net.dense_maps(images)
+    per_pair = []
+    for i in range(n):
+        outs = [soft_detect(scores[j, 0], descs[j], cfg.top_k, cfg.window, cfg.t_det, cfg.border) for j in (i, i + n)]
+        maps = (scores[i, 0], scores[i + n, 0], descs[i], descs[i + n])
+        per_pair.append(pair_losses(outs[0], outs[1], maps, batch["H"][i], cfg.loss))
+    return {k: torch.stack([p[k] for p in per_pair]).mean() for k in per_pair[0]}
+
+
+def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+@torch.no_grad()
+def validate(net: ALNet, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig) -> dict[str, float]:
+    """Inference-path metrics on held-out pairs: repeatability, mutual-NN matching precision and count, and
+    how many keypoints pass the default 0.2 threshold; plus the training losses (BatchNorm in eval mode)."""
+    was_training = net.training
+    net.eval()
+    det = DetectorConfig(top_k=cfg.val_top_k, score_threshold=0.0, max_keypoints=cfg.val_top_k)
+    rows = []
+    for pair in pairs:
+        batch = collate([pair])
+        scores, descs = net.dense_maps(torch.cat((batch["image0"], batch["image1"])))
+        h01 = pair["H"]
+        size = scores.shape[-1]
+        (k0, _), (k1, _) = detect(scores[0, 0], det), detect(scores[1, 0], det)
+        f0, f1 = describe_dense(descs[0], k0), describe_dense(descs[1], k1)
+        w01, w10 = warp(k0, h01), warp(k1, torch.linalg.inv(h01))
+        vis0, vis1 = in_view(w01, size, size), in_view(w10, size, size)
+        rep = []
+        if vis0.any() and vis1.any():
+            rep = [
+                (torch.cdist(w01[vis0], k1).min(1).values < cfg.val_match_px).float().mean().item(),
+                (torch.cdist(w10[vis1], k0).min(1).values < cfg.val_match_px).float().mean().item(),
+            ]
+        i, j = mutual_matches(-(f0 @ f1.T))
+        correct = (w01[i] - k1[j]).norm(dim=1) < cfg.val_match_px
+        outs = [soft_detect(scores[j, 0], descs[j], cfg.top_k, cfg.window, cfg.t_det, cfg.border) for j in (0, 1)]
+        losses = pair_losses(outs[0], outs[1], (scores[0, 0], scores[1, 0], descs[0], descs[1]), h01, cfg.loss)
+        rows.append(
+            {
+                "repeatability": float(np.mean(rep)) if rep else 0.0,
+                "match_precision": correct.float().mean().item() if len(i) else 0.0,
+                "correct_matches": float(correct.sum()),
+                "kp_above_0.2": _count_above(scores, 0.2),
+                "val_loss": losses["total"].item(),
+            }
+        )
+    net.train(was_training)
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def _count_above(scores: torch.Tensor, threshold: float) -> float:
+    """Mean number of inference-mode keypoints (default NMS, threshold) per image of a 2 x 1 x H x W batch."""
+    det = DetectorConfig(score_threshold=threshold)
+    return float(np.mean([len(detect(s[0], det)[0]) for s in scores]))
+
+
+TRAIN_FIELDS = ["step", "elapsed_s", "step_time_s", "lr", "total", "rp", "pk", "ds", "sp", "matches"]
+VAL_FIELDS = ["step", "elapsed_s", "repeatability", "match_precision", "correct_matches", "kp_above_0.2", "val_loss"]
+
+
+def append_csv(path: Path, fields: list[str], row: dict[str, float]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def plot_curves(out_dir: Path) -> None:
+    """losses.png: training losses (left) and validation metrics (right) against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = _read_csv(out_dir / "train.csv")
+    val = _read_csv(out_dir / "val.csv")
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("total", "rp", "pk", "ds", "sp"):
+        if train:
+            ax0.plot(train["step"], train[key], label=key)
+    ax0.set(xlabel="step", ylabel="loss", title="training losses", yscale="log")
+    ax0.legend()
+    if val:
+        ax1.plot(val["step"], val["repeatability"], label="repeatability")
+        ax1.plot(val["step"], val["match_precision"], label="MNN precision")
+        ax1b = ax1.twinx()
+        ax1b.plot(val["step"], val["correct_matches"], "k--", label="correct matches / pair")
+        ax1b.set_ylabel("correct matches / pair")
+        ax1b.legend(loc="lower right")
+    ax1.set(xlabel="step", ylabel="fraction", title="validation (held-out pairs)", ylim=(0, 1))
+    ax1.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out_dir / "losses.png", dpi=80)
+    plt.close(fig)
+
+
+def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+def save_checkpoint(path: Path, net: ALNet, opt: torch.optim.Optimizer, cfg: TrainConfig, state: dict) -> None:
+    """Write atomically, so an interruption mid-write never destroys the previous checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "state_dict": net.state_dict(),
+            "model": cfg.model,
+            "step": state["step"],
+            "optimizer": opt.state_dict(),
+            "config": dataclasses.asdict(cfg),
+            "elapsed_s": state["elapsed_s"],
+            "best": state["best"],
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train from scratch (or resume `out_dir/last.pt`); returns the path of the last checkpoint."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last.pt"
+    torch.backends.mkldnn.enabled = cfg.mkldnn
+    net = ALNet(model_config(cfg.model))
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    state = {"step": 0, "elapsed_s": 0.0, "best": -1.0}
+    if resume:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        net.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        state = {"step": ckpt["step"], "elapsed_s": ckpt["elapsed_s"], "best": ckpt["best"]}
+    elif last.exists():
+        raise FileExistsError(f"{last} exists: pass --resume to continue it, or choose another out_dir")
+    train_photos, val_photos = load_photos(cfg.data)
+    data = PairDataset(train_photos, cfg.data, cfg.seed)
+    val_set = PairDataset(val_photos, cfg.data, cfg.seed + 1)
+    val_pairs = [val_set[i] for i in range(cfg.data.val_pairs)]
+    net.train()
+
+    # SIGTERM (e.g. `kill PID`) ends the run like Ctrl-C: with a checkpoint
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    started = time.monotonic() - state["elapsed_s"]
+    last_save = time.monotonic()
+    window: list[dict[str, float]] = []
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc=cfg.model, mininterval=20.0, dynamic_ncols=True)
+    try:
+        while state["step"] < cfg.steps:
+            step = state["step"]
+            t0 = time.monotonic()
+            lr = learning_rate(cfg, step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for micro in range(cfg.accumulate):
+                first = (step * cfg.accumulate + micro) * cfg.batch_size
+                losses = batch_losses(net, collate([data[first + j] for j in range(cfg.batch_size)]), cfg)
+                if not torch.isfinite(losses["total"]):
+                    raise FloatingPointError(
+                        f"non-finite loss at step {step}: { {k: v.item() for k, v in losses.items()} }"
+                    )
+                (losses["total"] / cfg.accumulate).backward()
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v.item() / cfg.accumulate
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            state["step"] = step + 1
+            state["elapsed_s"] = time.monotonic() - started
+            window.append({**sums, "step_time_s": time.monotonic() - t0, "lr": lr})
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['total']:.3f}", ds=f"{sums['ds']:.2f}", m=f"{sums['matches']:.0f}")
+            if state["step"] % cfg.log_every == 0:
+                row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                append_csv(
+                    out / "train.csv", TRAIN_FIELDS, {**row, "step": state["step"], "elapsed_s": state["elapsed_s"]}
+                )
+                window.clear()
+            if state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps:
+                metrics = validate(net, val_pairs, cfg)
+                append_csv(
+                    out / "val.csv", VAL_FIELDS, {**metrics, "step": state["step"], "elapsed_s": state["elapsed_s"]}
+                )
+                bar.write(f"step {state['step']}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+                plot_curves(out)
+                if metrics["correct_matches"] > state["best"]:
+                    state["best"] = metrics["correct_matches"]
+                    save_checkpoint(out / "best.pt", net, opt, cfg, state)
+                save_checkpoint(last, net, opt, cfg, state)
+                last_save = time.monotonic()
+            elif time.monotonic() - last_save > cfg.checkpoint_seconds:
+                save_checkpoint(last, net, opt, cfg, state)
+                last_save = time.monotonic()
+    except KeyboardInterrupt:
+        bar.write(f"interrupted at step {state['step']}; saving {last}")
+    finally:
+        bar.close()
+    save_checkpoint(last, net, opt, cfg, state)
+    return last
+
+
+def export(checkpoint: str | Path, out: str | Path, note: str = "") -> dict:
+    """Write a small weights file {"state_dict", "model", "step", "note"} from a training checkpoint."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = {k: v.contiguous() for k, v in ckpt["state_dict"].items()}  # channels-last training layout
+    small = {"state_dict": state, "model": ckpt["model"], "step": ckpt["step"], "note": note}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(small, out)
+    return small

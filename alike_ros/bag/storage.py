@@ -1,8 +1,9 @@
 """Reading and writing rosbag2 directories (sqlite3 or mcap) through `rosbags`, with clear errors.
 
-Messages are (de)serialised by rclpy, so the bag tool handles the very message classes the node publishes;
-`rosbags` only stores bytes and provides message definitions for new connections. Output bags are written
-to a hidden staging directory next to the destination and moved into place only once complete.
+Messages are rclpy objects, the very classes the node publishes; `rosbags` stores the bytes, provides the
+message definitions of new connections and re-serialises rclpy's CDR with zeroed padding (see `canonical`).
+Output bags are written to a hidden staging directory next to the destination and moved into place only
+once complete.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from alike_ros.ros.conversions import array_to_image  # noqa: E402
 from alike_ros.ros.messages import decode_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAIN = 20 + (os.getpid() + 40) % 80  # not the in-process tests' domain: the two never hear each other
+DOMAIN = 55 + os.getpid() % 35  # 55..89: not the in-process tests' domain, so the two never hear each other
 WAIT = 120.0  # a failure guard on a loaded machine, never a measurement
 
 
@@ -97,10 +97,17 @@ def test_node_in_its_own_process(probe_node, textured_image):
         publisher = probe_node.create_publisher(Image, "camera/image_raw", reliable)
         assert wait(lambda: publisher.get_subscription_count() > 0 or process.poll() is not None)
         assert process.poll() is None, process.stdout.read()
-        for k in range(3):
-            header = Header(frame_id="cam", stamp=probe_node.get_clock().now().to_msg())
-            publisher.publish(array_to_image(np.roll(textured_image, 2 * k, axis=1), "mono8", header))
-            assert wait(lambda h=header: any(f.header == h for f in features)), "no features from the process"
+        # The node's input is best effort (the default): on a loaded machine a frame may be lost on the way, so
+        # keep sending new frames until three came back, each with the header of the image it came from.
+        sent: list[Header] = []
+        deadline = time.monotonic() + WAIT
+        while len(features) < 3 and time.monotonic() < deadline:
+            sent.append(Header(frame_id="cam", stamp=probe_node.get_clock().now().to_msg()))
+            publisher.publish(array_to_image(np.roll(textured_image, 2 * len(sent), axis=1), "mono8", sent[-1]))
+            count = len(features)
+            wait(lambda count=count: len(features) > count, timeout=5.0)  # pacing only; no assertion on time
+        assert len(features) >= 3, "no features from the process"
+        assert all(f.header in sent for f in features)
         assert len(decode_features(features[-1]).keypoints) > 0
         assert wait(lambda: any(s.name == "/proc_test/extractor: alike extractor" for s in statuses))
     finally:

@@ -69,9 +69,9 @@ def test_validate_names_the_reason(name, value, reason):
 
 def test_latest_frame_keeps_only_the_newest():
     box = LatestFrame()
-    assert box.put(("a", 1)) is False
-    assert box.put(("b", 2)) is True  # "a" was replaced unread
-    assert box.take(0.0) == ("b", 2)
+    assert box.put("a") is False
+    assert box.put("b") is True  # "a" was replaced unread
+    assert box.take(0.0) == "b"
     assert box.take(0.0) is None
 
 

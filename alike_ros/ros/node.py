@@ -77,16 +77,16 @@ class LatestFrame:
 
     def __init__(self):
         self._cond = threading.Condition()
-        self._item: tuple[Image | CompressedImage, int] | None = None
+        self._item: Image | CompressedImage | None = None
 
-    def put(self, item: tuple[Image | CompressedImage, int]) -> bool:
+    def put(self, item: Image | CompressedImage) -> bool:
         with self._cond:
             replaced = self._item is not None
             self._item = item
             self._cond.notify()
             return replaced
 
-    def take(self, timeout: float) -> tuple[Image | CompressedImage, int] | None:
+    def take(self, timeout: float) -> Image | CompressedImage | None:
         with self._cond:
             if self._item is None:
                 self._cond.wait(timeout)
@@ -155,9 +155,8 @@ class ExtractorNode(Node):
             self._camera_info_sub = None
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
-        now = self.get_clock().now().nanoseconds
-        self._stats.on_received(now)
-        if self._mailbox.put((msg, now)):
+        self._stats.on_received(self.get_clock().now().nanoseconds)
+        if self._mailbox.put(msg):
             self._stats.on_dropped("superseded")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -171,16 +170,16 @@ class ExtractorNode(Node):
 
     def _work(self) -> None:
         while self._running:
-            item = self._mailbox.take(timeout=0.1)
-            if item is None:
+            msg = self._mailbox.take(timeout=0.1)
+            if msg is None:
                 continue
             try:
-                self._process(*item)
-            except Exception as exc:  # never let one frame end the worker
+                self._process(msg)
+            except Exception as exc:  # never let one frame end the worker; counted with the model's failures
                 self._stats.on_dropped("model_failure", repr(exc))
                 self.get_logger().error(f"frame failed: {exc!r}", throttle_duration_sec=5.0)
 
-    def _process(self, msg: Image | CompressedImage, received_ns: int) -> None:
+    def _process(self, msg: Image | CompressedImage) -> None:
         stages: dict[str, float] = {}
         start = time.perf_counter()
         try:

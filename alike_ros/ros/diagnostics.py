@@ -15,7 +15,10 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 STAGES = ("conversion", "preprocessing", "network", "detection", "description", "matching", "publishing")
 END_TO_END = "end_to_end"  # from the header stamp to the publication of `features`, on the node clock
-DROP_REASONS = ("superseded", "bad_input", "model_failure")
+# superseded: replaced in the node's one-frame mailbox by a newer frame before the worker took it;
+# missed: sent by a publisher but never delivered to the node (overwritten in the depth-1 reader queue or lost
+# on the way), known from gaps in the publisher's sequence numbers; the other two are the worker's.
+DROP_REASONS = ("superseded", "missed", "bad_input", "model_failure")
 RATE_SPAN_NS = 5_000_000_000  # rates count the arrivals of the last 5 s
 
 
@@ -93,10 +96,10 @@ class Statistics:
             self._last_arrival_ns = now_ns
             self._any_frame = True
 
-    def on_dropped(self, reason: str, error: str = "") -> None:
+    def on_dropped(self, reason: str, error: str = "", count: int = 1) -> None:
         with self._lock:
-            self._dropped[reason] += 1
-            self._dropped_in_period += 1
+            self._dropped[reason] += count
+            self._dropped_in_period += count
             if reason == "model_failure":
                 self._failures_in_period += 1
             if error:

@@ -22,6 +22,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.subscription import MessageInfo
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2
 from std_msgs.msg import Header
@@ -123,6 +124,7 @@ class ExtractorNode(Node):
         self._previous_size: tuple[int, int] | None = None
 
         self._mailbox = LatestFrame()
+        self._last_sequence: dict[bytes, int] = {}  # per publisher, for counting missed frames
         self._image_sub = None
         self._subscribe_input()
         self._configure_vins()
@@ -154,10 +156,24 @@ class ExtractorNode(Node):
             self.destroy_subscription(self._camera_info_sub)
             self._camera_info_sub = None
 
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, msg: Image | CompressedImage, info: MessageInfo) -> None:
         self._stats.on_received(self.get_clock().now().nanoseconds)
+        self._count_missed(info)
         if self._mailbox.put(msg):
             self._stats.on_dropped("superseded")
+
+    def _count_missed(self, info: MessageInfo) -> None:
+        """Frames a publisher sent that never reached this callback show as gaps in its sequence numbers."""
+        gid, seq = info.get("publisher_gid"), info.get("publication_sequence_number")
+        if not gid or not seq:  # the middleware does not tell
+            return
+        key = bytes(gid["data"])
+        last = self._last_sequence.get(key)
+        if last is not None and seq > last + 1:
+            self._stats.on_dropped("missed", count=seq - last - 1)
+        if len(self._last_sequence) > 1000:  # publishers come and go; never grow without bound
+            self._last_sequence.clear()
+        self._last_sequence[key] = seq
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:

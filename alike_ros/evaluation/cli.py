@@ -1,0 +1,149 @@
+"""`python -m alike_ros evaluate`: run the benchmarks for every method and write tables and plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import benchmarks, report
+from .benchmarks import Timer
+from .methods import Method, Unavailable, build_methods, upstream_weights_dir
+from .synthetic import synthetic_pairs
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ("synthetic", "graf", "video")
+DEFAULT_METHODS = "ours,upstream-alike-t,upstream-alike-n,sift,orb"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m alike_ros evaluate", description=__doc__)
+    p.add_argument("--benchmarks", default=",".join(BENCHMARKS), help="comma-separated subset of %(default)s")
+    p.add_argument("--methods", default=DEFAULT_METHODS, help="ours, upstream-alike-{t,s,n,l}, sift, orb")
+    p.add_argument("--model", default="alike-t", help="variant of `ours`")
+    p.add_argument("--weights", help="weights of `ours` (default: the bundled weights of --model)")
+    p.add_argument("--upstream-dir", type=Path, default=upstream_weights_dir(), help="upstream checkpoints")
+    p.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos" / "eval")
+    p.add_argument("--data", type=Path, default=ROOT / "data" / "eval", help="cache of fetch_eval_data.sh")
+    p.add_argument("--max-side", type=int, default=480, help="synthetic images: longer side in px")
+    p.add_argument("--viewpoint", type=int, default=2, help="viewpoint-like warps per photo")
+    p.add_argument("--illumination", type=int, default=2, help="illumination-like warps per photo")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
+    p.add_argument("--video-step", type=int, default=4, help="use every STEP-th frame; match consecutive ones")
+    p.add_argument("--video-frames", type=int, default=0, help="use only the first N of those frames (0: all)")
+    p.add_argument("--out", type=Path, default=Path("docs/evaluation"), help="folder for results.md/json and PNGs")
+    p.add_argument("--update-doc", type=Path, help="write the results block of this markdown file")
+    args = p.parse_args(argv)
+    args.benchmarks = [b for b in args.benchmarks.split(",") if b]
+    if unknown := set(args.benchmarks) - set(BENCHMARKS):
+        p.error(f"unknown benchmarks {sorted(unknown)}: choose from {','.join(BENCHMARKS)}")
+    if args.video_step < 1:
+        p.error("--video-step must be >= 1")
+    return args
+
+
+def run(args: argparse.Namespace, methods: list[Method | Unavailable]) -> tuple[list[report.Section], list[str]]:
+    """Every benchmark for every method; sections hold rows in method order."""
+    sections: list[report.Section] = []
+    skipped: list[str] = []
+    fetch = f"absent: run `{benchmarks.FETCH_COMMAND}` (or pass --data)"
+    groups = None
+    if "synthetic" in args.benchmarks:
+        if args.photos.is_dir():
+            groups = list(synthetic_pairs(args.photos, args.max_side, args.viewpoint, args.illumination, args.limit))
+        else:
+            skipped.append(f"synthetic: photo folder {args.photos} is absent (pass --photos)")
+    graf = benchmarks.graf_pair(args.data) if "graf" in args.benchmarks else None
+    if "graf" in args.benchmarks and graf is None:
+        skipped.append(f"graf: {args.data / benchmarks.GRAF_FILES[0]} {fetch}")
+    frames = (
+        benchmarks.video_frames(args.data, args.video_step, args.video_frames) if "video" in args.benchmarks else None
+    )
+    if "video" in args.benchmarks and frames is None:
+        skipped.append(f"video: {args.data / benchmarks.VIDEO_FILE} {fetch}")
+
+    if groups:
+        n = sum(len(p) for _, p in groups)
+        size = "x".join(map(str, groups[0][0].shape[1::-1]))
+        sections += [
+            report.Section("synthetic", f"Synthetic, all ({n} pairs, longer side {args.max_side} px, e.g. {size})"),
+            report.Section("synthetic-v", "Synthetic, viewpoint-like"),
+            report.Section("synthetic-i", "Synthetic, illumination-like"),
+        ]
+    if graf is not None:
+        sections.append(report.Section("graf", "graf1 → graf3 (opencv-doc, 800x640)"))
+    if frames is not None:
+        h, w = frames[0].shape[:2]
+        title = f"Video: visp-images-data cube.mpeg ({len(frames)} frames {args.video_step} apart, {w}x{h})"
+        sections.append(report.Section("video", title))
+    by_key = {s.key: s for s in sections}
+
+    for method in methods:
+        if isinstance(method, Unavailable):
+            for section in sections:
+                section.rows[method.name] = method.reason
+            continue
+        timer = Timer()
+        if groups:
+            results = benchmarks.evaluate_homography_benchmark(
+                method, tqdm(groups, desc=f"{method.name} synthetic"), timer
+            )
+            for key, kinds in (("synthetic", "iv"), ("synthetic-v", "v"), ("synthetic-i", "i")):
+                summary = benchmarks.summarise(results, kinds)
+                summary.ms_per_image = timer.mean
+                by_key[key].rows[method.name] = summary
+        if graf is not None:
+            timer = Timer()
+            results = benchmarks.evaluate_homography_benchmark(method, [(graf.image0, [graf])], timer)
+            by_key["graf"].rows[method.name] = benchmarks.summarise(results)
+            by_key["graf"].rows[method.name].ms_per_image = timer.mean
+        if frames is not None:
+            timer = Timer()
+            summary = benchmarks.evaluate_video(method, tqdm(frames, desc=f"{method.name} video"), timer)
+            summary.ms_per_image = timer.mean
+            by_key["video"].rows[method.name] = summary
+    return sections, skipped
+
+
+def to_json(sections: list[report.Section]) -> dict:
+    def plain(row):
+        if isinstance(row, str):
+            return {"unavailable": row}
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(row).items()}
+
+    return {s.key: {"title": s.title, "rows": {n: plain(r) for n, r in s.rows.items()}} for s in sections}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    methods = build_methods([m for m in args.methods.split(",") if m], args.model, args.weights, args.upstream_dir)
+    sections, skipped = run(args, methods)
+    names = [m.name for m in methods]
+    ours = next((n for n in names if n.startswith("ours")), None)
+    reference = f"upstream {args.model}"
+    gap = report.gap_table(sections, ours, reference) if ours and reference in names else None
+    notes = [f"- {m.name}: {m.note}" for m in methods if isinstance(m, Method) and m.note]
+    body = report.markdown(sections, skipped, gap) + "\n" + "\n".join(notes) + "\n"
+    print(body)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(body)
+    (args.out / "results.json").write_text(json.dumps(to_json(sections), indent=1) + "\n")
+    images = []
+    if report.plot_mma(sections, args.out / "mma.png"):
+        images.append(args.out / "mma.png")
+    video = next((s for s in sections if s.key == "video"), None)
+    if video and report.plot_video(video, args.video_step, args.out / "video_inliers.png"):
+        images.append(args.out / "video_inliers.png")
+    if args.update_doc:
+        command = "python -m alike_ros evaluate " + shlex.join(argv)
+        report.update_doc(args.update_doc, command.strip(), body, images)
+        print(f"updated {args.update_doc}", file=sys.stderr)
+    return 0

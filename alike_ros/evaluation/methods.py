@@ -1,0 +1,134 @@
+"""The feature methods compared: ALIKE weights (ours or upstream) and OpenCV's SIFT and ORB.
+
+Every method takes an RGB uint8 image and returns keypoints (N x 2, OpenCV pixel convention) and
+descriptors; every method matches with mutual nearest neighbours and no threshold (HPatches practice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..detection.dkd import DetectorConfig
+from ..extractor import Extractor
+from ..matching.matcher import Matcher, MatcherConfig
+from ..model.weights import bundled_weights_path
+
+MAX_FEATURES = 5000  # cap for every method: upstream's HPatches n_limit, and SIFT/ORB's nfeatures
+UPSTREAM_MODELS = ("alike-t", "alike-s", "alike-n", "alike-l")
+# Mutual NN with no similarity floor: cosine of unit vectors is >= -1, so nothing is cut.
+_MUTUAL_NN = MatcherConfig(min_similarity=-1.0, mutual=True, ratio=1.0)
+
+
+@dataclass
+class Detections:
+    keypoints: np.ndarray  # N x 2 float32
+    descriptors: np.ndarray  # N x D (float32 unit vectors, or uint8 binary for ORB)
+
+
+class Method:
+    """Base: a named detector/descriptor with its matcher."""
+
+    name: str
+    note: str = ""
+
+    def detect(self, image: np.ndarray) -> Detections:
+        raise NotImplementedError
+
+    def match(self, a: Detections, b: Detections) -> np.ndarray:
+        """M x 2 indices of mutual nearest neighbours."""
+        return Matcher(_MUTUAL_NN)(a.descriptors, b.descriptors).indices
+
+
+class AlikeMethod(Method):
+    def __init__(self, name: str, model: str, weights: str | Path | None, note: str = ""):
+        self.name, self.note = name, note
+        detector = DetectorConfig(max_keypoints=MAX_FEATURES)  # otherwise upstream defaults: window 5, th 0.2
+        self.extractor = Extractor(model, weights=weights, device="cpu", detector=detector)
+
+    def detect(self, image: np.ndarray) -> Detections:
+        features = self.extractor(image, color="rgb")
+        return Detections(features.keypoints, features.descriptors)
+
+
+class SiftMethod(Method):
+    name = "SIFT"
+    note = f"OpenCV SIFT, nfeatures={MAX_FEATURES}, descriptors L2-normalised"
+
+    def __init__(self):
+        self.sift = cv2.SIFT_create(nfeatures=MAX_FEATURES)
+
+    def detect(self, image: np.ndarray) -> Detections:
+        keypoints, desc = self.sift.detectAndCompute(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), None)
+        return _to_detections(keypoints, desc, np.float32, normalise=True)
+
+
+class OrbMethod(Method):
+    name = "ORB"
+    note = f"OpenCV ORB, nfeatures={MAX_FEATURES}, Hamming mutual NN (BFMatcher crossCheck)"
+
+    def __init__(self):
+        self.orb = cv2.ORB_create(nfeatures=MAX_FEATURES)
+        self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+
+    def detect(self, image: np.ndarray) -> Detections:
+        keypoints, desc = self.orb.detectAndCompute(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), None)
+        return _to_detections(keypoints, desc, np.uint8, normalise=False)
+
+    def match(self, a: Detections, b: Detections) -> np.ndarray:
+        if len(a.keypoints) == 0 or len(b.keypoints) == 0:
+            return np.zeros((0, 2), np.int64)
+        found = self.matcher.match(a.descriptors, b.descriptors)
+        return np.array([(m.queryIdx, m.trainIdx) for m in found], np.int64).reshape(-1, 2)
+
+
+def _to_detections(keypoints, desc, dtype, normalise: bool) -> Detections:
+    points = np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
+    if desc is None:  # OpenCV returns None when it finds nothing
+        return Detections(points, np.zeros((0, 32 if dtype == np.uint8 else 128), dtype))
+    if normalise:
+        desc = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+    return Detections(points, desc.astype(dtype))
+
+
+def upstream_weights_dir() -> Path:
+    """../shared/reference/weights beside the work tree (the project's machines have it; elsewhere absent)."""
+    return Path(__file__).resolve().parents[3] / "shared" / "reference" / "weights"
+
+
+@dataclass
+class Unavailable:
+    """A method that cannot run here; reported as a row saying why instead of numbers."""
+
+    name: str
+    reason: str
+
+
+def build_methods(names: list[str], model: str, weights: str | None, upstream_dir: Path) -> list[Method | Unavailable]:
+    """Methods by name: `ours`, `upstream-alike-X`, `sift`, `orb`; missing weights become Unavailable rows."""
+    methods: list[Method | Unavailable] = []
+    for name in names:
+        if name == "ours":
+            label = f"ours ({model})"
+            path = Path(weights) if weights else bundled_weights_path(model)
+            if path.is_file():
+                methods.append(AlikeMethod(label, model, path, note=f"weights {path.name}"))
+            else:
+                methods.append(Unavailable(label, f"pending: {path} does not exist yet"))
+        elif name.startswith("upstream-") and name.removeprefix("upstream-") in UPSTREAM_MODELS:
+            variant = name.removeprefix("upstream-")
+            path = upstream_dir / f"{variant}.pth"
+            if path.is_file():
+                methods.append(AlikeMethod(f"upstream {variant}", variant, path, note="upstream checkpoint"))
+            else:
+                methods.append(Unavailable(f"upstream {variant}", f"skipped: {path} is absent"))
+        elif name == "sift":
+            methods.append(SiftMethod())
+        elif name == "orb":
+            methods.append(OrbMethod())
+        else:
+            raise ValueError(f"unknown method {name!r}: use ours, upstream-alike-{{t,s,n,l}}, sift, orb")
+    return methods

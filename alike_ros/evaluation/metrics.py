@@ -1,0 +1,142 @@
+"""Metrics of local features on image pairs, as in the ALIKE paper and HPatches practice (pure numpy/OpenCV).
+
+Pixel convention everywhere: (x, y), x right, y down, integer = pixel centre (OpenCV's). A homography H maps
+points of the first image to the second; `size` is (height, width).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MMA_THRESHOLDS = (1, 2, 3, 4, 5)  # px, as in HPatches MMA curves
+MHA_THRESHOLDS = (1, 3, 5)  # px of mean corner error
+CORRECT_PX = 3.0  # a keypoint repeats / a match is correct within this distance (SuperPoint, D2-Net practice)
+RANSAC_PX = 3.0  # cv2.findHomography's default reprojection threshold, as upstream's eval
+F_RANSAC_PX = 1.0  # epipolar distance for the fundamental matrix on video frames
+SEED = 0  # OpenCV's RANSAC draws from its global RNG; reseeding makes every estimate reproducible
+
+
+def warp_points(h: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply the 3x3 homography to N x 2 points; points sent to infinity come back as inf."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    homog = np.hstack([points, np.ones((len(points), 1))]) @ np.asarray(h, np.float64).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = homog[:, :2] / homog[:, 2:]
+    out[~np.isfinite(out).all(axis=1) | (homog[:, 2] <= 0)] = np.inf  # behind the camera: not visible
+    return out
+
+
+def inside(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Mask of points that fall on a pixel of an image of `size` (the pixel edges are at -0.5 and W-0.5)."""
+    h, w = size
+    x, y = points[:, 0], points[:, 1]
+    return (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
+
+
+def match_errors(kp0: np.ndarray, kp1: np.ndarray, matches: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Distance (px, in the second image) between each matched keypoint and where H sends its partner."""
+    if len(matches) == 0:
+        return np.zeros(0)
+    projected = warp_points(h, kp0[matches[:, 0]])
+    return np.linalg.norm(projected - kp1[matches[:, 1]], axis=1)
+
+
+def mma(errors: np.ndarray, thresholds: tuple[float, ...] = MMA_THRESHOLDS) -> np.ndarray:
+    """Fraction of matches with error <= t for each t; a pair without matches scores 0 (HPatches)."""
+    if len(errors) == 0:
+        return np.zeros(len(thresholds))
+    return np.array([(errors <= t).mean() for t in thresholds])
+
+
+def nearest_distance(points: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Distance from each point to its nearest neighbour among `others` (brute force in OpenCV: no N x M
+    matrix in Python memory, which at 5000 x 5000 would cost hundreds of MB)."""
+    found = cv2.BFMatcher(cv2.NORM_L2).match(np.float32(points), np.float32(others))
+    dist = np.full(len(points), np.inf)
+    dist[[m.queryIdx for m in found]] = [m.distance for m in found]
+    return dist
+
+
+def _shared(kp0: np.ndarray, kp1: np.ndarray, h: np.ndarray, size0: tuple[int, int], size1: tuple[int, int]):
+    """Keypoints of each image that the other image also sees, with their positions in the other image."""
+    fwd = warp_points(h, kp0)
+    bwd = warp_points(np.linalg.inv(h), kp1)
+    keep0, keep1 = inside(fwd, size1), inside(bwd, size0)
+    return fwd[keep0], kp1[keep1], keep0, keep1
+
+
+def repeatability(
+    kp0: np.ndarray,
+    kp1: np.ndarray,
+    h: np.ndarray,
+    size0: tuple[int, int],
+    size1: tuple[int, int],
+    threshold: float = CORRECT_PX,
+) -> float:
+    """SuperPoint's repeatability: keypoints in the shared area with a keypoint of the other image within
+    `threshold` after warping, counted in both directions, over all keypoints in the shared area."""
+    fwd, kp1_shared, keep0, keep1 = _shared(kp0, kp1, h, size0, size1)
+    total = len(fwd) + len(kp1_shared)
+    if len(fwd) == 0 or len(kp1_shared) == 0:
+        return 0.0
+    repeated = (nearest_distance(fwd, kp1_shared) <= threshold).sum()
+    repeated += (nearest_distance(kp1_shared, fwd) <= threshold).sum()
+    return float(repeated / total)
+
+
+def matching_score(
+    kp0: np.ndarray,
+    kp1: np.ndarray,
+    matches: np.ndarray,
+    h: np.ndarray,
+    size0: tuple[int, int],
+    size1: tuple[int, int],
+    threshold: float = CORRECT_PX,
+) -> float:
+    """Correct matches over the mean number of keypoints the two images share (LF-Net / D2-Net practice)."""
+    _, _, keep0, keep1 = _shared(kp0, kp1, h, size0, size1)
+    shared = (keep0.sum() + keep1.sum()) / 2
+    if shared == 0:
+        return 0.0
+    correct = (match_errors(kp0, kp1, matches, h) <= threshold).sum()
+    return float(correct / shared)
+
+
+def estimate_homography(pts0: np.ndarray, pts1: np.ndarray, threshold: float = RANSAC_PX) -> np.ndarray | None:
+    """RANSAC homography from matched points (None when it fails or there are fewer than 4 matches)."""
+    if len(pts0) < 4:
+        return None
+    cv2.setRNGSeed(SEED)
+    h, _ = cv2.findHomography(np.float64(pts0), np.float64(pts1), cv2.RANSAC, threshold)
+    return h
+
+
+def corner_error(h_true: np.ndarray, h_est: np.ndarray | None, size: tuple[int, int]) -> float:
+    """Mean distance over the 4 corner pixels of the first image between the true and estimated warps."""
+    if h_est is None:
+        return float("inf")
+    hgt, wid = size
+    corners = np.array([[0, 0], [wid - 1, 0], [0, hgt - 1], [wid - 1, hgt - 1]], np.float64)
+    err = np.linalg.norm(warp_points(h_true, corners) - warp_points(h_est, corners), axis=1).mean()
+    return float(err) if np.isfinite(err) else float("inf")
+
+
+def homography_accuracy(errors: np.ndarray, thresholds: tuple[float, ...] = MHA_THRESHOLDS) -> np.ndarray:
+    """Fraction of pairs whose corner error is <= t, for each t."""
+    errors = np.asarray(errors, np.float64)
+    if len(errors) == 0:
+        return np.zeros(len(thresholds))
+    return np.array([(errors <= t).mean() for t in thresholds])
+
+
+def fundamental_inliers(pts0: np.ndarray, pts1: np.ndarray, threshold: float = F_RANSAC_PX) -> tuple[int, float]:
+    """Inlier count and inlier ratio of a RANSAC fundamental matrix on the matches ((0, 0.0) below 8 matches)."""
+    if len(pts0) < 8:
+        return 0, 0.0
+    cv2.setRNGSeed(SEED)
+    f, mask = cv2.findFundamentalMat(np.float64(pts0), np.float64(pts1), cv2.FM_RANSAC, threshold, 0.999)
+    if f is None or mask is None:
+        return 0, 0.0
+    count = int(mask.ravel().astype(bool).sum())
+    return count, count / len(pts0)

@@ -157,6 +157,10 @@ def default_weights() -> Path:
     return bundled if bundled.is_file() else ROOT.parent / "shared" / "reference" / "weights" / "alike-t.pth"
 
 
+def weights_label(path: Path) -> str:
+    return "bundled weights" if path == bundled_weights_path("alike-t") else f"weights {path.name}"
+
+
 def write_section(path: Path, section: str) -> None:
     """Replace the "## Node" section of `path` (or append it), leaving every other section alone."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -207,7 +211,8 @@ def main() -> int:
         f"Command: `{command}`",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other work, "
-        f"torch {torch.__version__} on {args.device}, alike-t, max 2000 keypoints, in-process executor (DDS loopback).",
+        f"torch {torch.__version__} on {args.device}, alike-t ({weights_label(args.weights)}), max 2000 keypoints, "
+        "in-process executor (DDS loopback).",
         "",
         f"### Overhead at 640x480 bgr8 ({args.frames} frames, lock-step)",
         "",

@@ -241,7 +241,7 @@ def test_layouts_headers_and_tracks_follow_known_motion(probe, canvas):
         np.testing.assert_array_equal(matches["track_id"], cur.track_ids[matches["index1"]])
         motion = np.stack((matches["x1"] - matches["x0"], matches["y1"] - matches["y0"]), axis=1)
         agree = np.linalg.norm(motion - SHIFT, axis=1) < 1.5
-        assert agree.mean() > 0.9, f"only {agree.mean():.0%} of matches follow the known motion"
+        assert agree.mean() > 0.75, f"only {agree.mean():.0%} of matches follow the known motion"
         np.testing.assert_allclose(np.median(motion, axis=0), SHIFT, atol=0.3)
     # Tracks continue: some keypoint of the first frame is still followed in the last one.
     assert len(np.intersect1d(decoded[0].track_ids, decoded[3].track_ids)) > 10

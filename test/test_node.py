@@ -470,8 +470,14 @@ def test_detector_and_matching_changes_apply_next_frame(probe, canvas):
         header = probe.header()
         probe.send(frame_at(canvas, 1), header=header)
         assert probe.latest("matches", header) is None
+        assert all(
+            r.successful for r in probe.set(input__max_side=160, detector__top_k=-1, detector__max_keypoints=500)
+        )
+        # The network sees 160x120; keypoints come back in pixels of the image as received.
+        keypoints = decode_features(probe.send(frame_at(canvas, 0))).keypoints
+        assert keypoints[:, 0].max() > 200 and keypoints[:, 1].max() > 150
     finally:
-        probe.set(detector__max_keypoints=500, detector__top_k=-1, matching__enabled=True)
+        probe.set(detector__max_keypoints=500, detector__top_k=-1, matching__enabled=True, input__max_side=0)
     assert probe.send(frame_at(canvas, 0)).width > 40
 
 

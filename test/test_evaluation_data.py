@@ -113,3 +113,9 @@ def test_alike_identity_pair_is_perfect(photo, upstream_weights):
     assert result.matches == result.keypoints[0] > 20
     np.testing.assert_array_equal(result.mma, np.ones(5))
     assert result.repeatability == 1.0 and result.corner_error < 0.1
+
+
+def test_alike_top_k_sets_an_equal_budget(photo, upstream_weights):
+    directory = upstream_weights("alike-t").parent
+    (method,) = build_methods(["upstream-alike-t"], "alike-t", None, directory, top_k=25)
+    assert len(method.detect(photo).keypoints) == 25 and "top_k=25" in method.note

@@ -28,6 +28,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--methods", default=DEFAULT_METHODS, help="ours, upstream-alike-{t,s,n,l}, sift, orb")
     p.add_argument("--model", default="alike-t", help="variant of `ours`")
     p.add_argument("--weights", help="weights of `ours` (default: the bundled weights of --model)")
+    p.add_argument("--alike-top-k", type=int, default=-1, help="ALIKE keeps its K best keypoints (<= 0: threshold)")
     p.add_argument("--upstream-dir", type=Path, default=upstream_weights_dir(), help="upstream checkpoints")
     p.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos" / "eval")
     p.add_argument("--data", type=Path, default=ROOT / "data" / "eval", help="cache of fetch_eval_data.sh")
@@ -123,7 +124,9 @@ def to_json(sections: list[report.Section]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    methods = build_methods([m for m in args.methods.split(",") if m], args.model, args.weights, args.upstream_dir)
+    methods = build_methods(
+        [m for m in args.methods.split(",") if m], args.model, args.weights, args.upstream_dir, args.alike_top_k
+    )
     sections, skipped = run(args, methods)
     names = [m.name for m in methods]
     ours = next((n for n in names if n.startswith("ours")), None)

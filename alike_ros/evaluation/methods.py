@@ -6,6 +6,7 @@ descriptors; every method matches with mutual nearest neighbours and no threshol
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,10 @@ class Method:
 
 
 class AlikeMethod(Method):
-    def __init__(self, name: str, model: str, weights: str | Path | None, note: str = ""):
-        self.name, self.note = name, note
-        detector = DetectorConfig(max_keypoints=MAX_FEATURES)  # otherwise upstream defaults: window 5, th 0.2
+    def __init__(self, name: str, model: str, weights: str | Path | None, note: str = "", top_k: int = -1):
+        self.name, self.note = name, note + (f", top_k={top_k}" if top_k > 0 else "")
+        # Otherwise upstream defaults (window 5, threshold 0.2); top_k > 0 compares at an equal keypoint budget.
+        detector = DetectorConfig(top_k=top_k, max_keypoints=MAX_FEATURES)
         self.extractor = Extractor(model, weights=weights, device="cpu", detector=detector)
 
     def detect(self, image: np.ndarray) -> Detections:
@@ -94,6 +96,11 @@ def _to_detections(keypoints, desc, dtype, normalise: bool) -> Detections:
     return Detections(points, desc.astype(dtype))
 
 
+def _digest(path: Path) -> str:
+    """Short content hash: says which weights a table was measured with while training keeps exporting."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
 def upstream_weights_dir() -> Path:
     """../shared/reference/weights beside the work tree (the project's machines have it; elsewhere absent)."""
     return Path(__file__).resolve().parents[3] / "shared" / "reference" / "weights"
@@ -107,22 +114,27 @@ class Unavailable:
     reason: str
 
 
-def build_methods(names: list[str], model: str, weights: str | None, upstream_dir: Path) -> list[Method | Unavailable]:
-    """Methods by name: `ours`, `upstream-alike-X`, `sift`, `orb`; missing weights become Unavailable rows."""
+def build_methods(
+    names: list[str], model: str, weights: str | None, upstream_dir: Path, top_k: int = -1
+) -> list[Method | Unavailable]:
+    """Methods by name: `ours`, `upstream-alike-X`, `sift`, `orb`; missing weights become Unavailable rows.
+    `top_k` > 0 makes every ALIKE method keep its k best keypoints instead of those above the threshold."""
     methods: list[Method | Unavailable] = []
     for name in names:
         if name == "ours":
             label = f"ours ({model})"
             path = Path(weights) if weights else bundled_weights_path(model)
             if path.is_file():
-                methods.append(AlikeMethod(label, model, path, note=f"weights {path.name}"))
+                methods.append(
+                    AlikeMethod(label, model, path, note=f"weights {path.name} (sha256 {_digest(path)})", top_k=top_k)
+                )
             else:
                 methods.append(Unavailable(label, f"pending: {path} does not exist yet"))
         elif name.startswith("upstream-") and name.removeprefix("upstream-") in UPSTREAM_MODELS:
             variant = name.removeprefix("upstream-")
             path = upstream_dir / f"{variant}.pth"
             if path.is_file():
-                methods.append(AlikeMethod(f"upstream {variant}", variant, path, note="upstream checkpoint"))
+                methods.append(AlikeMethod(f"upstream {variant}", variant, path, "upstream checkpoint", top_k))
             else:
                 methods.append(Unavailable(f"upstream {variant}", f"skipped: {path} is absent"))
         elif name == "sift":

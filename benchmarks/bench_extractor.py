@@ -10,6 +10,7 @@ ships none (speed does not depend on the weight values). `--write` updates BENCH
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -43,15 +44,17 @@ def weights_for(model: str) -> Path:
     return bundled if bundled.is_file() else REFERENCE / "weights" / f"{model}.pth"
 
 
-def time_path(extractor: Extractor, frames: list[np.ndarray], runs: int) -> dict[str, float]:
-    for frame in frames:  # warm-up: allocator, oneDNN primitive caches
-        extractor(frame, color="bgr")
-    samples: dict[str, list[float]] = {s: [] for s in (*STAGES, "total")}
+def time_paths(extractors: dict[str, Extractor], frames: list[np.ndarray], runs: int) -> dict[str, dict[str, float]]:
+    """Median per-stage ms of each extractor; runs are interleaved so a change in machine load hits all alike."""
+    for extractor in extractors.values():
+        for frame in frames:  # warm-up: allocator, oneDNN primitive caches
+            extractor(frame, color="bgr")
+    samples = {name: {s: [] for s in (*STAGES, "total")} for name in extractors}
     for i in range(runs):
-        timings = extractor(frames[i % len(frames)], color="bgr").timings
-        for stage, ms in timings.items():
-            samples[stage].append(ms)
-    return {stage: statistics.median(values) for stage, values in samples.items()}
+        for name, extractor in extractors.items():
+            for stage, ms in extractor(frames[i % len(frames)], color="bgr").timings.items():
+                samples[name][stage].append(ms)
+    return {name: {s: statistics.median(v) for s, v in per.items()} for name, per in samples.items()}
 
 
 def main() -> int:
@@ -67,17 +70,19 @@ def main() -> int:
     detector = DetectorConfig(top_k=args.top_k, score_threshold=0.0)
     rows = []
     for model in args.models.split(","):
-        result = {}
-        for name, fast in (("port", False), ("fast", True)):
-            extractor = Extractor(model, weights_for(model), "cpu", detector=detector, fast=fast)
-            result[name] = time_path(extractor, frames, args.runs)
+        extractors = {
+            name: Extractor(model, weights_for(model), "cpu", detector=detector, fast=fast)
+            for name, fast in (("port", False), ("fast", True))
+        }
+        result = time_paths(extractors, frames, args.runs)
         rows.append((model, result))
         print(model, {k: {s: round(v, 1) for s, v in r.items()} for k, r in result.items()}, flush=True)
 
     lines = [
         f"Command: `{' '.join(['python', 'benchmarks/bench_extractor.py', *sys.argv[1:]])}`  ",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} runs (ms).",
+        f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} interleaved runs (ms); "
+        f"load average at the end {os.getloadavg()[0]:.1f} (other jobs on the machine inflate absolute times).",
         "",
         "| model | path | preprocess | network | detection | description | total | speed-up |",
         "|---|---|---|---|---|---|---|---|",

@@ -64,8 +64,17 @@ class ReplayStats:
 class Recorder:
     """Raw subscriptions writing into a bag; runs in the executor thread, the only writer of the bag."""
 
-    def __init__(self, node: Node, bag, topics: dict[str, str], now_ns: Callable[[], int], stats: ReplayStats):
-        self.count = 0
+    def __init__(
+        self,
+        node: Node,
+        bag,
+        topics: dict[str, str],
+        now_ns: Callable[[], int],
+        stats: ReplayStats,
+        lockstep: list[str],
+    ):
+        self.count = 0  # messages on the lockstep topics only: other recorded topics must not release a wait
+        self.lockstep_topics = set(lockstep)
         self._cond = threading.Condition()
         for topic, msgtype in topics.items():
             if bag is not None:
@@ -79,6 +88,8 @@ class Recorder:
             if bag is not None:
                 bag.write(topic, now_ns(), raw)
             stats.recorded[topic] += 1
+            if topic not in self.lockstep_topics:
+                return
             with self._cond:
                 self.count += 1
                 self._cond.notify_all()
@@ -156,7 +167,7 @@ class Player:
                 self.publishers[conn.topic].publish(bytes(raw))
                 self.stats.published[conn.topic] += 1
                 if lockstep is not None and conn.topic in images:
-                    expected = sum(self.stats.published[t] for t in images)
+                    expected = sum(self.stats.published[t] for t in images) * len(lockstep.lockstep_topics)
                     if not lockstep.wait_for(expected, lockstep_timeout):
                         self.stats.lockstep_timeouts += 1
                     # bag-time pacing continues from here, not from before the wait
@@ -205,7 +216,8 @@ def replay(
         reader = stack.enter_context(open_bag(path))
         player = Player(node, reader, topic_map or {}, topics or [], clock, rate)
         bag = stack.enter_context(write_bag(record)) if record else None
-        recorder = Recorder(node, bag, record_topics, lambda: player.bag_now if clock else time.time_ns(), player.stats)
+        now_ns = (lambda: player.bag_now) if clock else time.time_ns
+        recorder = Recorder(node, bag, record_topics, now_ns, player.stats, lockstep or [])
         if wait_for_subscribers > 0 and not player.wait_for_subscribers(wait_for_subscribers, list(record_topics)):
             node.get_logger().warning(f"no subscriber after {wait_for_subscribers} s; replaying anyway")
         failures: list[BaseException] = []

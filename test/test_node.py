@@ -147,6 +147,11 @@ class Probe:
         with self.cond:
             return next((m for m in reversed(self.received[topic]) if m.header == header), None)
 
+    def arrived(self, topic: str, header: Header):
+        """The message of `topic` for `header`, waiting for it: topics arrive independently of `features`."""
+        assert self.wait(lambda: self.latest(topic, header) is not None), f"no {topic} for stamp {header.stamp}"
+        return self.latest(topic, header)
+
     def send(self, pixels: np.ndarray, encoding: str = "mono8", header: Header | None = None) -> PointCloud2:
         """Publish one image and return its features (lock-step)."""
         header = header or self.header()
@@ -228,10 +233,10 @@ def test_layouts_headers_and_tracks_follow_known_motion(probe, canvas):
         assert np.all(np.diff(feats.scores) <= 0)
         np.testing.assert_allclose(np.linalg.norm(feats.descriptors, axis=1), 1.0, atol=1e-4)
         assert np.all((feats.keypoints >= 0) & (feats.keypoints <= np.array(SIZE[::-1]) - 1))
-    first = probe.latest("matches", headers[0])
+    first = probe.arrived("matches", headers[0])
     assert first is not None and first.width == 0  # nothing to match the first frame against
     for k in range(1, 4):
-        matches = decode_matches(probe.latest("matches", headers[k]))
+        matches = decode_matches(probe.arrived("matches", headers[k]))
         prev, cur = decoded[k - 1], decoded[k]
         assert len(matches) > 30
         assert np.all(matches["stamp0_sec"] == headers[k - 1].stamp.sec)
@@ -266,14 +271,14 @@ def test_time_going_back_or_size_change_restarts_tracks(probe, canvas):
     probe.send(frame_at(canvas, 0))
     last = probe.header()
     ids_before = decode_features(probe.send(frame_at(canvas, 1), header=last)).track_ids
-    assert probe.latest("matches", last).width > 0
+    assert probe.arrived("matches", last).width > 0
     back = probe.header(sec=last.stamp.sec - 500)  # a bag looped
     ids_after = decode_features(probe.send(frame_at(canvas, 1), header=back)).track_ids
-    assert probe.latest("matches", back).width == 0
+    assert probe.arrived("matches", back).width == 0
     assert ids_after.min() > ids_before.max()  # fresh ids, never reused
     resized = probe.header()
     probe.send(cv2.resize(frame_at(canvas, 1), (200, 150)), header=resized)
-    assert probe.latest("matches", resized).width == 0
+    assert probe.arrived("matches", resized).width == 0
 
 
 def test_every_encoding_is_processed(probe, canvas):

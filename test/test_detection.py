@@ -99,6 +99,24 @@ def test_soft_argmax_recovers_a_subpixel_peak(window, offset):
     assert kp_scores[0].item() == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("window", [3, 5, 7])
+def test_detection_is_exactly_translation_equivariant(window):
+    """DKD itself has no position dependence: shifting the score map shifts every interior keypoint exactly."""
+    rng = np.random.default_rng(3)
+    scores = torch.from_numpy(rng.random((96, 128), dtype=np.float32))
+    cfg = DetectorConfig(window_size=window, score_threshold=0.5)
+    dy, dx = 11, 17
+    a, a_scores = detect(scores, cfg)
+    b, b_scores = detect(scores[dy:, dx:].contiguous(), cfg)
+    margin = 2 * window + cfg.border  # NMS and refinement look this far
+    moved = a - torch.tensor([dx, dy])
+    inside = (moved >= margin).all(dim=1) & (moved[:, 0] < 128 - dx - margin) & (moved[:, 1] < 96 - dy - margin)
+    assert inside.sum() > 50
+    dist, nearest = torch.cdist(moved[inside].double(), b.double()).min(dim=1)  # double: cdist uses a matmul
+    assert dist.max().item() < 1e-4
+    torch.testing.assert_close(b_scores[nearest], a_scores[inside])
+
+
 def test_config_validation():
     for bad in (
         dict(window_size=4),

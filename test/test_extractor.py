@@ -145,7 +145,9 @@ def test_integer_translation_equivariance(extractor, textured_image):
     moved = a.keypoints - 32
     h, w = b.image_size
     inside = (moved[:, 0] > 40) & (moved[:, 1] > 40) & (moved[:, 0] < w - 40) & (moved[:, 1] < h - 40)
-    dist = torch.cdist(torch.from_numpy(moved[inside]).double(), torch.from_numpy(b.keypoints).double()).min(dim=1).values
+    dist = (
+        torch.cdist(torch.from_numpy(moved[inside]).double(), torch.from_numpy(b.keypoints).double()).min(dim=1).values
+    )
     assert inside.sum() > 20
     assert dist.median().item() < 0.05
     assert (dist < 0.5).float().mean() > 0.8

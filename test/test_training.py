@@ -249,3 +249,17 @@ def test_training_smoke_resume_and_export(tmp_path: Path):
     with torch.no_grad():
         scores, desc = net.dense_maps(torch.rand(1, 3, 32, 32))
     assert torch.isfinite(scores).all() and torch.isfinite(desc).all()
+
+    # a new run can start from our own export (keeping its step count), never from a plain state dict
+    assert (
+        train_main(
+            ["--config", str(config), "--init", str(weights), "--out-dir", str(tmp_path / "run2"), "--steps", "5"]
+        )
+        == 0
+    )
+    continued = torch.load(tmp_path / "run2" / "last.pt", weights_only=False)
+    assert continued["step"] == 5 and continued["start"] == 4
+    plain = tmp_path / "plain.pth"
+    torch.save(small["state_dict"], plain)
+    with pytest.raises(ValueError, match="not a weights file exported"):
+        train_main(["--config", str(config), "--init", str(plain), "--out-dir", str(tmp_path / "run3")])

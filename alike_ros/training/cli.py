@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m alike_ros train", description=__doc__)
     parser.add_argument("--config", help="training YAML (config/train_alike-t.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue out_dir/last.pt")
+    parser.add_argument(
+        "--init", metavar="WEIGHTS", help="start from a weights file exported by --export (fresh optimizer)"
+    )
     parser.add_argument("--steps", type=int, help="override the number of optimizer steps")
     parser.add_argument("--out-dir", help="override out_dir")
     parser.add_argument("--export", metavar="CKPT", help="write a small weights file from a checkpoint")
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics = validate(net, [val_set[i] for i in range(cfg.data.val_pairs)], cfg)
         print(json.dumps(metrics, indent=2))
         return 0
-    last = train(cfg, resume=args.resume)
+    if args.init and args.resume:
+        parser.error("--init starts a new run; --resume continues one: choose one")
+    last = train(cfg, resume=args.resume, init=args.init)
     print(f"checkpoint: {last}")
     return 0

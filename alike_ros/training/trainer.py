@@ -69,10 +69,10 @@ def from_dict(cls: type, values: dict) -> object:
     return cls(**kwargs)
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to `final_lr_ratio` of the base rate."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+def learning_rate(cfg: TrainConfig, step: int, start: int = 0) -> float:
+    """Linear warm-up from `start` (where the optimizer began), then cosine decay to `final_lr_ratio`."""
+    if step - start < cfg.warmup_steps:
+        return cfg.lr * (step - start + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return cfg.lr * (cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
@@ -206,14 +206,28 @@ def save_checkpoint(path: Path, net: ALNet, opt: torch.optim.Optimizer, cfg: Tra
             "config": dataclasses.asdict(cfg),
             "elapsed_s": state["elapsed_s"],
             "best": state["best"],
+            "start": state["start"],
         },
         tmp,
     )
     tmp.replace(path)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Train from scratch (or resume `out_dir/last.pt`); returns the path of the last checkpoint."""
+def initial_state(path: str | Path, model: str) -> tuple[dict[str, torch.Tensor], int]:
+    """State dict and step of a weights file this project exported (`export`), to continue training from.
+
+    Plain state dicts (the upstream checkpoints' format) are refused: our weights are trained from scratch."""
+    small = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(small, dict) and {"state_dict", "model", "step"} <= set(small)):
+        raise ValueError(f"{path} is not a weights file exported by `alike_ros train --export`")
+    if small["model"] != model:
+        raise ValueError(f"{path} holds {small['model']} weights, the config trains {model}")
+    return small["state_dict"], int(small["step"])
+
+
+def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None) -> Path:
+    """Train from scratch, from an exported weights file (`init`, with a fresh optimizer and warm-up) or
+    resume `out_dir/last.pt`; returns the path of the last checkpoint."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
@@ -224,14 +238,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    state = {"step": 0, "elapsed_s": 0.0, "best": -1.0}
+    state = {"step": 0, "elapsed_s": 0.0, "best": -1.0, "start": 0}
     if resume:
         ckpt = torch.load(last, map_location="cpu", weights_only=False)
         net.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
-        state = {"step": ckpt["step"], "elapsed_s": ckpt["elapsed_s"], "best": ckpt["best"]}
+        state = {k: ckpt.get(k, 0) for k in state}
     elif last.exists():
         raise FileExistsError(f"{last} exists: pass --resume to continue it, or choose another out_dir")
+    elif init:
+        weights, step = initial_state(init, cfg.model)
+        net.load_state_dict(weights)
+        state.update(step=step, start=step)  # Adam's moments start empty: warm up again
     train_photos, val_photos = load_photos(cfg.data)
     data = PairDataset(train_photos, cfg.data, cfg.seed)
     val_set = PairDataset(val_photos, cfg.data, cfg.seed + 1)
@@ -248,7 +266,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         while state["step"] < cfg.steps:
             step = state["step"]
             t0 = time.monotonic()
-            lr = learning_rate(cfg, step)
+            lr = learning_rate(cfg, step, state["start"])
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)

@@ -96,6 +96,14 @@ def resized_for(image: np.ndarray, max_side: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def read_rgb(path: str | Path, max_side: int = 0) -> np.ndarray:
+    """An image file as RGB uint8, downscaled by `resized_for`; a clear error when it cannot be read."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read image {path}")
+    return np.ascontiguousarray(resized_for(bgr, max_side)[:, :, ::-1])
+
+
 class Extractor:
     """ALIKE keypoints and descriptors for one image at a time, on the chosen device.
 

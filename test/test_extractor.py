@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from alike_ros.detection.dkd import DetectorConfig
-from alike_ros.extractor import Extractor, resolve_device, to_rgb_float
+from alike_ros.extractor import Extractor, read_rgb, resolve_device, to_rgb_float
 from alike_ros.model.weights import WeightsError, load_model
 
 
@@ -151,3 +152,13 @@ def test_integer_translation_equivariance(extractor, textured_image):
     assert inside.sum() > 20
     assert dist.median().item() < 0.05
     assert (dist < 0.5).float().mean() > 0.8
+
+
+def test_read_rgb_converts_downscales_and_names_unreadable_files(tmp_path, textured_image):
+    bgr = np.dstack([textured_image, textured_image // 2, textured_image // 4])
+    cv2.imwrite(str(tmp_path / "a.png"), bgr)
+    np.testing.assert_array_equal(read_rgb(tmp_path / "a.png"), bgr[:, :, ::-1])
+    assert read_rgb(tmp_path / "a.png", max_side=160).shape == (120, 160, 3)
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="b.png"):
+        read_rgb(tmp_path / "b.png")

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..extractor import read_rgb
 from . import metrics
 from .methods import Detections, Method
 from .synthetic import Pair
@@ -114,7 +115,7 @@ def graf_pair(data_dir: Path) -> Pair | None:
     paths = [data_dir / f for f in GRAF_FILES]
     if not all(p.is_file() for p in paths):
         return None
-    image0, image1 = (np.ascontiguousarray(cv2.imread(str(p), cv2.IMREAD_COLOR)[:, :, ::-1]) for p in paths[:2])
+    image0, image1 = (read_rgb(p) for p in paths[:2])
     storage = cv2.FileStorage(str(paths[2]), cv2.FILE_STORAGE_READ)
     homography = storage.getNode("H13").mat().astype(np.float64)
     storage.release()

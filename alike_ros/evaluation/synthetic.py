@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..extractor import read_rgb
 from .metrics import warp_points
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp")
@@ -93,17 +94,6 @@ def overlap(homography: np.ndarray, size: tuple[int, int]) -> float:
     return float(valid.mean())
 
 
-def load_photo(path: Path, max_side: int) -> np.ndarray:
-    """RGB uint8, downscaled with area averaging so the longer side is at most `max_side`."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot read image {path}")
-    scale = max_side / max(bgr.shape[:2])
-    if scale < 1:
-        bgr = cv2.resize(bgr, (round(bgr.shape[1] * scale), round(bgr.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
 def make_pair(image: np.ndarray, name: str, kind: str, index: int) -> Pair:
     """The `index`-th warp of `kind` for the photo `name`; deterministic in (name, kind, index)."""
     rng = np.random.default_rng([zlib.crc32(name.encode()), ord(kind), index])
@@ -124,7 +114,7 @@ def synthetic_pairs(
     """For each photo (sorted by name, the first `limit` if > 0): its reference image and its pairs."""
     paths = sorted(p for p in Path(photos_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     for path in paths[:limit] if limit > 0 else paths:
-        image = load_photo(path, max_side)
+        image = read_rgb(path, max_side)
         pairs = [make_pair(image, path.name, "v", k) for k in range(viewpoint)]
         pairs += [make_pair(image, path.name, "i", k) for k in range(illumination)]
         yield image, pairs

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..extractor import read_rgb
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -59,17 +61,6 @@ def list_images(folder: str | Path) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"no images in {folder}")
     return paths
-
-
-def load_rgb(path: Path, max_side: int) -> np.ndarray:
-    """RGB uint8 image, downscaled (area) so its longest side is at most `max_side`."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise OSError(f"cannot read image {path}")
-    scale = max_side / max(bgr.shape[:2])
-    if scale < 1.0:
-        bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def random_homography(rng: np.random.Generator, size: int, cfg: WarpConfig) -> np.ndarray:
@@ -167,6 +158,6 @@ def load_photos(cfg: DataConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
     paths = list_images(cfg.folder)
     if len(paths) <= cfg.val_images:
         raise ValueError(f"{cfg.folder} has {len(paths)} images; need more than val_images={cfg.val_images}")
-    photos = [load_rgb(p, cfg.cache_side) for p in paths]
+    photos = [read_rgb(p, cfg.cache_side) for p in paths]
     cut = len(photos) - cfg.val_images
     return photos[:cut], photos[cut:]

@@ -40,13 +40,18 @@ def bundled_weights():
 @pytest.fixture
 def textured_image() -> np.ndarray:
     """A deterministic 240 x 320 grey image with blobs and corners, as uint8."""
+    return make_textured_image()
+
+
+def make_textured_image(rectangles: bool = True) -> np.ndarray:
+    """240 x 320 uint8: 60 gaussian blobs and, optionally, 12 bright rectangles (corners); seeded."""
     rng = np.random.default_rng(7)
     image = np.zeros((240, 320), np.float32)
     yy, xx = np.mgrid[:240, :320]
     for _ in range(60):
         cx, cy, s = rng.uniform(10, 310), rng.uniform(10, 230), rng.uniform(2, 6)
         image += rng.uniform(0.3, 1.0) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))
-    for _ in range(12):
+    for _ in range(12 if rectangles else 0):
         x0, y0 = rng.integers(0, 280), rng.integers(0, 200)
         image[y0 : y0 + rng.integers(10, 40), x0 : x0 + rng.integers(10, 40)] += 0.5
     return (np.clip(image / image.max(), 0, 1) * 255).astype(np.uint8)

@@ -19,6 +19,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="the node tests need rclpy")
 
+from conftest import make_textured_image  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
@@ -101,8 +102,14 @@ class Probe:
         self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self.spinner.start()
         self._last_stamp_ns = 0  # every test takes fresh, increasing stamps close to the clock's time
-        assert self.wait(lambda: self.image_pub.get_subscription_count() > 0), "the node never subscribed"
+        self.wait_connected(self.image_pub)
         assert self.wait(lambda: self.probe.count_publishers(self.node.resolve_topic_name("features")) > 0)
+
+    def wait_connected(self, publisher) -> None:
+        """Wait until the probe's publisher and the node's image subscription have matched, on both sides:
+        a message published before the subscription's side has matched is lost, even if reliable."""
+        assert self.wait(lambda: publisher.get_subscription_count() > 0), "the node never subscribed"
+        assert self.wait(lambda: self.node._image_sub.get_publisher_count() > 0), "the node never saw the publisher"
 
     def _recorder(self, topic: str) -> Callable:
         def record(msg) -> None:
@@ -211,13 +218,7 @@ def probe(ros_context, alike_t_weights) -> Iterator[Probe]:
 
 @pytest.fixture(scope="module")
 def canvas() -> np.ndarray:
-    rng = np.random.default_rng(7)
-    image = np.zeros((240, 320), np.float32)
-    yy, xx = np.mgrid[:240, :320]
-    for _ in range(60):
-        cx, cy, s = rng.uniform(10, 310), rng.uniform(10, 230), rng.uniform(2, 6)
-        image += rng.uniform(0.3, 1.0) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))
-    return scene((np.clip(image / image.max(), 0, 1) * 255).astype(np.uint8))
+    return scene(make_textured_image(rectangles=False))
 
 
 def test_layouts_headers_and_tracks_follow_known_motion(probe, canvas):
@@ -349,7 +350,7 @@ def test_survives_bad_input(probe, canvas):
 
 def test_compressed_transport_and_corrupt_data(probe, canvas):
     assert all(r.successful for r in probe.set(input__transport="compressed"))
-    assert probe.wait(lambda: probe.compressed_pub.get_subscription_count() > 0)
+    probe.wait_connected(probe.compressed_pub)
     try:
         png = cv2.imencode(".png", frame_at(canvas, 0))[1].tobytes()
         for data in (b"definitely not a jpeg", png[: len(png) // 3]):
@@ -359,7 +360,7 @@ def test_compressed_transport_and_corrupt_data(probe, canvas):
             assert probe.wait(lambda h=header: probe.features_for(h) is not None)
     finally:
         assert all(r.successful for r in probe.set(input__transport="raw"))
-    assert probe.wait(lambda: probe.image_pub.get_subscription_count() > 0)
+    probe.wait_connected(probe.image_pub)
     good_after(probe, canvas)
 
 

@@ -47,8 +47,9 @@ class Method:
 class AlikeMethod(Method):
     def __init__(self, name: str, model: str, weights: str | Path | None, note: str = "", top_k: int = -1):
         self.name, self.note = name, note + (f", top_k={top_k}" if top_k > 0 else "")
-        # Otherwise upstream defaults (window 5, threshold 0.2); top_k > 0 compares at an equal keypoint budget.
-        detector = DetectorConfig(top_k=top_k, max_keypoints=MAX_FEATURES)
+        # Otherwise upstream defaults (window 5, threshold 0.2); top_k > 0 compares at an equal keypoint budget,
+        # so no threshold then (as upstream's own top-k mode): a threshold would leave some methods fewer points.
+        detector = DetectorConfig(top_k=top_k, score_threshold=0.0 if top_k > 0 else 0.2, max_keypoints=MAX_FEATURES)
         self.extractor = Extractor(model, weights=weights, device="cpu", detector=detector)
 
     def detect(self, image: np.ndarray) -> Detections:

@@ -165,8 +165,9 @@ def describe_diagnostics(values: dict[str, str]) -> str:
         f"{s} {float(values[f'latency.{s}.mean_ms']):.1f}/{float(values[f'latency.{s}.p95_ms']):.1f}" for s in stages
     )
     return (
-        f"live node: {values.get('frames.processed')} of {values.get('frames.received')} frames processed, "
-        f"{values.get('frames.dropped')} dropped; latency ms (mean/p95): {latency}"
+        f"live node, at its last /diagnostics: {values.get('frames.processed')} of {values.get('frames.received')} "
+        f"frames processed, {values.get('frames.dropped')} dropped; latency ms (mean/p95): {latency} "
+        "(end_to_end is on the node clock: under use_sim_time, bag time as ticked by /clock)"
     )
 
 

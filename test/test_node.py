@@ -25,7 +25,7 @@ from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.context import Context  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -96,11 +96,11 @@ class Probe:
         self.set_client = self.probe.create_client(
             SetParameters, f"{self.node.get_fully_qualified_name()}/set_parameters"
         )
-        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.probe)
-        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
-        self.spinner.start()
+        # one executor per node, as in a deployment (separate processes): a shared one lets them starve each other
+        self.executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
+        for executor, node in zip(self.executors, (self.node, self.probe), strict=True):
+            executor.add_node(node)
+            threading.Thread(target=executor.spin, daemon=True).start()
         self._last_stamp_ns = 0  # every test takes fresh, increasing stamps close to the clock's time
         self.wait_connected(self.image_pub)
         assert self.wait(lambda: self.probe.count_publishers(self.node.resolve_topic_name("features")) > 0)
@@ -176,7 +176,8 @@ class Probe:
         return self.node.set_parameters([Parameter(k.replace("__", "."), value=v) for k, v in values.items()])
 
     def close(self) -> None:
-        self.executor.shutdown()
+        for executor in self.executors:
+            executor.shutdown()
         self.node.destroy_node()
         self.probe.destroy_node()
 

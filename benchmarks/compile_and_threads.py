@@ -4,33 +4,25 @@
 
 Fast-path extraction at 640x480, top-k 1000, on the benchmark frames. Threads: the same extractor timed
 with 1 and 2 intra-op threads. Compile: the network of the fast path wrapped in `torch.compile` (inductor,
-static shape), timed interleaved with the eager one, with its compile time and its deviation from eager.
+static shape), timed interleaved with the eager one (`bench_extractor.time_paths`), with its first-call
+time and its deviation from eager.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
 import numpy as np
 import torch
-from bench_extractor import test_frames, weights_for
+from bench_extractor import test_frames, time_paths, weights_for
 
 from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.extractor import Extractor
 
 
-def median_ms(extractor: Extractor, frames: list[np.ndarray], runs: int) -> dict[str, float]:
-    samples: dict[str, list[float]] = {}
-    for i in range(runs):
-        for stage, ms in extractor(frames[i % len(frames)], color="bgr").timings.items():
-            samples.setdefault(stage, []).append(ms)
-    return {stage: statistics.median(v) for stage, v in samples.items()}
-
-
-def max_keypoint_shift(a: Extractor, b: Extractor, frames: list[np.ndarray]) -> tuple[float, float]:
+def deviation(a: Extractor, b: Extractor, frames: list[np.ndarray]) -> tuple[float, float]:
     """Largest keypoint distance and smallest descriptor cosine between two extractors' outputs."""
     shift, cosine = 0.0, 1.0
     for frame in frames:
@@ -55,8 +47,7 @@ def main() -> int:
     print("| threads | network | total |\n|---|---|---|")
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        median_ms(eager, frames, 3)  # warm-up for this thread count
-        t = median_ms(eager, frames, args.runs)
+        t = time_paths({"eager": eager}, frames, args.runs)["eager"]
         print(f"| {threads} | {t['network']:.1f} | {t['total']:.1f} |")
 
     compiled = Extractor(args.model, weights_for(args.model), "cpu", detector=detector)
@@ -64,19 +55,13 @@ def main() -> int:
     start = time.perf_counter()
     compiled(frames[0], color="bgr")
     compile_s = time.perf_counter() - start
-    median_ms(compiled, frames, 3)
-    shift, cosine = max_keypoint_shift(eager, compiled, frames)
-    timings: dict[str, list[dict[str, float]]] = {"eager": [], "compiled": []}
-    for _ in range(args.runs // 5):  # interleave blocks so load changes hit both
-        timings["eager"].append(median_ms(eager, frames, 5))
-        timings["compiled"].append(median_ms(compiled, frames, 5))
+    shift, cosine = deviation(eager, compiled, frames)
+    timings = time_paths({"eager": eager, "compiled": compiled}, frames, args.runs)
     print(f"\ntorch.compile (inductor): first call {compile_s:.1f} s; vs eager: max keypoint shift {shift:.2g} px, ")
     print(f"min descriptor cosine {cosine:.6f}\n")
     print("| path (2 threads) | network | total |\n|---|---|---|")
-    for name, blocks in timings.items():
-        net = statistics.median(b["network"] for b in blocks)
-        total = statistics.median(b["total"] for b in blocks)
-        print(f"| {name} | {net:.1f} | {total:.1f} |")
+    for name, t in timings.items():
+        print(f"| {name} | {t['network']:.1f} | {t['total']:.1f} |")
     return 0
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REFERENCE
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Float64MultiArray, Header
 
 from alike_ros.bag.cli import main as bag_cli
@@ -20,7 +20,7 @@ from alike_ros.bag.sample import SampleConfig, homography, load_photo, make_samp
 from alike_ros.bag.settings import Settings, read_params
 from alike_ros.bag.storage import BagError, open_bag, read_custom_data, write_bag
 from alike_ros.model.weights import bundled_weights_path
-from alike_ros.ros.messages import decode_features, decode_matches, encode_matches
+from alike_ros.ros.messages import decode_features, decode_matches, encode_matches, uint8_cosine_error_bound
 
 SIZE = {"width": 256, "height": 192}
 
@@ -194,6 +194,29 @@ def test_params_file_and_raw_sqlite(tmp_path: Path, weights: str):
     (tmp_path / "bad.yaml").write_text("/**:\n  ros__parameters:\n    detector.window_size: 4\n")
     with pytest.raises(ValueError, match="window_size"):
         Settings.from_params(read_params(tmp_path / "bad.yaml"))
+
+
+def test_params_file_descriptor_type_uint8(tmp_path: Path, weights: str):
+    """`output.descriptor_type: uint8` in the params file gives UINT8 descriptors, decoded close to float32's."""
+    sample = make_sample(tmp_path / "s", SampleConfig(frames=2, **SIZE))
+    features = {}
+    for kind in ("float32", "uint8"):
+        (tmp_path / f"{kind}.yaml").write_text(f"/**:\n  ros__parameters:\n    output.descriptor_type: {kind}\n")
+        argv = ["process", str(sample), str(tmp_path / kind), "--params", str(tmp_path / f"{kind}.yaml")]
+        assert bag_cli([*argv, "--weights", weights, "--device", "cpu", "--quiet"]) == 0
+        outputs = by_topic(tmp_path / kind)["/camera/features"]
+        features[kind] = [deserialize_message(raw, PointCloud2) for _, raw in outputs]
+        assert read_custom_data(tmp_path / kind)["alike_ros.process"]["settings"]["output.descriptor_type"] == kind
+    assert len(features["uint8"]) == 2
+    for f32, u8 in zip(features["float32"], features["uint8"], strict=True):
+        field = next(f for f in u8.fields if f.name == "descriptor")
+        assert (field.datatype, field.count, u8.point_step) == (PointField.UINT8, 64, 16 + 64)
+        assert len(u8.data) * (16 + 4 * 64) == len(f32.data) * (16 + 64)
+        a, b = decode_features(f32), decode_features(u8)
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+        np.testing.assert_array_equal(a.track_ids, b.track_ids)
+        cosine = (a.descriptors.astype(np.float64) * b.descriptors).sum(axis=1)
+        assert 1 - cosine.min() <= uint8_cosine_error_bound(64)
 
 
 # ---------------------------------------------------------------- bad bags

@@ -140,7 +140,7 @@ class Processor:
         start = time.perf_counter()
         frame = cam.tracker.update(features)
         matching = (time.perf_counter() - start) * 1e3
-        out = {"features": encode_features(msg.header, frame)}
+        out = {"features": encode_features(msg.header, frame, self.settings.values["output.descriptor_type"])}
         if self.settings.matching_enabled:
             out["matches"] = encode_matches(msg.header, cam.previous_stamp, frame)
         if self.debug_image:

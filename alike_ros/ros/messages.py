@@ -2,6 +2,18 @@
 
 Encoding builds one numpy structured array per message, so a row is a point and each field sits at the
 offset PointField says; decoding reads the fields the message declares, never assumed offsets.
+
+`features` descriptors go out as FLOAT32 (the unit vectors as computed) or, with
+`output.descriptor_type: uint8`, as UINT8 (16 + D instead of 16 + 4 D bytes per point). The UINT8 form is a
+linear quantisation with a per-row scale that the decoder never needs (see `quantise_descriptors`):
+
+    encode:  q_i = round(127 * d_i / max_j |d_j|) + 128     (every q_i in 1..255, the largest |d_i| -> 1 or 255)
+    decode:  x_i = q_i - 128;  d_i = x_i / sqrt(sum_j x_j^2)
+
+A per-row scale always uses the full range and never clips; since the decoder re-normalises, the scale cancels.
+Rounding moves each x_i by at most 0.5 while |x| >= 127, so the decoded descriptor is within an angle
+asin(0.5 sqrt(D) / 127) of the original: 1 - cos <= 1 - sqrt(1 - D / (4 * 127^2)) (`uint8_cosine_error_bound`),
+4.96e-4 for D = 64, 9.9e-4 for D = 128, and no component moves by more than sqrt(2 (1 - cos)), 0.032 for D = 64.
 """
 
 from __future__ import annotations
@@ -26,16 +38,51 @@ _TO_NUMPY = {
     PointField.FLOAT64: np.float64,
 }
 _TO_DATATYPE = {np.dtype(v): k for k, v in _TO_NUMPY.items()}
+_DATATYPE_NAMES = {v: k for k, v in vars(PointField).items() if k.isupper() and isinstance(v, int)}
+
+# `features` descriptor field: numpy type by `output.descriptor_type`
+DESCRIPTOR_TYPES = {"float32": "<f4", "uint8": "u1"}
+UINT8_OFFSET = 128  # q - UINT8_OFFSET is the signed, scaled component
+UINT8_PEAK = 127  # the largest |component| of each descriptor becomes +-UINT8_PEAK before the offset
 
 
-def features_dtype(descriptor_dim: int) -> np.dtype:
+def uint8_cosine_error_bound(dim: int) -> float:
+    """Largest 1 - cos(original, decoded) the UINT8 form allows for D-dimensional unit descriptors.
+
+    The scaled vector has norm >= UINT8_PEAK and rounding moves it by at most 0.5 sqrt(D), so the angle is at
+    most asin(0.5 sqrt(D) / UINT8_PEAK)."""
+    return 1.0 - float(np.sqrt(1.0 - dim / (4.0 * UINT8_PEAK**2)))
+
+
+def quantise_descriptors(descriptors: np.ndarray) -> np.ndarray:
+    """N x D descriptors as uint8: round(127 d / max|d|) + 128 per row (an all-zero row stays 128)."""
+    d = np.asarray(descriptors, np.float32)
+    if not np.isfinite(d).all():
+        raise ValueError("descriptors hold NaN or infinite values; they cannot be quantised")
+    if d.size == 0:
+        return np.full(d.shape, UINT8_OFFSET, np.uint8)
+    peak = np.abs(d).max(axis=1, keepdims=True)
+    scale = np.divide(UINT8_PEAK, peak, out=np.zeros_like(peak), where=peak > 0)
+    return (np.clip(np.rint(d * scale), -UINT8_PEAK, UINT8_PEAK) + UINT8_OFFSET).astype(np.uint8)
+
+
+def dequantise_descriptors(quantised: np.ndarray) -> np.ndarray:
+    """N x D uint8 descriptors back to float32 unit vectors: (q - 128) / |q - 128| (an all-128 row: zeros)."""
+    x = np.asarray(quantised).astype(np.float32) - UINT8_OFFSET
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+
+
+def features_dtype(descriptor_dim: int, descriptor_type: str = "float32") -> np.dtype:
+    if descriptor_type not in DESCRIPTOR_TYPES:
+        raise ValueError(f"descriptor_type must be one of {', '.join(DESCRIPTOR_TYPES)}; got {descriptor_type!r}")
     return np.dtype(
         [
             ("x", "<f4"),
             ("y", "<f4"),
             ("score", "<f4"),
             ("track_id", "<u4"),
-            ("descriptor", "<f4", (descriptor_dim,)),
+            ("descriptor", DESCRIPTOR_TYPES[descriptor_type], (descriptor_dim,)),
         ]
     )
 
@@ -97,13 +144,14 @@ def from_point_cloud(msg: PointCloud2) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, count=count)
 
 
-def encode_features(header: Header, frame: TrackedFrame) -> PointCloud2:
+def encode_features(header: Header, frame: TrackedFrame, descriptor_type: str = "float32") -> PointCloud2:
+    """The `features` message; descriptor_type "uint8" quantises the descriptors (see the module's docstring)."""
     feats = frame.features
-    rows = np.empty(len(feats), dtype=features_dtype(feats.descriptors.shape[1]))
+    rows = np.empty(len(feats), dtype=features_dtype(feats.descriptors.shape[1], descriptor_type))
     rows["x"], rows["y"] = feats.keypoints[:, 0], feats.keypoints[:, 1]
     rows["score"] = feats.scores
     rows["track_id"] = frame.track_ids
-    rows["descriptor"] = feats.descriptors
+    rows["descriptor"] = quantise_descriptors(feats.descriptors) if descriptor_type == "uint8" else feats.descriptors
     return to_point_cloud(header, rows)
 
 
@@ -125,16 +173,26 @@ class DecodedFeatures:
     keypoints: np.ndarray  # N x 2 float32
     scores: np.ndarray  # N
     track_ids: np.ndarray  # N uint32
-    descriptors: np.ndarray  # N x D float32
+    descriptors: np.ndarray  # N x D float32, unit length
 
 
 def decode_features(msg: PointCloud2) -> DecodedFeatures:
+    """Either descriptor datatype: FLOAT32 as sent, UINT8 dequantised to float32 unit vectors."""
     rows = from_point_cloud(msg)
     names = set(rows.dtype.names or ())
     missing = {"x", "y", "score", "track_id", "descriptor"} - names
     if missing:
         raise ValueError(f"not a features message: missing fields {sorted(missing)}")
-    descriptors = rows["descriptor"].astype(np.float32).reshape(len(rows), -1)
+    datatype, dim = next((f.datatype, f.count) for f in msg.fields if f.name == "descriptor")
+    if datatype not in (PointField.FLOAT32, PointField.UINT8):
+        raise ValueError(
+            f"features field 'descriptor' has datatype {_DATATYPE_NAMES.get(datatype, datatype)} ({datatype}); "
+            "expected FLOAT32 or UINT8 (quantised)"
+        )
+    descriptors = rows["descriptor"].reshape(len(rows), dim)  # by the field's count: an empty message has no -1
+    if datatype == PointField.UINT8:
+        descriptors = dequantise_descriptors(descriptors)
+    descriptors = descriptors.astype(np.float32)
     return DecodedFeatures(
         keypoints=np.stack((rows["x"], rows["y"]), axis=1).astype(np.float32),
         scores=rows["score"].astype(np.float32),

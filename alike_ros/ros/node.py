@@ -248,7 +248,7 @@ class ExtractorNode(Node):
 
     def _publish(self, msg: Image | CompressedImage, pixels: np.ndarray, color: str, tracked: TrackedFrame) -> None:
         header = msg.header
-        self._features_pub.publish(encode_features(header, tracked))
+        self._features_pub.publish(encode_features(header, tracked, self._values["output.descriptor_type"]))
         if self._values["matching.enabled"]:
             previous = self._previous_stamp.to_msg() if self._previous_stamp is not None else None
             self._matches_pub.publish(encode_matches(header, previous, tracked))

@@ -77,6 +77,12 @@ PARAMETERS: tuple[Param, ...] = (
         "publish `features_vins` in this layout (needs `camera_info`); none: off",
         choices=("none", "vins_mono", "vins_fusion"),
     ),
+    Param(
+        "output.descriptor_type",
+        "float32",
+        "`features` descriptor field: float32, or uint8 (quantised, 16 + D instead of 16 + 4 D bytes per keypoint)",
+        choices=("float32", "uint8"),
+    ),
     Param("matching.enabled", True, "match each frame to the previous one; off: no `matches`, every track new"),
     Param("matching.min_similarity", 0.8, "minimum cosine similarity of a match", range=(-1.0, 1.0, 0.0)),
     Param("matching.mutual", True, "keep only mutual nearest neighbours"),

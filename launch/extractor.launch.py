@@ -1,33 +1,67 @@
-"""`ros2 launch alike_ros extractor.launch.py [params_file:=F] [namespace:=N] [image:=T] [device:=D] [model:=M]`
+"""`ros2 launch alike_ros extractor.launch.py [params_file:=F] [namespace:=N] [image:=T] [device:=D] [model:=M]
+[weights:=W] [use_sim_time:=true|false] [fastdds_profile:=true|false]`
 
-Starts the ALIKE extractor node with config/extractor.yaml (or another params file). `device` and `model`
-override the file only when given; `image` remaps the input topic, and `<image>/compressed` follows it.
+Starts the ALIKE extractor node with config/extractor.yaml (or another params file). `device`, `model` and `weights`
+override the file only when given (empty `weights` in the file: the bundled weights); `use_sim_time` (default false)
+is always passed. `image` remaps the input topic, and `<image>/compressed` follows it.
+
+`fastdds_profile` (default true): unless FASTDDS_DEFAULT_PROFILES_FILE is already set, everything this launch starts
+gets the installed config/fastdds_large_data.xml (large samples between processes). false: Fast DDS's defaults, also
+in the node (ALIKE_ROS_FASTDDS_PROFILE=off, which stops the node applying the profile by itself).
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+import os
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from launch import LaunchContext, LaunchDescription
+from launch import Action, LaunchContext, LaunchDescription
+
+PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"  # as in alike_ros/ros/fastdds.py (not imported: launch files stand alone)
+OPT_OUT_ENV = "ALIKE_ROS_FASTDDS_PROFILE"
+PROFILE_FILE = "fastdds_large_data.xml"
 
 
-def _extractor(context: LaunchContext) -> list[Node]:
+def _flag(context: LaunchContext, name: str) -> bool:
+    value = LaunchConfiguration(name).perform(context).strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"launch argument {name}:={value!r}: expected true or false")
+
+
+def _extractor(context: LaunchContext) -> list[Action]:
     # Resolved at launch time so an empty argument leaves the params file's value alone.
-    overrides = {name: value for name in ("device", "model") if (value := LaunchConfiguration(name).perform(context))}
+    overrides: dict[str, object] = {
+        name: value for name in ("device", "model", "weights") if (value := LaunchConfiguration(name).perform(context))
+    }
+    overrides["use_sim_time"] = _flag(context, "use_sim_time")
     image = LaunchConfiguration("image").perform(context)
-    return [
+    actions: list[Action] = []
+    node_env: dict[str, str] = {}
+    if not _flag(context, "fastdds_profile"):
+        node_env[OPT_OUT_ENV] = "off"
+    elif not context.environment.get(PROFILE_ENV):  # a profile the user chose is never replaced
+        profile = os.path.join(FindPackageShare("alike_ros").perform(context), "config", PROFILE_FILE)
+        if os.path.isfile(profile):
+            actions.append(SetEnvironmentVariable(PROFILE_ENV, profile))
+    actions.append(
         Node(
             package="alike_ros",
             executable="extractor",
             name="extractor",
             namespace=LaunchConfiguration("namespace"),
-            parameters=[LaunchConfiguration("params_file"), *([overrides] if overrides else [])],
+            parameters=[LaunchConfiguration("params_file"), overrides],
             remappings=[("image", image), ("image/compressed", f"{image}/compressed")],
+            additional_env=node_env or None,
             output="screen",
             emulate_tty=True,
         )
-    ]
+    )
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -42,6 +76,20 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument("image", default_value="image", description="input image topic (raw transport)"),
             DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda or cuda:N; empty: file's"),
             DeclareLaunchArgument("model", default_value="", description="alike-t, -s, -n or -l; empty: file's"),
+            DeclareLaunchArgument(
+                "weights",
+                default_value="",
+                description="weights file; empty: the params file's (empty there: the bundled weights)",
+            ),
+            DeclareLaunchArgument(
+                "use_sim_time", default_value="false", description="true: the node's clock follows /clock (bag replay)"
+            ),
+            DeclareLaunchArgument(
+                "fastdds_profile",
+                default_value="true",
+                description="true: the package's Fast DDS large-data profile unless FASTDDS_DEFAULT_PROFILES_FILE "
+                "is set; false: Fast DDS defaults",
+            ),
             OpaqueFunction(function=_extractor),
         ]
     )

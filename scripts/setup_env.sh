@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project's virtual environment in .venv with every dependency, then install
 # alike_ros into it in editable mode. Idempotent; safe to run on a fresh machine.
+# Where ../shared/ros2-cli exists (CI), it also makes .venv a ROS 2 prefix with the real command line (colcon,
+# ros2 launch/run/param/topic): use it with `. .venv/ros_env.sh`. Elsewhere that step is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -10,3 +12,10 @@ pip install --quiet --upgrade pip
 pip install --quiet torch==2.13.0
 pip install --quiet -r requirements.txt -r requirements-ros.txt -r requirements-dev.txt
 pip install --quiet --no-deps -e .
+ROS2_CLI=../shared/ros2-cli/install.sh
+if [ -f "$ROS2_CLI" ]; then
+  bash "$ROS2_CLI" .venv  # returns at once when already installed
+else
+  echo "setup_env: $ROS2_CLI not found: the ros2 command line is not installed (its tests skip);" \
+    "on a ROS 2 install source /opt/ros/<distro>/setup.bash instead"
+fi

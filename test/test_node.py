@@ -591,3 +591,46 @@ def test_missed_frames_are_counted_from_sequence_gaps(probe):
     for seq in (5, 6, 9, 10):  # 7 and 8 never arrived
         probe.node._count_missed({"publisher_gid": publisher, "publication_sequence_number": seq})
     assert probe.node.statistics().dropped["missed"] - before == 2
+
+
+def test_auto_input_reliability_follows_the_publishers(probe, canvas):
+    assert all(r.successful for r in probe.set(input__qos__reliability="auto"))
+    try:
+        assert probe.wait(lambda: probe.node.input_reliability == "reliable"), "the probe's publishers are reliable"
+        best_effort = probe.probe.create_publisher(
+            Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        )
+        # one best-effort publisher: a reliable subscription would never match it
+        assert probe.wait(lambda: probe.node.input_reliability == "best_effort")
+        probe.wait_connected(best_effort)
+        header = probe.header()
+        best_effort.publish(array_to_image(frame_at(canvas, 0), "mono8", header))
+        assert probe.wait(lambda: probe.features_for(header) is not None), "a best-effort camera's frame was lost"
+        count = len(probe.diagnostics)
+        assert probe.wait(lambda: len(probe.diagnostics) > count + 1)
+        values = {kv.key: kv.value for kv in probe.diagnostics[-1].values}
+        assert values["input.qos.reliability"] == "best_effort"
+        assert sorted(values["input.publishers"].split(", ")) == ["best_effort", "reliable"]
+        probe.probe.destroy_publisher(best_effort)  # the camera goes away: back to reliable
+        assert probe.wait(lambda: probe.node.input_reliability == "reliable")
+    finally:
+        assert all(r.successful for r in probe.set(input__qos__reliability="reliable"))
+        probe.wait_connected(probe.image_pub)
+    probe.send(frame_at(canvas, 1))
+
+
+def test_reliable_input_with_a_best_effort_camera_names_the_cause(probe):
+    best_effort = probe.probe.create_publisher(
+        Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    )
+    assert all(r.successful for r in probe.set(diagnostics__stale_timeout=0.1))
+    try:
+        assert probe.wait(lambda: len(probe.node._offered_reliability(probe.node._image_sub.topic_name)) == 2)
+        assert probe.wait(lambda: "cannot match" in probe.node.statistics().message)
+        snap = probe.node.statistics()
+        assert snap.level == DiagnosticStatus.ERROR
+        assert "set input.qos.reliability to auto or best_effort" in snap.message
+        assert probe.node.input_reliability == "reliable"  # an explicit setting is never overridden
+    finally:
+        probe.set(diagnostics__stale_timeout=3.0)
+        probe.probe.destroy_publisher(best_effort)

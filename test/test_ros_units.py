@@ -19,7 +19,7 @@ from alike_ros.extractor import Features  # noqa: E402
 from alike_ros.matching.matcher import Matches  # noqa: E402
 from alike_ros.matching.tracker import TrackedFrame  # noqa: E402
 from alike_ros.ros import params  # noqa: E402
-from alike_ros.ros.diagnostics import END_TO_END, STAGES, Statistics, assess, to_status  # noqa: E402
+from alike_ros.ros.diagnostics import END_TO_END, STAGES, Statistics, assess, to_status, transport_cause  # noqa: E402
 from alike_ros.ros.drawing import draw_tracks, track_colours  # noqa: E402
 from alike_ros.ros.node import LatestFrame  # noqa: E402
 from alike_ros.ros.vins import LAYOUTS, CameraModel, encode_vins  # noqa: E402
@@ -94,7 +94,7 @@ def test_statistics_and_levels():
 
     stats.on_dropped("superseded")
     dropped = assess(stats.snapshot(600 * MS), budget_ms=100.0, stale_s=0.1, stale_timeout=3.0, publishers=1)
-    assert dropped.level == DiagnosticStatus.WARN and "1 frame(s) dropped" in dropped.message
+    assert dropped.level == DiagnosticStatus.WARN and "1 frame(s) superseded" in dropped.message
     stats.start_period()
     assert assess(stats.snapshot(600 * MS), 100.0, 0.1, 3.0, 1).level == DiagnosticStatus.OK
 
@@ -111,6 +111,41 @@ def test_statistics_and_levels():
     status = to_status(failed, "/x/extractor: alike extractor", "cpu")
     keys = {kv.key for kv in status.values}
     assert {"frames.dropped.model_failure", "latency.end_to_end.p95_ms", "rate.input_hz"} <= keys
+
+
+@pytest.mark.parametrize(
+    ("setting", "offered", "chosen"),
+    [
+        ("auto", [], "best_effort"),  # matches whatever publisher comes first
+        ("auto", ["reliable"], "reliable"),
+        ("auto", ["reliable", "reliable"], "reliable"),
+        ("auto", ["reliable", "best_effort"], "best_effort"),  # a reliable subscription would lose the second
+        ("auto", ["best_effort"], "best_effort"),
+        ("reliable", ["best_effort"], "reliable"),  # explicit settings are kept
+        ("best_effort", ["reliable"], "best_effort"),
+    ],
+)
+def test_input_reliability_follows_the_publishers(setting, offered, chosen):
+    assert params.input_reliability(setting, offered) == chosen
+
+
+def test_missed_and_stale_frames_name_the_cause_and_the_fix():
+    stats = Statistics(window=10, start_ns=0)
+    stats.on_dropped("missed", count=4)
+    profile = "/opt/share/alike_ros/config/fastdds_large_data.xml"
+    cause = transport_cause("best_effort", ["best_effort"], profile)
+    missed = assess(stats.snapshot(MS), 100.0, 0.1, 3.0, publishers=1, cause=cause)
+    assert missed.level == DiagnosticStatus.WARN
+    assert "4 frame(s) sent but never received" in missed.message
+    assert f"FASTDDS_DEFAULT_PROFILES_FILE={profile}" in missed.message and "shared-memory" in missed.message
+    stats.start_period()
+    stale = assess(stats.snapshot(10_000 * MS), 100.0, 10.0, 3.0, publishers=1, cause=cause)
+    assert stale.level == DiagnosticStatus.ERROR and "no frames for 10.0 s" in stale.message
+    assert profile in stale.message
+    assert "cannot match" in transport_cause("reliable", ["reliable", "best_effort"], profile)
+    assert "set input.qos.reliability to auto or reliable" in transport_cause("best_effort", ["reliable"], profile)
+    assert "overflowed" in transport_cause("reliable", ["reliable"], profile)
+    assert profile not in transport_cause("reliable", ["reliable"], profile)
 
 
 def test_rates_restart_when_the_clock_goes_back():

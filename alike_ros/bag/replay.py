@@ -29,6 +29,7 @@ from rclpy.signals import SignalHandlerOptions
 from rosbags.interfaces import QosDurability
 from rosgraph_msgs.msg import Clock
 
+from ..ros.fastdds import use_large_data_profile
 from .process import IMAGE_TYPES
 from .storage import READ_ERRORS, BagError, open_bag, write_bag
 
@@ -252,6 +253,7 @@ def replay(
 
 
 def replay_main(args: argparse.Namespace) -> int:
+    print(use_large_data_profile())  # images of VGA and up cross processes best effort only with it
     # Ctrl-C raises KeyboardInterrupt here instead of rclpy invalidating the context under our feet, so an
     # interrupted replay still finishes its recording cleanly
     rclpy.init(args=None, signal_handler_options=SignalHandlerOptions.NO)

@@ -47,8 +47,7 @@ class Snapshot:
     received: int
     processed: int
     dropped: dict[str, int]  # by reason, since start
-    dropped_in_period: int  # since the last diagnostics message
-    model_failures_in_period: int
+    dropped_in_period: dict[str, int]  # by reason, since the last diagnostics message
     input_rate: float
     processing_rate: float
     seconds_since_last_frame: float | None  # None before the first frame
@@ -60,6 +59,10 @@ class Snapshot:
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
+
+    @property
+    def rate_text(self) -> str:
+        return f"{self.input_rate:.1f} Hz in, {self.processing_rate:.1f} Hz processed"
 
 
 def _rate(times: deque[int], now_ns: int) -> float:
@@ -77,7 +80,7 @@ class Statistics:
         self._completions: deque[int] = deque(maxlen=10_000)
         self._received = self._processed = 0
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
-        self._dropped_in_period = self._failures_in_period = 0
+        self._dropped_in_period = dict.fromkeys(DROP_REASONS, 0)
         self._last_arrival_ns = start_ns  # the stale check counts from start-up until the first frame
         self._any_frame = False
         self._last_error = ""
@@ -99,9 +102,7 @@ class Statistics:
     def on_dropped(self, reason: str, error: str = "", count: int = 1) -> None:
         with self._lock:
             self._dropped[reason] += count
-            self._dropped_in_period += count
-            if reason == "model_failure":
-                self._failures_in_period += 1
+            self._dropped_in_period[reason] += count
             if error:
                 self._last_error = f"{reason}: {error}"
 
@@ -116,7 +117,7 @@ class Statistics:
     def start_period(self) -> None:
         """Forget the per-period counts (drops and failures since the last diagnostics message)."""
         with self._lock:
-            self._dropped_in_period = self._failures_in_period = 0
+            self._dropped_in_period = dict.fromkeys(DROP_REASONS, 0)
 
     def snapshot(self, now_ns: int) -> Snapshot:
         with self._lock:
@@ -125,8 +126,7 @@ class Statistics:
                 received=self._received,
                 processed=self._processed,
                 dropped=dict(self._dropped),
-                dropped_in_period=self._dropped_in_period,
-                model_failures_in_period=self._failures_in_period,
+                dropped_in_period=dict(self._dropped_in_period),
                 input_rate=_rate(self._arrivals, now_ns),
                 processing_rate=_rate(self._completions, now_ns),
                 seconds_since_last_frame=(now_ns - self._last_arrival_ns) / 1e9 if self._any_frame else None,
@@ -139,19 +139,56 @@ class Statistics:
             return (now_ns - self._last_arrival_ns) / 1e9
 
 
-def assess(snap: Snapshot, budget_ms: float, stale_s: float, stale_timeout: float, publishers: int) -> Snapshot:
+def transport_cause(subscribed: str, offered: list[str], profile: str) -> str:
+    """The likely reason frames of existing publishers go missing between processes, with its fix.
+
+    `subscribed` is the node's input reliability, `offered` each publisher's ("reliable" or "best_effort"),
+    `profile` what a camera driver's process should set to carry large best-effort samples."""
+    if subscribed == "reliable" and "best_effort" in offered:
+        return (
+            "a best-effort publisher cannot match the node's reliable subscription; "
+            "set input.qos.reliability to auto or best_effort"
+        )
+    if "best_effort" in offered:
+        return (
+            "best-effort samples larger than the publisher's Fast DDS shared-memory segment (0.5 MiB by default; "
+            "640x480 bgr8 is 0.9 MB) are lost between processes; start the camera driver's process with "
+            f"FASTDDS_DEFAULT_PROFILES_FILE={profile}, or make it publish reliable"
+        )
+    if subscribed == "best_effort" and offered:
+        return (
+            "a reliable publisher's samples over ~0.5 MB are lost to a best-effort subscription between "
+            "processes; set input.qos.reliability to auto or reliable"
+        )
+    if subscribed == "reliable":
+        return "the reliable input queue overflowed before the node took the frames (is the CPU overloaded?)"
+    return "is the publisher publishing? check `ros2 topic hz` on the input topic"
+
+
+def assess(
+    snap: Snapshot, budget_ms: float, stale_s: float, stale_timeout: float, publishers: int, cause: str = ""
+) -> Snapshot:
     """Set the level and message: ERROR (model failed or no frames from an existing publisher), WARN (p95
-    end-to-end latency over budget, or frames dropped in this period), OK otherwise."""
+    end-to-end latency over budget, or frames dropped in this period), OK otherwise. `cause` (from
+    `transport_cause`) explains frames that publishers sent and the node never got."""
     errors, warnings = [], []
-    if snap.model_failures_in_period:
-        errors.append(f"model failed on {snap.model_failures_in_period} frame(s)")
+    period = snap.dropped_in_period
+    if period["model_failure"]:
+        errors.append(f"model failed on {period['model_failure']} frame(s)")
     if publishers and stale_s > stale_timeout:
-        errors.append(f"no frames for {stale_s:.1f} s although {publishers} publisher(s) exist")
+        errors.append(f"no frames for {stale_s:.1f} s although {publishers} publisher(s) exist; likely cause: {cause}")
+    if period["missed"]:
+        warnings.append(f"{period['missed']} frame(s) sent but never received; likely cause: {cause}")
+    if period["superseded"]:
+        warnings.append(
+            f"{period['superseded']} frame(s) superseded by newer ones while the model was busy ({snap.rate_text}); "
+            "a lower camera rate, input.max_side or a smaller model keeps up"
+        )
+    if period["bad_input"]:
+        warnings.append(f"{period['bad_input']} bad image(s) dropped: {snap.last_error}")
     p95 = snap.latency[END_TO_END].p95
     if snap.latency[END_TO_END].count and p95 > budget_ms:
         warnings.append(f"p95 latency {p95:.1f} ms over the {budget_ms:g} ms budget")
-    if snap.dropped_in_period > snap.model_failures_in_period:
-        warnings.append(f"{snap.dropped_in_period - snap.model_failures_in_period} frame(s) dropped")
     if errors:
         snap.level, snap.message = DiagnosticStatus.ERROR, "; ".join(errors + warnings)
     elif warnings:

@@ -8,20 +8,26 @@ on the next frame, a new model is built and warmed up beside the old one and swa
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import ReliabilityPolicy
 from rclpy.subscription import MessageInfo
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2
@@ -33,12 +39,14 @@ from ..matching.tracker import TrackedFrame, Tracker
 from ..model.weights import WeightsError
 from . import params
 from .conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8
-from .diagnostics import Snapshot, Statistics, assess, to_status
+from .diagnostics import Snapshot, Statistics, assess, to_status, transport_cause
 from .drawing import draw_tracks
+from .fastdds import PROFILE_FILE, profile_path, use_large_data_profile
 from .messages import encode_features, encode_matches
 from .vins import CameraModel, encode_vins
 
 NODE_NAME = "extractor"
+INPUT_REVIEW_PERIOD = 1.0  # s of steady time between checks of the input publishers' QoS (events come first)
 
 
 @dataclass
@@ -126,7 +134,15 @@ class ExtractorNode(Node):
         self._mailbox = LatestFrame()
         self._last_sequence: dict[bytes, int] = {}  # per publisher, for counting missed frames
         self._image_sub = None
+        self._input_reliability = ""  # what the current subscription asked for
+        self._input_lock = threading.RLock()  # parameter changes and publisher events both resubscribe
+        self._profile_for_cameras = str(profile_path() or PROFILE_FILE)  # named in diagnostics when frames go missing
         self._subscribe_input()
+        # Publishers come and go without a parameter change: follow them (the events of the subscription call
+        # the same review at once; this steady timer also runs while a bag's /clock is paused).
+        self._input_review_timer = self.create_timer(
+            INPUT_REVIEW_PERIOD, self._review_input_qos, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
         self._configure_vins()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="alike_worker", daemon=True)
@@ -136,14 +152,49 @@ class ExtractorNode(Node):
 
     # ---------------------------------------------------------------- inputs
 
-    def _subscribe_input(self) -> None:
-        if self._image_sub is not None:
-            self.destroy_subscription(self._image_sub)
-        qos = params.qos_profile(self._values["input.qos.reliability"], self._values["input.qos.depth"])
+    def _input_topic(self) -> tuple[type, str]:
         if self._values["input.transport"] == "compressed":
-            self._image_sub = self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos)
-        else:
-            self._image_sub = self.create_subscription(Image, "image", self._on_image, qos)
+            return CompressedImage, self.resolve_topic_name("image/compressed")
+        return Image, self.resolve_topic_name("image")
+
+    def _offered_reliability(self, topic: str) -> list[str]:
+        """The reliability each publisher of `topic` offers, as parameter values."""
+        return [
+            "reliable" if info.qos_profile.reliability == ReliabilityPolicy.RELIABLE else "best_effort"
+            for info in self.get_publishers_info_by_topic(topic)
+        ]
+
+    def _subscribe_input(self) -> None:
+        """(Re)subscribe the input with the transport, depth and reliability the parameters and publishers ask."""
+        with self._input_lock:
+            if self._image_sub is not None:
+                self.destroy_subscription(self._image_sub)
+            msg_type, topic = self._input_topic()
+            offered = self._offered_reliability(topic)
+            self._input_reliability = params.input_reliability(self._values["input.qos.reliability"], offered)
+            qos = params.qos_profile(self._input_reliability, self._values["input.qos.depth"])
+            events = SubscriptionEventCallbacks(
+                matched=lambda _: self._review_input_qos(), incompatible_qos=lambda _: self._review_input_qos()
+            )
+            self._image_sub = self.create_subscription(msg_type, topic, self._on_image, qos, event_callbacks=events)
+        self.get_logger().info(
+            f"subscribed to {topic} ({self._input_reliability}, keep last {self._values['input.qos.depth']}; "
+            f"publishers offer: {', '.join(offered) or 'none yet'})"
+        )
+
+    def _review_input_qos(self) -> None:
+        """With `auto`, resubscribe when the publishers' reliability no longer matches the subscription's."""
+        if self._values["input.qos.reliability"] != "auto":
+            return
+        with self._input_lock:
+            offered = self._offered_reliability(self._input_topic()[1])
+            if params.input_reliability("auto", offered) != self._input_reliability:
+                self._subscribe_input()
+
+    @property
+    def input_reliability(self) -> str:
+        """The reliability the input subscription uses now (`auto` resolved)."""
+        return self._input_reliability
 
     def _configure_vins(self) -> None:
         enabled = self._values["output.vins_layout"] != "none"
@@ -275,19 +326,26 @@ class ExtractorNode(Node):
     def statistics(self) -> Snapshot:
         """The figures /diagnostics reports, with level and message, at this instant."""
         now = self.get_clock().now().nanoseconds
-        topic = self._image_sub.topic_name
-        return assess(
+        offered = self._offered_reliability(self._image_sub.topic_name)
+        snap = assess(
             self._stats.snapshot(now),
             budget_ms=self._values["diagnostics.latency_budget_ms"],
             stale_s=self._stats.stale_seconds(now),
             stale_timeout=self._values["diagnostics.stale_timeout"],
-            publishers=self.count_publishers(topic),
+            publishers=len(offered),
+            cause=transport_cause(self._input_reliability, offered, self._profile_for_cameras),
         )
+        snap.extra = {
+            "model": self._values["model"],
+            "input_topic": self._image_sub.topic_name,
+            "input.qos.reliability": self._input_reliability,
+            "input.publishers": ", ".join(offered),
+        }
+        return snap
 
     def _publish_diagnostics(self) -> None:
         snap = self.statistics()
         self._stats.start_period()
-        snap.extra = {"model": self._values["model"], "input_topic": self._image_sub.topic_name}
         status = to_status(
             snap, f"{self.get_fully_qualified_name()}: alike extractor", str(self._pipeline.extractor.device)
         )
@@ -338,18 +396,38 @@ class ExtractorNode(Node):
     def destroy_node(self) -> None:
         self._running = False
         if self._worker is not None:
-            self._worker.join()
+            self._worker.join()  # the frame in progress finishes (its publishing may fail once shut down)
         super().destroy_node()
+
+
+def _interrupt_once() -> Callable[[int, FrameType | None], None]:
+    """A SIGINT handler that raises KeyboardInterrupt the first time only. `ros2 launch` (stdin not a terminal)
+    and a Ctrl-C to the process group send a second SIGINT while the node shuts down: it must not end the shutdown
+    with a traceback. SIGTERM and SIGKILL still end the process."""
+    interrupted = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt
+
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
     """`ros2 run alike_ros extractor` and `python -m alike_ros node`: both accept --ros-args."""
     args = sys.argv if argv is None else [NODE_NAME, *argv]
+    transport = use_large_data_profile()  # before rclpy.init: Fast DDS reads it when the participant is made
+    # rclpy's own handler (installed by init) shuts the context down and then calls this one.
+    signal.signal(signal.SIGINT, _interrupt_once())
     rclpy.init(args=args)
+    logger = rclpy.logging.get_logger(NODE_NAME)
+    logger.info(transport)
     try:
         node = ExtractorNode()
     except (ValueError, WeightsError, ParameterException) as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
+        logger.fatal(f"cannot start: {exc}")
         rclpy.try_shutdown()
         return 1
     except KeyboardInterrupt:  # Ctrl-C while the model loads

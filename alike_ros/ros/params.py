@@ -67,7 +67,12 @@ PARAMETERS: tuple[Param, ...] = (
         "downscale so the longer side is at most this before the network; 0: native size",
         range=(0, 16_384, 1),
     ),
-    Param("input.qos.reliability", "best_effort", "input QoS reliability", choices=RELIABILITY),
+    Param(
+        "input.qos.reliability",
+        "auto",
+        "input QoS reliability; auto: reliable when every publisher is, best effort otherwise",
+        choices=("auto", *RELIABILITY),
+    ),
     Param("input.qos.depth", 1, "input QoS history depth (keep last)", range=(1, 100, 1)),
     Param("output.qos.reliability", "reliable", "output QoS reliability", choices=RELIABILITY, read_only=True),
     Param("output.qos.depth", 5, "output QoS history depth (keep last)", range=(1, 1000, 1), read_only=True),
@@ -128,6 +133,15 @@ def matcher_config(values: dict[str, Any]) -> MatcherConfig:
         mutual=values["matching.mutual"],
         ratio=values["matching.ratio"],
     )
+
+
+def input_reliability(setting: str, offered: list[str]) -> str:
+    """The reliability to subscribe with, given what each publisher offers: `auto` follows the publishers.
+    Reliable only when every publisher is (a best-effort one would not match a reliable subscription); best
+    effort when there is none yet, since it matches every publisher."""
+    if setting != "auto":
+        return setting
+    return "reliable" if offered and all(r == "reliable" for r in offered) else "best_effort"
 
 
 def qos_profile(reliability: str, depth: int) -> QoSProfile:

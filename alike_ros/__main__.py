@@ -8,6 +8,7 @@ import sys
 COMMANDS = {
     "extract": ("alike_ros.cli.extract", "extract features from image files into .npz files"),
     "node": ("alike_ros.ros.node", "run the ROS 2 extractor node (accepts --ros-args)"),
+    "camera": ("alike_ros.ros.camera", "publish the sample camera trajectory live, like a camera driver"),
     "bag": ("alike_ros.bag.cli", "process, replay, generate and report rosbags"),
     "train": ("alike_ros.training.cli", "train ALIKE weights"),
     "evaluate": ("alike_ros.evaluation.cli", "evaluate weights against baselines"),

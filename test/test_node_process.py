@@ -1,7 +1,9 @@
-"""The node as users start it without ros2: `python -m alike_ros node --ros-args ...` in its own process."""
+"""The node as users start it without ros2: `python -m alike_ros node --ros-args ...` in its own process, and fed
+by a camera in another process (`python -m alike_ros camera`), as over a real robot's processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +22,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -29,7 +31,8 @@ from alike_ros.ros.conversions import array_to_image  # noqa: E402
 from alike_ros.ros.messages import decode_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAIN = 55 + os.getpid() % 35  # 55..89: not the in-process tests' domain, so the two never hear each other
+# 55..89: not the in-process tests' domain, so the two never hear each other (ALIKE_ROS_TEST_DOMAIN: another one)
+DOMAIN = int(os.environ.get("ALIKE_ROS_TEST_DOMAIN", 55 + os.getpid() % 35))
 WAIT = 120.0  # a failure guard on a loaded machine, never a measurement
 
 
@@ -97,8 +100,9 @@ def test_node_in_its_own_process(probe_node, textured_image):
         publisher = probe_node.create_publisher(Image, "camera/image_raw", reliable)
         assert wait(lambda: publisher.get_subscription_count() > 0 or process.poll() is not None)
         assert process.poll() is None, process.stdout.read()
-        # The node's input is best effort (the default): on a loaded machine a frame may be lost on the way, so
-        # keep sending new frames until three came back, each with the header of the image it came from.
+        # The node's input follows the publishers (`auto`, the default) and re-subscribes once it sees this one, and
+        # on a loaded machine a frame may be lost on the way: keep sending new frames until three came back, each
+        # with the header of the image it came from.
         sent: list[Header] = []
         deadline = time.monotonic() + WAIT
         while len(features) < 3 and time.monotonic() < deadline:
@@ -121,3 +125,170 @@ def test_bad_parameter_stops_the_start_with_the_reason():
     output = process.communicate(timeout=WAIT)[0]
     assert process.returncode == 1
     assert "detector.window_size" in output and "cannot start" in output
+
+
+# ---------------------------------------------------------------- camera and node in separate processes
+
+CAMERA_NS = "/proc_cam"
+CAMERA_STATUS = f"{CAMERA_NS}/extractor: alike extractor"
+PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+FRAMES, RATE = 40, 10.0  # 640x480 bgr8 frames (0.9 MB, over Fast DDS's default 0.5 MiB shared-memory segment)
+COUNTERS = {
+    "received": "frames.received",
+    "processed": "frames.processed",
+    "superseded": "frames.dropped.superseded",
+    "missed": "frames.dropped.missed",
+    "bad_input": "frames.dropped.bad_input",
+    "model_failure": "frames.dropped.model_failure",
+}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without a Fast DDS profile (the node then applies its own: the package default)."""
+    env = {k: v for k, v in os.environ.items() if k not in (PROFILE_ENV, "ALIKE_ROS_FASTDDS_PROFILE")}
+    return {**env, "ROS_DOMAIN_ID": str(DOMAIN), "PYTHONUNBUFFERED": "1", **extra}
+
+
+class CameraRig:
+    """The node in its own process with the package defaults, and what a probe in this process hears of it: a
+    best-effort `features` subscription (sensor-data QoS) and the node's /diagnostics."""
+
+    def __init__(self, probe: Node, node: subprocess.Popen, log: Path):
+        self.node, self.log = node, log
+        self.lock = threading.Lock()
+        self.features: list[PointCloud2] = []
+        self.statuses: list[tuple[float, object]] = []  # (monotonic receipt time, DiagnosticStatus)
+        probe.create_subscription(PointCloud2, f"{CAMERA_NS}/features", self._on_features, qos_profile_sensor_data)
+        probe.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _on_features(self, msg: PointCloud2) -> None:
+        with self.lock:
+            self.features.append(msg)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.statuses.extend((now, s) for s in msg.status if s.name == CAMERA_STATUS)
+
+    def statuses_between(self, start: float, end: float = float("inf")) -> list:
+        with self.lock:
+            return [s for t, s in self.statuses if start <= t <= end]
+
+    def settled(self, since: float) -> dict[str, int]:
+        """The node's counters once two consecutive statuses received after `since` agree and every frame received
+        is accounted for (the node is idle)."""
+        result: dict[str, int] = {}
+
+        def idle() -> bool:
+            recent = [counters(s) for s in self.statuses_between(since)]
+            if len(recent) >= 2 and recent[-1] == recent[-2] and in_flight(recent[-1]) == 0:
+                result.update(recent[-1])
+                return True
+            return self.node.poll() is not None
+
+        assert wait(idle), "the node's /diagnostics did not settle"
+        assert self.node.poll() is None, self.log.read_text()
+        return result
+
+    def run_camera(self, reliability: str, profile: bool) -> tuple[dict, dict[str, int], list, list[PointCloud2]]:
+        """One camera process: its report, the node's counters over its run, the node's statuses while it ran and
+        the features the probe received."""
+        before = self.settled(time.monotonic() - 1.0)
+        with self.lock:
+            self.features.clear()
+        env = clean_env(**({PROFILE_ENV: str(ROOT / "config" / "fastdds_large_data.xml")} if profile else {}))
+        command = [
+            sys.executable, "-m", "alike_ros", "camera", "--size", "640x480", "--rate", f"{RATE:g}",
+            "--frames", str(FRAMES), "--reliability", reliability, "--wait-for-subscribers", str(WAIT),
+            "--ros-args", "-r", f"__ns:={CAMERA_NS}", "-r", "image:=image_raw",
+        ]  # fmt: skip
+        start = time.monotonic()
+        camera = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=2 * WAIT)
+        end = time.monotonic()
+        assert camera.returncode == 0, camera.stderr
+        report = json.loads(camera.stdout.strip().splitlines()[-1])
+        after = self.settled(end + 0.2)
+        with self.lock:
+            features = list(self.features)
+        return report, {k: after[k] - before[k] for k in COUNTERS}, self.statuses_between(start, end), features
+
+
+def counters(status) -> dict[str, int]:
+    values = {kv.key: kv.value for kv in status.values}
+    return {name: int(values[key]) for name, key in COUNTERS.items()}
+
+
+def in_flight(counts: dict[str, int]) -> int:
+    """Frames received but neither processed nor dropped yet."""
+    done = counts["processed"] + counts["superseded"] + counts["bad_input"] + counts["model_failure"]
+    return counts["received"] - done
+
+
+def level(status) -> int:
+    value = status.level  # a `byte` field: bytes of length 1 in rclpy
+    return int.from_bytes(value, "little") if isinstance(value, bytes) else int(value)
+
+
+@pytest.fixture(scope="module")
+def camera_rig(probe_node, tmp_path_factory) -> Iterator[CameraRig]:
+    """One node process for the camera scenarios (the model loads once): the package defaults, from the params
+    file, with faster diagnostics (and a shorter stale timeout) only."""
+    log = tmp_path_factory.mktemp("camera_rig") / "node.log"
+    command = [
+        sys.executable, "-m", "alike_ros", "node", "--ros-args", "--params-file", "config/extractor.yaml",
+        "-p", f"weights:={weights()}", "-p", "device:=cpu", "-p", "diagnostics.period:=0.5",
+        "-p", "diagnostics.stale_timeout:=1.0", "-r", f"__ns:={CAMERA_NS}", "-r", "image:=image_raw",
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        node = subprocess.Popen(command, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    rig = CameraRig(probe_node, node, log)
+    try:
+        assert wait(lambda: rig.statuses_between(0.0) or node.poll() is not None), "the node never reported"
+        assert node.poll() is None, log.read_text()
+        yield rig
+    finally:
+        node.send_signal(signal.SIGINT)
+        try:
+            node.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            node.kill()
+    assert node.returncode == 0, log.read_text()
+
+
+def check_delivered(report: dict, counts: dict[str, int], features: list[PointCloud2]) -> None:
+    sent, received = report["frames_sent"], counts["received"]
+    assert sent == FRAMES and report["subscribers_at_start"] >= 1, report
+    # Not "missed none" nor 100 %: a frame lost to a momentary stall of a loaded machine must not fail the suite.
+    # The failure this guards against delivered 2 of 120 frames.
+    assert received >= 0.9 * sent, (report, counts)
+    assert counts["missed"] <= sent - received, counts  # a frame is never both received and missed
+    assert counts["bad_input"] == counts["model_failure"] == 0, counts
+    # Answered: every frame received was processed, or replaced by a newer one while the model was busy.
+    assert counts["processed"] + counts["superseded"] == received, counts
+    assert counts["processed"] >= sent / 8, counts  # not everything superseded: alike-t keeps up with most of 10 Hz
+    # The node publishes `features` reliably; a best-effort subscriber gets the features of most processed frames.
+    assert len(features) >= 0.8 * counts["processed"], (len(features), counts)
+    assert all(f.header.frame_id == "camera" for f in features)
+    assert len(decode_features(features[-1]).keypoints) > 0
+
+
+def test_reliable_camera_in_another_process(camera_rig):
+    report, counts, _, features = camera_rig.run_camera("reliable", profile=False)
+    check_delivered(report, counts, features)
+
+
+def test_best_effort_camera_with_the_shipped_profile(camera_rig):
+    """A best-effort camera started as the README says: FASTDDS_DEFAULT_PROFILES_FILE=<the shipped profile>."""
+    report, counts, _, features = camera_rig.run_camera("best_effort", profile=True)
+    check_delivered(report, counts, features)
+
+
+def test_best_effort_camera_without_the_profile_is_diagnosed(camera_rig):
+    """Fast DDS's defaults lose best-effort samples over 0.5 MiB between processes: the node says why, and how to fix
+    it (the environment variable of the camera's process)."""
+    report, counts, statuses, _ = camera_rig.run_camera("best_effort", profile=False)
+    assert report["frames_sent"] == FRAMES
+    assert counts["received"] <= 0.5 * FRAMES, counts  # (almost) nothing gets through; a few may, over UDP
+    named = [s for s in statuses if level(s) >= 1 and PROFILE_ENV in s.message]
+    assert named, [s.message for s in statuses]
+    assert "fastdds_large_data.xml" in named[-1].message

@@ -1,0 +1,272 @@
+"""A stand-in camera driver: the sample trajectory (bag/sample.py) published live, at a steady rate.
+
+    python -m alike_ros camera [--topic image] [--size 640x480] [--rate 30] [--frames N | --seconds S]
+                               [--reliability reliable|best_effort] [--depth 5] [--encoding bgr8|mono8]
+                               [--wait-for-subscribers S] [--ros-args ...]
+
+It models a third-party driver in its own process, to test and benchmark the extractor node across processes:
+it never sets a Fast DDS profile itself (the environment decides, e.g. FASTDDS_DEFAULT_PROFILES_FILE), stamps
+each frame with the time it is published (the node's end-to-end latency starts there), publishes to absolute
+deadlines (a frame later than half a period is counted late; more than a period behind, the schedule restarts
+from now instead of catching up in a burst), and prints one JSON line with what it did when it stops (after
+--frames or --seconds, or on SIGINT / SIGTERM).
+
+Frames: the sample photograph seen along the sample bag's periodic trajectory, scaled so that any frame size
+stays inside the photograph. Each distinct frame of a period is rendered once, as a ready message, before the
+first frame is sent; publishing only sets the header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import Image
+
+from ..bag.sample import homography, load_photo
+from .conversions import array_to_image
+
+NODE_NAME = "camera"
+BASE_SIZE = (240, 320)  # (height, width) the sample trajectory keeps inside the photograph
+ENCODINGS = ("bgr8", "mono8")
+RELIABILITIES = ("reliable", "best_effort")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`WIDTHxHEIGHT` (e.g. 640x480) -> (width, height); raises argparse.ArgumentTypeError when malformed."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 640x480; got {text!r}") from None
+    if not (16 <= width <= 8192 and 16 <= height <= 8192):
+        raise argparse.ArgumentTypeError(f"width and height must be 16..8192 pixels; got {text!r}")
+    return width, height
+
+
+def _positive(kind: type):
+    def check(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0; got {text!r}")
+        return value
+
+    return check
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m alike_ros camera",
+        description="Publish the sample camera trajectory as sensor_msgs/Image at a steady rate, like a camera "
+        "driver in its own process. Sets no Fast DDS profile: the environment decides (a best-effort camera of "
+        "frames over 0.5 MB needs FASTDDS_DEFAULT_PROFILES_FILE=<alike_ros share>/config/fastdds_large_data.xml). "
+        "Prints one JSON line (frames sent, rate achieved, late frames) when it stops.",
+        epilog="Anything after --ros-args goes to ROS (e.g. --ros-args -r __ns:=/camera -r image:=image_raw).",
+    )
+    parser.add_argument("--topic", default="image", help="image topic, relative to the namespace (default: image)")
+    parser.add_argument(
+        "--size", type=parse_size, default=(640, 480), metavar="WxH", help="frame size in pixels (default: 640x480)"
+    )
+    parser.add_argument("--rate", type=_positive(float), default=30.0, help="frames per second (default: 30)")
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument("--frames", type=_positive(int), help="stop after this many frames (default: run until SIGINT)")
+    stop.add_argument("--seconds", type=_positive(float), help="stop after this many seconds of publishing")
+    parser.add_argument(
+        "--reliability", choices=RELIABILITIES, default="reliable", help="publisher QoS reliability (default: reliable)"
+    )
+    parser.add_argument(
+        "--depth", type=_positive(int), default=5, help="publisher QoS history depth, keep last (default: 5)"
+    )
+    parser.add_argument("--encoding", choices=ENCODINGS, default="bgr8", help="image encoding (default: bgr8)")
+    parser.add_argument("--frame-id", default="camera", help="header frame_id (default: camera)")
+    parser.add_argument(
+        "--period",
+        type=_positive(int),
+        default=60,
+        help="frames per cycle of the trajectory, each rendered once (default: 60, as the sample bag)",
+    )
+    parser.add_argument(
+        "--wait-for-subscribers",
+        type=_non_negative,
+        default=10.0,
+        metavar="S",
+        help="wait up to S seconds for a subscriber before the first frame; 0: do not wait (default: 10)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=_non_negative,
+        default=1.0,
+        metavar="S",
+        help="after a subscriber appeared, wait S more seconds (and for a subscriber again) before the first frame: "
+        "a subscriber that follows the publisher's QoS, like the extractor's `auto` input, re-subscribes on "
+        "seeing it (default: 1)",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse the camera's own options (no ROS arguments in `argv`)."""
+    return build_parser().parse_args(list(argv))
+
+
+class FrameSource:
+    """The frames of one period of the sample trajectory at `size` (width, height), rendered once."""
+
+    def __init__(
+        self, size: tuple[int, int], encoding: str = "bgr8", period: int = 60, photo: np.ndarray | None = None
+    ):
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}; got {encoding!r}")
+        self.size, self.encoding, self.period = size, encoding, period
+        self._photo = load_photo() if photo is None else photo
+        self._frames = [self.render(k) for k in range(period)]
+
+    def homography(self, k: int) -> np.ndarray:
+        """H mapping photo pixels to pixels of frame k: the sample trajectory at 320x240, scaled up to `size`."""
+        width, height = self.size
+        scale = max(width / BASE_SIZE[1], height / BASE_SIZE[0])
+        base = homography((k % self.period) / self.period, 0, self._photo.shape[:2], (height / scale, width / scale))
+        zoom = np.array([[scale, 0, (scale - 1) / 2], [0, scale, (scale - 1) / 2], [0, 0, 1]])  # pixel centres
+        return zoom @ base
+
+    def render(self, k: int) -> np.ndarray:
+        width, height = self.size
+        bgr = cv2.warpPerspective(self._photo, self.homography(k), (width, height), flags=cv2.INTER_LINEAR)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if self.encoding == "mono8" else bgr
+
+    def pixels(self, k: int) -> np.ndarray:
+        return self._frames[k % self.period]
+
+    def messages(self) -> list[Image]:
+        """One ready Image per distinct frame (header left empty): publishing then only sets the header."""
+        return [array_to_image(frame, self.encoding) for frame in self._frames]
+
+
+class Schedule:
+    """Absolute deadlines at `rate` Hz from `start`; a frame later than half a period is late, and more than a
+    period behind, the schedule restarts from now (a camera does not send a burst to catch up)."""
+
+    def __init__(self, rate: float, start: float):
+        self.period = 1.0 / rate
+        self.deadline = start
+        self.late = 0
+
+    def sent(self, now: float) -> float:
+        """Record a frame sent at `now`; returns the next deadline."""
+        if now - self.deadline > self.period / 2:
+            self.late += 1
+        self.deadline += self.period
+        if now - self.deadline > self.period:
+            self.deadline = now
+        return self.deadline
+
+
+def main(argv: list[str] | None = None) -> int:
+    import rclpy
+    from rclpy.duration import Duration
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
+    from rclpy.utilities import remove_ros_args
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(remove_ros_args([NODE_NAME, *argv])[1:])
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    source = FrameSource(args.size, args.encoding, args.period)
+    messages = source.messages()
+    del source  # the messages hold the pixels
+    rclpy.init(args=[NODE_NAME, *argv], signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node(NODE_NAME)
+    qos = QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=args.depth,
+        reliability=ReliabilityPolicy.RELIABLE if args.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+    publisher = node.create_publisher(Image, args.topic, qos)
+    logger = node.get_logger()
+    width, height = args.size
+    logger.info(
+        f"{width}x{height} {args.encoding} at {args.rate:g} Hz on {publisher.topic_name} ({args.reliability}, "
+        f"keep last {args.depth}); {len(messages)} distinct frames ready"
+    )
+
+    def wait_for_subscriber(timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while publisher.get_subscription_count() == 0:
+            if stop.wait(0.02) or time.monotonic() > deadline:
+                return False
+        return True
+
+    if args.wait_for_subscribers > 0:
+        waited = time.monotonic()
+        if wait_for_subscriber(args.wait_for_subscribers):
+            stop.wait(args.settle)
+            wait_for_subscriber(max(0.0, args.wait_for_subscribers - (time.monotonic() - waited)))
+        elif not stop.is_set():
+            logger.warning(f"no subscriber after {args.wait_for_subscribers:g} s; publishing anyway")
+    subscribers = publisher.get_subscription_count()
+
+    sent = 0
+    first = last = time.monotonic()
+    schedule = Schedule(args.rate, first)
+    end = first + args.seconds if args.seconds else float("inf")
+    try:
+        while not stop.is_set() and (args.frames is None or sent < args.frames):
+            msg = messages[sent % len(messages)]
+            msg.header.frame_id = args.frame_id
+            msg.header.stamp = node.get_clock().now().to_msg()
+            publisher.publish(msg)
+            last = time.monotonic()
+            sent += 1
+            next_deadline = schedule.sent(last)
+            if next_deadline >= end:
+                break
+            stop.wait(max(0.0, next_deadline - time.monotonic()))
+    finally:
+        if args.reliability == "reliable" and sent and not stop.is_set():
+            publisher.wait_for_all_acked(Duration(seconds=1.0))  # the last frames reach the subscribers first
+        elapsed = last - first
+        report = {
+            "frames_sent": sent,
+            "rate_hz": round((sent - 1) / elapsed, 3) if sent > 1 and elapsed > 0 else 0.0,
+            "target_rate_hz": args.rate,
+            "late_frames": schedule.late,
+            "seconds": round(elapsed, 3),
+            "size": f"{width}x{height}",
+            "encoding": args.encoding,
+            "reliability": args.reliability,
+            "topic": publisher.topic_name,
+            "subscribers_at_start": subscribers,
+            "interrupted": stop.is_set(),
+        }
+        print(json.dumps(report), flush=True)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,7 @@ from .model.weights import load_model
 from .sampling import interpolate
 
 Color = Literal["rgb", "bgr"]
-STAGES = ("preprocess", "network", "detection", "description")
+STAGES = ("preprocessing", "network", "detection", "description")
 MAX_PIXELS = 50_000_000  # ~ 8K x 6K; beyond this the dense maps alone need several GiB
 
 
@@ -193,7 +193,7 @@ class Extractor:
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
         timings: dict[str, float] = {}
-        with self._stage(timings, "preprocess"):
+        with self._stage(timings, "preprocessing"):
             rgb, tensor, (h, w) = self._prepare(image, color)
         with self._stage(timings, "network"):
             scores, describe = self._network(tensor, h, w)

@@ -36,8 +36,8 @@ from alike_ros.evaluation.synthetic import synthetic_pairs
 from alike_ros.extractor import Extractor, Features
 from alike_ros.matching.matcher import Matcher, Matches
 from alike_ros.matching.tracker import TrackedFrame
+from alike_ros.pipeline import PipelineConfig
 from alike_ros.ros.messages import decode_features, encode_features, uint8_cosine_error_bound
-from alike_ros.ros.params import DEFAULTS, detector_config, matcher_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "photos" / "eval"
@@ -139,8 +139,8 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    extractor = Extractor("alike-t", None, "cpu", detector=detector_config(DEFAULTS))
-    matcher = Matcher(matcher_config(DEFAULTS), "cpu")
+    extractor = Extractor("alike-t", None, "cpu", detector=PipelineConfig().detector)
+    matcher = Matcher(PipelineConfig().matcher, "cpu")
     sets = [("sample", sample_pairs())]
     if args.photos.is_dir():
         sets.insert(0, (f"photos ({args.photos.name})", photo_pairs(args.photos, args.viewpoint, args.illumination)))

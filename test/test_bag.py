@@ -17,9 +17,9 @@ from alike_ros.bag.cli import main as bag_cli
 from alike_ros.bag.process import camera_namespaces, process_bag
 from alike_ros.bag.report import analyse, match_errors
 from alike_ros.bag.sample import SampleConfig, homography, load_photo, make_sample
-from alike_ros.bag.settings import Settings, read_params
 from alike_ros.bag.storage import BagError, open_bag, read_custom_data, write_bag
 from alike_ros.model.weights import bundled_weights_path
+from alike_ros.parameters import Settings, read_params
 from alike_ros.ros.messages import decode_features, decode_matches, encode_matches, uint8_cosine_error_bound
 
 SIZE = {"width": 256, "height": 192}

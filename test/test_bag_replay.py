@@ -26,8 +26,8 @@ from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from alike_ros.bag.process import process_bag  # noqa: E402
 from alike_ros.bag.replay import replay  # noqa: E402
 from alike_ros.bag.sample import SampleConfig, make_sample  # noqa: E402
-from alike_ros.bag.settings import Settings  # noqa: E402
 from alike_ros.bag.storage import open_bag  # noqa: E402
+from alike_ros.parameters import Settings  # noqa: E402
 from alike_ros.ros.messages import decode_features, decode_matches  # noqa: E402
 
 pytestmark = pytest.mark.ros

@@ -24,7 +24,7 @@ def test_output_contract(extractor, textured_image):
     np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-5)
     assert np.all(np.diff(f.scores) <= 0) and np.all((f.scores >= 0) & (f.scores <= 1))
     assert 0 < len(f) <= 300
-    assert set(f.timings) == {"preprocess", "network", "detection", "description", "total"}
+    assert set(f.timings) == {"preprocessing", "network", "detection", "description", "total"}
     assert f.image_size == textured_image.shape
 
 

@@ -78,13 +78,11 @@ def test_tracks_continue_and_new_ids_are_fresh():
     assert third.track_lengths[:3].tolist() == [3, 3, 3]
 
 
-def test_reset_and_size_change_start_new_tracks():
+def test_reset_starts_new_tracks():
     tracker = Tracker(Matcher())
     d = random_descriptors(5)
     tracker.update(frame(d))
-    resized = tracker.update(frame(d, size=(50, 80)))
-    assert len(resized.matches) == 0 and resized.previous is None
-    assert set(resized.track_ids).isdisjoint(range(5))
     tracker.reset()
-    after = tracker.update(frame(d, size=(50, 80)))
-    assert len(after.matches) == 0 and after.track_lengths.max() == 1
+    after = tracker.update(frame(d))
+    assert len(after.matches) == 0 and after.previous is None and after.track_lengths.max() == 1
+    assert set(after.track_ids).isdisjoint(range(5))  # ids keep increasing

@@ -11,10 +11,10 @@ from rclpy.serialization import serialize_message  # noqa: E402
 from sensor_msgs.msg import PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from alike_ros import parameters  # noqa: E402
 from alike_ros.extractor import Features  # noqa: E402
 from alike_ros.matching.matcher import Matches  # noqa: E402
 from alike_ros.matching.tracker import TrackedFrame  # noqa: E402
-from alike_ros.ros import params  # noqa: E402
 from alike_ros.ros.messages import (  # noqa: E402
     decode_features,
     dequantise_descriptors,
@@ -23,6 +23,7 @@ from alike_ros.ros.messages import (  # noqa: E402
     to_point_cloud,
     uint8_cosine_error_bound,
 )
+from alike_ros.ros.params import descriptor  # noqa: E402
 
 RNG = np.random.default_rng(11)
 
@@ -156,11 +157,11 @@ def test_uint8_shrinks_the_message_as_the_layout_says(dim: int):
 
 
 def test_the_parameter_is_validated_and_live():
-    param = params.BY_NAME["output.descriptor_type"]
-    assert param.default == "float32" and param.choices == ("float32", "uint8") and not param.read_only
-    assert "uint8" in param.descriptor().additional_constraints
-    params.validate({**params.DEFAULTS, "output.descriptor_type": "uint8"})
+    param = parameters.BY_NAME["output.descriptor_type"]
+    assert param.default == "float32" and param.spec.choices == ("float32", "uint8") and not param.read_only
+    assert "uint8" in descriptor(param).additional_constraints
+    parameters.validate({**parameters.DEFAULTS, "output.descriptor_type": "uint8"})
     with pytest.raises(ValueError, match=r"output.descriptor_type must be one of float32, uint8; got 'float16'"):
-        params.validate({**params.DEFAULTS, "output.descriptor_type": "float16"})
+        parameters.validate({**parameters.DEFAULTS, "output.descriptor_type": "float16"})
     # applies from the next frame: neither a model reload nor a new subscription
-    assert "output.descriptor_type" not in params.MODEL_KEYS | params.INPUT_KEYS
+    assert "output.descriptor_type" not in parameters.MODEL_KEYS | parameters.INPUT_KEYS

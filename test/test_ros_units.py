@@ -15,6 +15,7 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from alike_ros import parameters  # noqa: E402
 from alike_ros.extractor import Features  # noqa: E402
 from alike_ros.matching.matcher import Matches  # noqa: E402
 from alike_ros.matching.tracker import TrackedFrame  # noqa: E402
@@ -30,20 +31,20 @@ MS = 1_000_000  # nanoseconds
 
 def test_config_file_holds_every_parameter_with_its_default_and_a_comment():
     values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
-    assert values == params.DEFAULTS
+    assert values == parameters.DEFAULTS
     lines = CONFIG.read_text().splitlines()
-    for name in params.DEFAULTS:
+    for name in parameters.DEFAULTS:
         row = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name}:"))
         assert any(line.strip().startswith("#") for line in lines[max(0, row - 4) : row]), f"{name} has no comment"
 
 
 def test_defaults_are_valid_and_descriptors_carry_ranges():
-    params.validate(dict(params.DEFAULTS))
-    desc = params.BY_NAME["detector.window_size"].descriptor()
+    parameters.validate(dict(parameters.DEFAULTS))
+    desc = params.descriptor(parameters.BY_NAME["detector.window_size"])
     assert (desc.integer_range[0].from_value, desc.integer_range[0].to_value, desc.integer_range[0].step) == (3, 31, 2)
-    assert params.BY_NAME["detector.score_threshold"].descriptor().floating_point_range[0].to_value == 1.0
-    assert "one of" in params.BY_NAME["model"].descriptor().additional_constraints
-    assert all(p.description for p in params.PARAMETERS)
+    assert params.descriptor(parameters.BY_NAME["detector.score_threshold"]).floating_point_range[0].to_value == 1.0
+    assert "one of" in params.descriptor(parameters.BY_NAME["model"]).additional_constraints
+    assert all(p.spec.help for p in parameters.PARAMETERS)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,7 @@ def test_defaults_are_valid_and_descriptors_carry_ranges():
 )
 def test_validate_names_the_reason(name, value, reason):
     with pytest.raises(ValueError, match=reason):
-        params.validate({**params.DEFAULTS, name: value})
+        parameters.validate({**parameters.DEFAULTS, name: value})
 
 
 def test_latest_frame_keeps_only_the_newest():

@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             path = make_sample(args.out, config, args.storage, args.overwrite)
             print(f"wrote {path} ({args.frames} frames x {args.cameras} camera(s), {args.storage})")
         elif args.command == "process":
+            from ..parameters import Settings, read_params
             from .process import process_bag
-            from .settings import Settings, read_params
 
             if args.threads:
                 import torch

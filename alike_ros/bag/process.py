@@ -20,11 +20,11 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from tqdm import tqdm
 
-from ..matching.tracker import Tracker
+from ..parameters import Settings
+from ..pipeline import FramePipeline
 from ..ros.conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8
 from ..ros.drawing import draw_tracks
 from ..ros.messages import encode_features, encode_matches
-from .settings import Settings
 from .storage import READ_ERRORS, BagError, open_bag, storage_of, write_bag
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
@@ -75,9 +75,7 @@ class Camera:
 
     topic: str
     namespace: str
-    tracker: Tracker
-    previous_stamp: Time | None = None
-    previous_size: tuple[int, int] | None = None
+    pipeline: FramePipeline
     frames: int = 0
     processed: int = 0
     skipped: Counter = field(default_factory=Counter)
@@ -108,11 +106,14 @@ class Processor:
 
     def __init__(self, settings: Settings, debug_image: bool):
         self.settings = settings
-        self.extractor = settings.extractor()
+        self.config = settings.pipeline
         self.debug_image = debug_image
+        self._first: FramePipeline | None = None
 
     def camera(self, topic: str, namespace: str) -> Camera:
-        return Camera(topic, namespace, self.settings.tracker(self.extractor))
+        pipeline = FramePipeline(self.config, self._first.extractor if self._first else None)
+        self._first = self._first or pipeline
+        return Camera(topic, namespace, pipeline)
 
     def __call__(self, cam: Camera, msg: Image | CompressedImage) -> dict[str, Any]:
         """Output messages by name (features, matches, debug_image) for one image; {} when it is skipped."""
@@ -121,33 +122,21 @@ class Processor:
         try:
             image, color = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
             conversion = (time.perf_counter() - start) * 1e3
-            features = self.extractor(image, color)
+            result = cam.pipeline(image, color, _stamp_ns(msg.header.stamp))
         except ValueError as exc:
             cam.skipped["bad image"] += 1
             tqdm.write(f"warning: {cam.topic}: skipped frame at {_stamp_ns(msg.header.stamp)} ns: {exc}")
             return {}
-        stamp = msg.header.stamp
-        # Matching across a jump back in time or a size change would pair unrelated frames: start afresh, as
-        # the node does
-        if cam.previous_stamp is not None and _stamp_ns(stamp) < _stamp_ns(cam.previous_stamp):
-            cam.tracker.reset()
-            cam.resets["time went backwards"] += 1
-        elif cam.previous_size is not None and features.image_size != cam.previous_size:
-            cam.tracker.reset()
-            cam.resets["image size changed"] += 1
-        if not self.settings.matching_enabled:
-            cam.tracker.reset()
-        start = time.perf_counter()
-        frame = cam.tracker.update(features)
-        matching = (time.perf_counter() - start) * 1e3
+        if result.reset:
+            cam.resets[result.reset] += 1
+        frame = result.tracked
         out = {"features": encode_features(msg.header, frame, self.settings.values["output.descriptor_type"])}
-        if self.settings.matching_enabled:
-            out["matches"] = encode_matches(msg.header, cam.previous_stamp, frame)
+        if self.config.matching:
+            out["matches"] = encode_matches(msg.header, result.previous_stamp_ns, frame)
         if self.debug_image:
             out["debug_image"] = array_to_image(draw_tracks(to_bgr8(image, color), frame), "bgr8", msg.header)
-        for stage, ms in {**features.timings, "conversion": conversion, "matching": matching}.items():
+        for stage, ms in {"conversion": conversion, **result.timings}.items():
             cam.timings.setdefault(stage, []).append(ms)
-        cam.previous_stamp, cam.previous_size = stamp, features.image_size
         cam.processed += 1
         return out
 
@@ -172,7 +161,7 @@ def process_bag(
         processor = Processor(settings, debug_image)  # after the checks of the bag: loading a model takes time
         cameras = {t: processor.camera(t, ns) for t, ns in camera_namespaces(topics).items()}
         names = OUTPUTS if debug_image else OUTPUTS[:2]
-        names = names if settings.matching_enabled else tuple(n for n in names if n != "matches")
+        names = names if settings.pipeline.matching else tuple(n for n in names if n != "matches")
         new_topics = {output_topic(c.namespace, n) for c in cameras.values() for n in names}
         if clash := new_topics & {c.topic for c in reader.connections}:
             raise BagError(f"{inp} already has output topics {sorted(clash)}; process the unprocessed bag")

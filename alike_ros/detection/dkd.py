@@ -13,19 +13,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import check, setting
 from ..sampling import interpolate, pixels_of
 
 
 @dataclass
 class DetectorConfig:
-    window_size: int = 5  # NMS and refinement window (odd); upstream hard-codes 5
-    top_k: int = -1  # > 0: the k best peaks; <= 0: every peak above the threshold
-    score_threshold: float = 0.2  # peaks must score strictly above this
-    max_keypoints: int = 5000  # cap in either mode
+    window_size: int = setting(
+        5, "NMS and sub-pixel refinement window (odd); upstream hard-codes 5", range=(3, 31), step=2
+    )
+    top_k: int = setting(
+        -1,
+        "keep the k best keypoints above the threshold; <= 0: every one (capped by max_keypoints)",
+        range=(-1, 100_000),
+    )
+    score_threshold: float = setting(
+        0.2,
+        "peaks must score above this on the score map (upstream's top-k mode has none: use 0)",
+        range=(0.0, 1.0),
+        below_max=True,
+    )
+    max_keypoints: int = setting(
+        2000, "cap on the keypoints of one image, best kept, in either mode", range=(1, 100_000)
+    )
     # Peaks need border < x <= W-1-border (likewise y): upstream's off-by-one drops one more row/column at the
     # top/left than at the bottom/right; kept so upstream outputs are reproduced. Never less than the radius.
-    border: int = 2
-    temperature: float = 0.1  # soft-argmax temperature on the sigmoid scores
+    border: int = setting(2, "pixels at the image border where no keypoint is kept", range=(0, 256))
+    temperature: float = setting(0.1, "soft-argmax temperature on the sigmoid scores", range=(1e-3, 10.0))
 
     @property
     def radius(self) -> int:
@@ -33,16 +47,7 @@ class DetectorConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
-        if self.window_size < 3 or self.window_size % 2 == 0:
-            raise ValueError(f"window_size must be odd and >= 3, got {self.window_size}")
-        if self.max_keypoints < 1:
-            raise ValueError(f"max_keypoints must be >= 1, got {self.max_keypoints}")
-        if not 0.0 <= self.score_threshold < 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold}")
-        if self.border < 0:
-            raise ValueError(f"border must be >= 0, got {self.border}")
-        if not self.temperature > 0.0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        check(self)
 
 
 def max_filter(x: torch.Tensor, window: int) -> torch.Tensor:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import check, setting
+
 
 @dataclass
 class Matches:
@@ -19,15 +21,14 @@ class Matches:
 
 @dataclass
 class MatcherConfig:
-    min_similarity: float = 0.0  # cosine; pairs below are never reported (upstream's demo uses 0.9)
-    mutual: bool = True  # keep only pairs that are each other's nearest neighbour
-    ratio: float = 1.0  # Lowe's ratio on descriptor distances; 1.0 disables the test
+    min_similarity: float = setting(
+        0.8, "minimum cosine similarity of a match; pairs below are never reported", range=(-1.0, 1.0)
+    )
+    mutual: bool = setting(True, "keep only mutual nearest neighbours")
+    ratio: float = setting(1.0, "Lowe's ratio test on descriptor distances; 1.0: off", range=(0.01, 1.0))
 
     def validate(self) -> None:
-        if not -1.0 <= self.min_similarity <= 1.0:
-            raise ValueError(f"min_similarity must be in [-1, 1], got {self.min_similarity}")
-        if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+        check(self)
 
 
 class Matcher:

@@ -26,7 +26,7 @@ class Tracker:
         self._last: TrackedFrame | None = None
 
     def reset(self) -> None:
-        """Forget the previous frame (time jumped back, image size changed); ids keep increasing."""
+        """Forget the previous frame (the frame pipeline's rules say when); ids keep increasing."""
         self._last = None
 
     def _new_ids(self, count: int) -> np.ndarray:
@@ -36,8 +36,6 @@ class Tracker:
 
     def update(self, features: Features) -> TrackedFrame:
         last = self._last
-        if last is not None and last.features.image_size != features.image_size:
-            last = None
         if last is None:
             matches = Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
         else:

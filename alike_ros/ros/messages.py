@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
@@ -155,11 +154,12 @@ def encode_features(header: Header, frame: TrackedFrame, descriptor_type: str = 
     return to_point_cloud(header, rows)
 
 
-def encode_matches(header: Header, previous_stamp: Time | None, frame: TrackedFrame) -> PointCloud2:
+def encode_matches(header: Header, previous_stamp_ns: int | None, frame: TrackedFrame) -> PointCloud2:
+    """`previous_stamp_ns`: the header stamp of the frame matched against (None only when nothing matched)."""
     rows = np.empty(len(frame.matches), dtype=MATCHES_DTYPE)
     if len(rows):
         i0, i1 = frame.matches.indices.T
-        rows["stamp0_sec"], rows["stamp0_nanosec"] = previous_stamp.sec, previous_stamp.nanosec
+        rows["stamp0_sec"], rows["stamp0_nanosec"] = divmod(previous_stamp_ns, 10**9)
         rows["index0"], rows["index1"] = i0, i1
         rows["x0"], rows["y0"] = frame.previous.keypoints[i0].T
         rows["x1"], rows["y1"] = frame.features.keypoints[i1].T

@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -33,10 +32,10 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2
 from std_msgs.msg import Header
 
-from ..extractor import Extractor, Features
-from ..matching.matcher import Matcher
-from ..matching.tracker import TrackedFrame, Tracker
+from .. import parameters
+from ..matching.tracker import TrackedFrame
 from ..model.weights import WeightsError
+from ..pipeline import FramePipeline, FrameResult
 from . import params
 from .conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8
 from .diagnostics import Snapshot, Statistics, assess, to_status, transport_cause
@@ -47,38 +46,6 @@ from .vins import CameraModel, encode_vins
 
 NODE_NAME = "extractor"
 INPUT_REVIEW_PERIOD = 1.0  # s of steady time between checks of the input publishers' QoS (events come first)
-
-
-@dataclass
-class Pipeline:
-    """The model and the tracker that belongs to it (a new model starts new tracks)."""
-
-    extractor: Extractor
-    tracker: Tracker
-
-
-def build_pipeline(values: dict[str, Any]) -> Pipeline:
-    """Load and warm up a model; raises ValueError or WeightsError when the settings cannot work."""
-    extractor = Extractor(
-        model=values["model"],
-        weights=values["weights"] or None,
-        device=values["device"],
-        half=values["half"],
-        detector=params.detector_config(values),
-        max_side=values["input.max_side"],
-    )
-    warm_up = _warm_up_image()
-    for _ in range(values["warmup_frames"]):
-        extractor(warm_up)
-    matcher = Matcher(params.matcher_config(values), device=extractor.device)
-    return Pipeline(extractor, Tracker(matcher))
-
-
-def _warm_up_image(height: int = 480, width: int = 640) -> np.ndarray:
-    """Smooth noise: enough structure that detection and description run at full size."""
-    rng = np.random.default_rng(0)
-    coarse = rng.random((height // 16 + 1, width // 16 + 1)).astype(np.float32)
-    return np.kron(coarse, np.ones((16, 16), np.float32))[:height, :width]
 
 
 class LatestFrame:
@@ -107,12 +74,12 @@ class ExtractorNode(Node):
     def __init__(self, **kwargs: Any):
         self._worker: threading.Thread | None = None  # destroy_node may run on a half-built node
         super().__init__(NODE_NAME, **kwargs)
-        for p in params.PARAMETERS:
-            self.declare_parameter(p.name, p.default, p.descriptor())
-        self._values = {p.name: self.get_parameter(p.name).value for p in params.PARAMETERS}
-        params.validate(self._values)  # a bad params file stops the node here, with the reason
+        for p in parameters.PARAMETERS:
+            self.declare_parameter(p.name, p.default, params.descriptor(p))
+        self._values = {p.name: self.get_parameter(p.name).value for p in parameters.PARAMETERS}
+        parameters.validate(self._values)  # a bad params file stops the node here, with the reason
         self._stats = Statistics(self._values["diagnostics.window"], self.get_clock().now().nanoseconds)
-        self._pipeline = build_pipeline(self._values)
+        self._pipeline = FramePipeline(parameters.pipeline_config(self._values))
         self.get_logger().info(
             f"{self._values['model']} on {self._pipeline.extractor.device}, "
             f"{self._values['warmup_frames']} warm-up inference(s) done"
@@ -126,10 +93,6 @@ class ExtractorNode(Node):
         self._camera_info_sub = None
         self._camera: CameraModel | None = None
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
-        # State of the worker thread only.
-        self._previous_stamp: Time | None = None
-        self._previous_size: tuple[int, int] | None = None
 
         self._mailbox = LatestFrame()
         self._last_sequence: dict[bytes, int] = {}  # per publisher, for counting missed frames
@@ -257,9 +220,9 @@ class ExtractorNode(Node):
             return
         stages["conversion"] = (time.perf_counter() - start) * 1e3
 
-        pipeline = self._pipeline  # one consistent model for the whole frame, even if a reload swaps it
+        stamp = Time.from_msg(msg.header.stamp)
         try:
-            features = pipeline.extractor(pixels, color)
+            result = self._pipeline(pixels, color, stamp.nanoseconds)  # read once: a reload may swap it meanwhile
         except ValueError as exc:  # the image itself is unusable (e.g. too large for the extractor)
             self._stats.on_dropped("bad_input", str(exc))
             self.get_logger().warning(f"dropping bad image: {exc}", throttle_duration_sec=5.0)
@@ -268,54 +231,34 @@ class ExtractorNode(Node):
             self._stats.on_dropped("model_failure", repr(exc))
             self.get_logger().error(f"model failed on a frame: {exc!r}", throttle_duration_sec=5.0)
             return
-        t = features.timings
-        stages.update(
-            preprocessing=t["preprocess"], network=t["network"], detection=t["detection"], description=t["description"]
-        )
+        if result.reset:
+            self.get_logger().info(f"restarting tracks: {result.reset} (a bag looped, or another camera?)")
+        stages.update(result.timings)
 
         start = time.perf_counter()
-        stamp = Time.from_msg(msg.header.stamp)
-        self._restart_tracks_if_needed(pipeline.tracker, stamp, features)
-        if not self._values["matching.enabled"]:
-            pipeline.tracker.reset()
-        tracked = pipeline.tracker.update(features)
-        stages["matching"] = (time.perf_counter() - start) * 1e3
-
-        start = time.perf_counter()
-        self._publish(msg, pixels, color, tracked)
+        self._publish(msg, pixels, color, result)
         stages["publishing"] = (time.perf_counter() - start) * 1e3
         now = self.get_clock().now()
         self._stats.on_processed(now.nanoseconds, stages, (now - stamp).nanoseconds / 1e6)
-        self._previous_stamp = stamp
 
-    def _restart_tracks_if_needed(self, tracker: Tracker, stamp: Time, features: Features) -> None:
-        if self._previous_stamp is not None and stamp < self._previous_stamp:
-            self.get_logger().info("image time went backwards (bag looped?): restarting tracks")
-            tracker.reset()
-        elif self._previous_size is not None and features.image_size != self._previous_size:
-            self.get_logger().info(f"image size changed to {features.image_size}: restarting tracks")
-            tracker.reset()
-        self._previous_size = features.image_size
-
-    def _publish(self, msg: Image | CompressedImage, pixels: np.ndarray, color: str, tracked: TrackedFrame) -> None:
-        header = msg.header
+    def _publish(self, msg: Image | CompressedImage, pixels: np.ndarray, color: str, result: FrameResult) -> None:
+        header, tracked = msg.header, result.tracked
         self._features_pub.publish(encode_features(header, tracked, self._values["output.descriptor_type"]))
         if self._values["matching.enabled"]:
-            previous = self._previous_stamp.to_msg() if self._previous_stamp is not None else None
-            self._matches_pub.publish(encode_matches(header, previous, tracked))
+            self._matches_pub.publish(encode_matches(header, result.previous_stamp_ns, tracked))
         if self._values["debug_image.enabled"] and self._debug_pub.get_subscription_count() > 0:
             drawn = draw_tracks(to_bgr8(pixels, color), tracked)
             self._debug_pub.publish(array_to_image(drawn, "bgr8", header))
         if self._values["output.vins_layout"] != "none":
-            self._publish_vins(header, tracked)
+            self._publish_vins(header, tracked, result.previous_stamp_ns)
 
-    def _publish_vins(self, header: Header, tracked: TrackedFrame) -> None:
+    def _publish_vins(self, header: Header, tracked: TrackedFrame, previous_stamp_ns: int | None) -> None:
         camera = self._camera
         if camera is None:
             self.get_logger().warning("features_vins needs camera_info; none received yet", throttle_duration_sec=10.0)
             return
-        stamp = Time.from_msg(header.stamp)
-        dt = (stamp - self._previous_stamp).nanoseconds / 1e9 if self._previous_stamp is not None else 0.0
+        now_ns = Time.from_msg(header.stamp).nanoseconds
+        dt = (now_ns - previous_stamp_ns) / 1e9 if previous_stamp_ns is not None else 0.0
         try:
             self._vins_pub.publish(encode_vins(header, tracked, self._values["output.vins_layout"], camera, dt))
         except ValueError as exc:
@@ -356,12 +299,12 @@ class ExtractorNode(Node):
     # ---------------------------------------------------------------- parameters
 
     def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
-        mine = {p.name: p.value for p in changes if p.name in params.BY_NAME}
+        mine = {p.name: p.value for p in changes if p.name in parameters.BY_NAME}
         if not mine:
             return SetParametersResult(successful=True)
         values = {**self._values, **mine}
         try:
-            params.validate(values)
+            parameters.validate(values)
             self._apply(values, set(mine))
         except (ValueError, WeightsError) as exc:
             self.get_logger().warning(f"rejected parameter change {mine}: {exc}")
@@ -370,18 +313,16 @@ class ExtractorNode(Node):
 
     def _apply(self, values: dict[str, Any], changed: set[str]) -> None:
         """Make `values` current; raises (and changes nothing) when a new model cannot be loaded."""
-        if changed & params.MODEL_KEYS:
+        config = parameters.pipeline_config(values)
+        if changed & parameters.MODEL_KEYS:
             self.get_logger().info(f"loading {values['model']} on {values['device']} ...")
-            pipeline = build_pipeline(values)
+            pipeline = FramePipeline(config)  # beside the running one, which serves frames meanwhile
             self._pipeline = pipeline
             self.get_logger().info(f"{values['model']} loaded on {pipeline.extractor.device}")
         else:
-            # Attribute swaps: the worker reads each once per frame, so a frame never sees a half-made config.
-            self._pipeline.extractor.detector = params.detector_config(values)
-            self._pipeline.extractor.max_side = values["input.max_side"]
-            self._pipeline.tracker.matcher.config = params.matcher_config(values)
+            self._pipeline.reconfigure(config)
         self._values = values
-        if changed & params.INPUT_KEYS:
+        if changed & parameters.INPUT_KEYS:
             self._subscribe_input()
         if "output.vins_layout" in changed:
             self._configure_vins()

@@ -1,0 +1,179 @@
+"""The extractor's parameters by dotted name: the node's parameter table, its YAML file and `bag process --params`.
+
+Names map onto the core configs, whose declarations give defaults, ranges and help: `detector.*` onto
+`DetectorConfig`, `matching.*` onto `MatcherConfig`, and model, weights, device, half, input.max_side,
+warmup_frames and matching.enabled onto `PipelineConfig`. The others concern the live node only (transport, QoS,
+outputs, diagnostics) and are declared here. No ROS import: the bag tool and the tests read the same table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Spec, Value, settings_of
+from .detection.dkd import DetectorConfig
+from .matching.matcher import MatcherConfig
+from .pipeline import REBUILD_SETTINGS, PipelineConfig
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    spec: Spec
+    read_only: bool = False  # set at start only
+
+    @property
+    def default(self) -> Value:
+        return self.spec.default
+
+
+# parameter name -> PipelineConfig field
+PIPELINE_FIELDS = {
+    "model": "model",
+    "weights": "weights",
+    "device": "device",
+    "half": "half",
+    "input.max_side": "max_side",
+    "warmup_frames": "warmup_frames",
+    "matching.enabled": "matching",
+}
+RELIABILITY = ("best_effort", "reliable")
+_pipeline = settings_of(PipelineConfig)
+
+PARAMETERS: tuple[Param, ...] = (
+    Param("model", _pipeline["model"]),
+    Param("weights", _pipeline["weights"]),
+    Param("device", _pipeline["device"]),
+    Param("half", _pipeline["half"]),
+    *(Param(f"detector.{name}", spec) for name, spec in settings_of(DetectorConfig).items()),
+    Param(
+        "input.transport",
+        Spec("raw", "raw: subscribe `image`; compressed: `image/compressed`", choices=("raw", "compressed")),
+    ),
+    Param("input.max_side", _pipeline["max_side"]),
+    Param(
+        "input.qos.reliability",
+        Spec(
+            "auto",
+            "input QoS reliability; auto: reliable when every publisher of the topic is, best effort otherwise",
+            choices=("auto", *RELIABILITY),
+        ),
+    ),
+    Param("input.qos.depth", Spec(1, "input QoS history depth (keep last)", range=(1, 100))),
+    Param("output.qos.reliability", Spec("reliable", "output QoS reliability", choices=RELIABILITY), read_only=True),
+    Param("output.qos.depth", Spec(5, "output QoS history depth (keep last)", range=(1, 1000)), read_only=True),
+    Param(
+        "output.vins_layout",
+        Spec(
+            "none",
+            "publish `features_vins` in this layout (needs `camera_info`); none: off",
+            choices=("none", "vins_mono", "vins_fusion"),
+        ),
+    ),
+    Param(
+        "output.descriptor_type",
+        Spec(
+            "float32",
+            "`features` descriptor field: float32, or uint8 (quantised, 16 + D instead of 16 + 4D bytes per keypoint)",
+            choices=("float32", "uint8"),
+        ),
+    ),
+    Param("matching.enabled", _pipeline["matching"]),
+    *(Param(f"matching.{name}", spec) for name, spec in settings_of(MatcherConfig).items()),
+    Param("debug_image.enabled", Spec(True, "draw `debug_image` (only while someone subscribes)")),
+    Param(
+        "diagnostics.period",
+        Spec(1.0, "seconds between /diagnostics messages (node clock)", range=(0.05, 3600.0)),
+    ),
+    Param(
+        "diagnostics.latency_budget_ms",
+        Spec(100.0, "WARN when the p95 end-to-end latency exceeds this", range=(0.1, 1e6)),
+    ),
+    Param("diagnostics.window", Spec(300, "frames the latency figures are computed over", range=(1, 100_000))),
+    Param(
+        "diagnostics.stale_timeout",
+        Spec(3.0, "ERROR when an image publisher exists but no frame came for this long (s)", range=(0.1, 86_400.0)),
+    ),
+    Param("warmup_frames", _pipeline["warmup_frames"]),
+)
+DEFAULTS: dict[str, Value] = {p.name: p.default for p in PARAMETERS}
+BY_NAME: dict[str, Param] = {p.name: p for p in PARAMETERS}
+
+# Parameters whose change needs a new model, or a new input subscription; the others apply from the next frame.
+MODEL_KEYS = frozenset(name for name, f in PIPELINE_FIELDS.items() if f in REBUILD_SETTINGS)
+INPUT_KEYS = frozenset({"input.transport", "input.qos.reliability", "input.qos.depth"})
+
+
+def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
+    """The core config the parameter values describe (not validated: see `validate`)."""
+    return PipelineConfig(
+        **{f: values[name] for name, f in PIPELINE_FIELDS.items()},
+        detector=DetectorConfig(**{name: values[f"detector.{name}"] for name in settings_of(DetectorConfig)}),
+        matcher=MatcherConfig(**{name: values[f"matching.{name}"] for name in settings_of(MatcherConfig)}),
+    )
+
+
+def validate(values: dict[str, Any]) -> None:
+    """Raise ValueError with the reason the first bad value is bad (values of other names are ignored).
+
+    Types are exact, as a ROS parameter's are: 1 is not a valid float parameter, 1.0 is."""
+    for name, value in values.items():
+        if name in BY_NAME:
+            param = BY_NAME[name]
+            if type(value) is not type(param.default):
+                raise ValueError(f"{name} must be a {type(param.default).__name__}, got {value!r}")
+            param.spec.check(name, value)
+    pipeline_config(values).validate()
+
+
+@dataclass
+class Settings:
+    """Parameter values by dotted name, complete and validated: what a node with this params file would use."""
+
+    values: dict[str, Any]
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None = None) -> Settings:
+        """Defaults overridden by `params`; unknown names and bad values raise ValueError."""
+        # use_sim_time and QoS overrides are rclpy's own parameters, valid in any node's file
+        known = {k: v for k, v in (params or {}).items() if k != "use_sim_time" and not k.startswith("qos_overrides.")}
+        if unknown := sorted(set(known) - set(BY_NAME)):
+            raise ValueError(f"unknown parameters {', '.join(unknown)}")
+        values = {**DEFAULTS, **known}
+        validate(values)
+        return cls(values)
+
+    @property
+    def pipeline(self) -> PipelineConfig:
+        return pipeline_config(self.values)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def read_params(path: str | Path) -> dict[str, Any]:
+    """Dotted names to values, merged over every `<node>: ros__parameters:` section of a params file in file
+    order (as a node matching all of them would see them); nested or dotted keys."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read params file {path}: {exc}") from exc
+    sections = [v["ros__parameters"] for v in (doc or {}).values() if isinstance(v, dict) and "ros__parameters" in v]
+    if not sections:
+        raise ValueError(f"{path} has no `<node>: ros__parameters:` section")
+    params: dict[str, Any] = {}
+    for section in sections:
+        params.update(flatten(section or {}))
+    return params

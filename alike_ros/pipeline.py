@@ -1,0 +1,138 @@
+"""One camera stream through the extractor and the tracker: the frame pipeline the node and the bag tool share.
+
+`FramePipeline` builds and warms up the extractor, applies the track-reset rules (a stamp going backwards, an
+image size change, matching turned off), matches each frame to the previous one and times every stage under
+one vocabulary (`STAGES`). It knows nothing of ROS: the node and `bag process` decode their messages before
+and encode the result after.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .config import check, setting
+from .detection.dkd import DetectorConfig
+from .extractor import STAGES as EXTRACTOR_STAGES
+from .extractor import Color, Extractor, resolve_device
+from .matching.matcher import Matcher, MatcherConfig
+from .matching.tracker import TrackedFrame, Tracker
+from .model.alnet import MODEL_CONFIGS
+
+STAGES = (*EXTRACTOR_STAGES, "matching")
+# Settings a running pipeline cannot take: a new extractor must be built (and warmed up) for them.
+REBUILD_SETTINGS = frozenset({"model", "weights", "device", "half", "warmup_frames"})
+WARM_UP_SIZE = (480, 640)  # (height, width)
+
+
+@dataclass
+class PipelineConfig:
+    model: str = setting("alike-t", "ALIKE variant (a change loads a new model)", choices=tuple(MODEL_CONFIGS))
+    weights: str = setting("", "weights file; empty: the weights bundled for the model (upstream's .pth work too)")
+    device: str = setting("auto", "auto (first CUDA device, else CPU), cpu, cuda or cuda:N")
+    half: bool = setting(False, "half-precision network (CUDA only)")
+    max_side: int = setting(
+        0,
+        "downscale so the longer side is at most this before the network (keypoints stay in input pixels); 0: native",
+        range=(0, 16_384),
+    )
+    warmup_frames: int = setting(
+        2,
+        "inferences on a synthetic image after (re)loading the model, so the first frames are not outliers",
+        range=(0, 100),
+    )
+    matching: bool = setting(True, "match each frame to the previous one; off: no matches, every track new")
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+
+    def validate(self) -> None:
+        """Raise ValueError with the reason the first bad setting is bad."""
+        check(self)
+        self.detector.validate()
+        self.matcher.validate()
+        if self.weights and not Path(self.weights).expanduser().is_file():
+            raise ValueError(f"weights file {self.weights!r} does not exist")
+        device = resolve_device(self.device)
+        if self.half and device.type != "cuda":
+            raise ValueError(f"half precision needs a CUDA device, device {self.device!r} is {device.type}")
+
+    def needs_rebuild(self, other: PipelineConfig) -> bool:
+        return any(getattr(self, name) != getattr(other, name) for name in REBUILD_SETTINGS)
+
+
+@dataclass
+class FrameResult:
+    tracked: TrackedFrame
+    timings: dict[str, float]  # milliseconds for each of STAGES
+    previous_stamp_ns: int | None  # stamp of the frame matched against; None when there was none
+    reset: str = ""  # why the tracks restarted at this frame ("" when they did not)
+
+
+def warm_up_image(height: int = WARM_UP_SIZE[0], width: int = WARM_UP_SIZE[1]) -> np.ndarray:
+    """Smooth noise: enough structure that detection and description run at full size."""
+    rng = np.random.default_rng(0)
+    coarse = rng.random((height // 16 + 1, width // 16 + 1)).astype(np.float32)
+    return np.kron(coarse, np.ones((16, 16), np.float32))[:height, :width]
+
+
+def build_extractor(config: PipelineConfig) -> Extractor:
+    """Load the model and run the warm-up inferences; ValueError or WeightsError when the settings cannot work."""
+    config.validate()
+    extractor = Extractor(
+        config.model, config.weights or None, config.device, config.half, config.detector, config.max_side
+    )
+    image = warm_up_image()
+    for _ in range(config.warmup_frames):
+        extractor(image)
+    return extractor
+
+
+class FramePipeline:
+    """Frames of one camera, in order: features, tracks and matches against the previous frame.
+
+    Several cameras may share one extractor (`FramePipeline(config, extractor=other.extractor)`); each keeps
+    its own tracker and reset state.
+    """
+
+    def __init__(self, config: PipelineConfig, extractor: Extractor | None = None):
+        self.extractor = extractor or build_extractor(config)
+        self.config = config
+        self.tracker = Tracker(Matcher(config.matcher, self.extractor.device))
+        self._previous_stamp_ns: int | None = None
+        self._previous_size: tuple[int, int] | None = None
+
+    def reconfigure(self, config: PipelineConfig) -> None:
+        """Apply detector, matcher, max_side and matching changes from the next frame on."""
+        if config.needs_rebuild(self.config):
+            raise ValueError(f"{sorted(REBUILD_SETTINGS)} need a new FramePipeline")
+        config.validate()
+        # Attribute swaps: each is read once per frame, so a frame never sees a half-made config.
+        self.extractor.detector = replace(config.detector)
+        self.extractor.max_side = config.max_side
+        self.tracker.matcher.config = replace(config.matcher)
+        self.config = config
+
+    def reset_reason(self, stamp_ns: int, size: tuple[int, int]) -> str:
+        """Why matching this frame to the previous one would pair unrelated frames ("" when it would not)."""
+        if self._previous_stamp_ns is not None and stamp_ns < self._previous_stamp_ns:
+            return "time went backwards"
+        if self._previous_size is not None and size != self._previous_size:
+            return "image size changed"
+        return ""
+
+    def __call__(self, image: np.ndarray, color: Color, stamp_ns: int) -> FrameResult:
+        """Process one frame; `stamp_ns` is its capture time (a header stamp), used for the reset rules only."""
+        features = self.extractor(image, color)
+        start = time.perf_counter()
+        reset = self.reset_reason(stamp_ns, features.image_size)
+        if reset or not self.config.matching:
+            self.tracker.reset()
+        tracked = self.tracker.update(features)
+        timings = {stage: features.timings[stage] for stage in EXTRACTOR_STAGES}
+        timings["matching"] = (time.perf_counter() - start) * 1e3
+        previous = self._previous_stamp_ns if tracked.previous is not None else None
+        self._previous_stamp_ns, self._previous_size = stamp_ns, features.image_size
+        return FrameResult(tracked, timings, previous, reset)

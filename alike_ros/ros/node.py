@@ -8,6 +8,7 @@ on the next frame, a new model is built and warmed up beside the old one and swa
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
@@ -29,6 +31,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
 from rclpy.subscription import MessageInfo
 from rclpy.time import Time
+from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2
 from std_msgs.msg import Header
 
@@ -356,14 +359,37 @@ def _interrupt_once() -> Callable[[int, FrameType | None], None]:
     return handler
 
 
+def parser() -> argparse.ArgumentParser:
+    table = "\n".join(f"  {p.name} (default {p.default!r}): {p.spec.help}" for p in parameters.PARAMETERS)
+    return argparse.ArgumentParser(
+        prog="ros2 run alike_ros extractor",
+        description="The ALIKE extractor node: images in; features, matches, a debug image and /diagnostics out.",
+        epilog="Parameters (--ros-args -p NAME:=VALUE, or --params-file FILE):\n" + table,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`ros2 run alike_ros extractor` and `python -m alike_ros node`: both accept --ros-args."""
-    args = sys.argv if argv is None else [NODE_NAME, *argv]
-    transport = use_large_data_profile()  # before rclpy.init: Fast DDS reads it when the participant is made
     # rclpy's own handler (installed by init) shuts the context down and then calls this one.
     signal.signal(signal.SIGINT, _interrupt_once())
-    rclpy.init(args=args)
+    try:
+        return _run(sys.argv if argv is None else [NODE_NAME, *argv])
+    finally:
+        # Interpreter shutdown gives SIGINT back its default action, termination: a late second one must not kill
+        # the process on its way out.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run(args: list[str]) -> int:
     logger = rclpy.logging.get_logger(NODE_NAME)
+    transport = use_large_data_profile()  # before rclpy.init: Fast DDS reads it when the participant is made
+    try:
+        parser().parse_args(remove_ros_args(args)[1:])  # -h prints the help; a non-ROS argument: exit 2
+        rclpy.init(args=args)
+    except RCLError as exc:  # e.g. a params file that does not exist or is not YAML
+        logger.fatal(f"cannot start: {str(exc).split(', at ')[0]}")
+        return 1
     logger.info(transport)
     try:
         node = ExtractorNode()

@@ -19,6 +19,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="the node tests need rclpy")
 
+from alike_ros.monitoring import STAGES, Level  # noqa: E402
 from conftest import make_textured_image  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
@@ -36,7 +37,6 @@ from std_msgs.msg import Header  # noqa: E402
 
 from alike_ros.model.weights import bundled_weights_path  # noqa: E402
 from alike_ros.ros.conversions import array_to_image  # noqa: E402
-from alike_ros.ros.diagnostics import STAGES  # noqa: E402
 from alike_ros.ros.messages import decode_features, decode_matches  # noqa: E402
 from alike_ros.ros.node import ExtractorNode  # noqa: E402
 
@@ -628,7 +628,7 @@ def test_reliable_input_with_a_best_effort_camera_names_the_cause(probe):
         assert probe.wait(lambda: len(probe.node._offered_reliability(probe.node._image_sub.topic_name)) == 2)
         assert probe.wait(lambda: "cannot match" in probe.node.statistics().message)
         snap = probe.node.statistics()
-        assert snap.level == DiagnosticStatus.ERROR
+        assert snap.level == Level.ERROR
         assert "set input.qos.reliability to auto or best_effort" in snap.message
         assert probe.node.input_reliability == "reliable"  # an explicit setting is never overridden
     finally:

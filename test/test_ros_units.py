@@ -11,17 +11,17 @@ import yaml
 
 pytest.importorskip("rclpy", reason="the node's modules use ROS message types")
 
-from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from alike_ros.monitoring import END_TO_END, STAGES, Level, Statistics, assess, transport_cause  # noqa: E402
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from alike_ros import parameters  # noqa: E402
+from alike_ros.drawing import draw_tracks, track_colours  # noqa: E402
 from alike_ros.extractor import Features  # noqa: E402
 from alike_ros.matching.matcher import Matches  # noqa: E402
 from alike_ros.matching.tracker import TrackedFrame  # noqa: E402
 from alike_ros.ros import params  # noqa: E402
-from alike_ros.ros.diagnostics import END_TO_END, STAGES, Statistics, assess, to_status, transport_cause  # noqa: E402
-from alike_ros.ros.drawing import draw_tracks, track_colours  # noqa: E402
+from alike_ros.ros.diagnostics import to_status  # noqa: E402
 from alike_ros.ros.node import LatestFrame  # noqa: E402
 from alike_ros.ros.vins import LAYOUTS, CameraModel, encode_vins  # noqa: E402
 
@@ -88,25 +88,25 @@ def test_statistics_and_levels():
     assert snap.latency[END_TO_END].p50 == pytest.approx(45.0)
     assert snap.input_rate == pytest.approx(10.0)
     ok = assess(snap, budget_ms=100.0, stale_s=0.1, stale_timeout=3.0, publishers=1)
-    assert ok.level == DiagnosticStatus.OK
+    assert ok.level == Level.OK
 
     over = assess(stats.snapshot(600 * MS), budget_ms=20.0, stale_s=0.1, stale_timeout=3.0, publishers=1)
-    assert over.level == DiagnosticStatus.WARN and "budget" in over.message
+    assert over.level == Level.WARN and "budget" in over.message
 
     stats.on_dropped("superseded")
     dropped = assess(stats.snapshot(600 * MS), budget_ms=100.0, stale_s=0.1, stale_timeout=3.0, publishers=1)
-    assert dropped.level == DiagnosticStatus.WARN and "1 frame(s) superseded" in dropped.message
+    assert dropped.level == Level.WARN and "1 frame(s) superseded" in dropped.message
     stats.start_period()
-    assert assess(stats.snapshot(600 * MS), 100.0, 0.1, 3.0, 1).level == DiagnosticStatus.OK
+    assert assess(stats.snapshot(600 * MS), 100.0, 0.1, 3.0, 1).level == Level.OK
 
     stats.on_dropped("model_failure", "boom")
     failed = assess(stats.snapshot(600 * MS), 100.0, 0.1, 3.0, 1)
-    assert failed.level == DiagnosticStatus.ERROR and failed.last_error == "model_failure: boom"
+    assert failed.level == Level.ERROR and failed.last_error == "model_failure: boom"
     stats.start_period()
     stale = assess(stats.snapshot(10_000 * MS), 100.0, stats.stale_seconds(10_000 * MS), 3.0, publishers=1)
-    assert stale.level == DiagnosticStatus.ERROR and "no frames" in stale.message
+    assert stale.level == Level.ERROR and "no frames" in stale.message
     nobody = assess(stats.snapshot(10_000 * MS), 100.0, stats.stale_seconds(10_000 * MS), 3.0, publishers=0)
-    assert nobody.level == DiagnosticStatus.OK  # no publisher: silence is expected
+    assert nobody.level == Level.OK  # no publisher: silence is expected
     assert stats.snapshot(10_000 * MS).input_rate == 0.0  # nothing arrived in the last seconds
 
     status = to_status(failed, "/x/extractor: alike extractor", "cpu")
@@ -136,12 +136,12 @@ def test_missed_and_stale_frames_name_the_cause_and_the_fix():
     profile = "/opt/share/alike_ros/config/fastdds_large_data.xml"
     cause = transport_cause("best_effort", ["best_effort"], profile)
     missed = assess(stats.snapshot(MS), 100.0, 0.1, 3.0, publishers=1, cause=cause)
-    assert missed.level == DiagnosticStatus.WARN
+    assert missed.level == Level.WARN
     assert "4 frame(s) sent but never received" in missed.message
     assert f"FASTDDS_DEFAULT_PROFILES_FILE={profile}" in missed.message and "shared-memory" in missed.message
     stats.start_period()
     stale = assess(stats.snapshot(10_000 * MS), 100.0, 10.0, 3.0, publishers=1, cause=cause)
-    assert stale.level == DiagnosticStatus.ERROR and "no frames for 10.0 s" in stale.message
+    assert stale.level == Level.ERROR and "no frames for 10.0 s" in stale.message
     assert profile in stale.message
     assert "cannot match" in transport_cause("reliable", ["reliable", "best_effort"], profile)
     assert "set input.qos.reliability to auto or reliable" in transport_cause("best_effort", ["reliable"], profile)

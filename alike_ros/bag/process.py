@@ -20,10 +20,10 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from tqdm import tqdm
 
+from ..drawing import draw_tracks
 from ..parameters import Settings
 from ..pipeline import FramePipeline
 from ..ros.conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8
-from ..ros.drawing import draw_tracks
 from ..ros.messages import encode_features, encode_matches
 from .storage import READ_ERRORS, BagError, open_bag, storage_of, write_bag
 

@@ -36,13 +36,14 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, Poin
 from std_msgs.msg import Header
 
 from .. import parameters
+from ..drawing import draw_tracks
 from ..matching.tracker import TrackedFrame
 from ..model.weights import WeightsError
+from ..monitoring import Snapshot, Statistics, assess, transport_cause
 from ..pipeline import FramePipeline, FrameResult
 from . import params
 from .conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8
-from .diagnostics import Snapshot, Statistics, assess, to_status, transport_cause
-from .drawing import draw_tracks
+from .diagnostics import to_status
 from .fastdds import PROFILE_FILE, profile_path, use_large_data_profile
 from .messages import encode_features, encode_matches
 from .vins import CameraModel, encode_vins

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..matching.tracker import TrackedFrame
+from .matching.tracker import TrackedFrame
 
 LONG_TRACK = 10  # tracks this long or longer get the last colour of the map
 

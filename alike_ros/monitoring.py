@@ -1,0 +1,209 @@
+"""Latency and health figures of a live frame pipeline (the node's), thread-safe, and their assessment.
+
+Times of arrival are on the caller's clock (nanoseconds; the node's, so rates and ages follow `use_sim_time`);
+stage durations are wall-clock milliseconds measured around the work itself. ROS-free: `ros.diagnostics`
+turns a `Snapshot` into a diagnostic_msgs status.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+from .pipeline import STAGES as PIPELINE_STAGES
+
+STAGES = ("conversion", *PIPELINE_STAGES, "publishing")  # conversion and publishing: the node's own
+END_TO_END = "end_to_end"  # from the header stamp to the publication of `features`, on the node clock
+# superseded: replaced in the node's one-frame mailbox by a newer frame before the worker took it;
+# missed: sent by a publisher but never delivered to the node (overwritten in the depth-1 reader queue or lost
+# on the way), known from gaps in the publisher's sequence numbers; the other two are the worker's.
+DROP_REASONS = ("superseded", "missed", "bad_input", "model_failure")
+RATE_SPAN_NS = 5_000_000_000  # rates count the arrivals of the last 5 s
+
+
+class Level(IntEnum):
+    """Health levels, with the values of diagnostic_msgs' levels."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+
+
+@dataclass
+class LatencySummary:
+    count: int = 0
+    mean: float = 0.0
+    p50: float = 0.0
+    p95: float = 0.0
+    max: float = 0.0
+
+    @classmethod
+    def of(cls, samples: deque[float]) -> LatencySummary:
+        if not samples:
+            return cls()
+        values = np.fromiter(samples, dtype=np.float64)
+        p50, p95 = np.percentile(values, (50, 95))
+        return cls(len(values), float(values.mean()), float(p50), float(p95), float(values.max()))
+
+
+@dataclass
+class Snapshot:
+    """Everything /diagnostics reports, as numbers (latencies in ms, rates in Hz)."""
+
+    latency: dict[str, LatencySummary]  # every stage of STAGES and END_TO_END
+    received: int
+    processed: int
+    dropped: dict[str, int]  # by reason, since start
+    dropped_in_period: dict[str, int]  # by reason, since the last diagnostics message
+    input_rate: float
+    processing_rate: float
+    seconds_since_last_frame: float | None  # None before the first frame
+    last_error: str
+    level: Level = Level.OK
+    message: str = "OK"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
+    def rate_text(self) -> str:
+        return f"{self.input_rate:.1f} Hz in, {self.processing_rate:.1f} Hz processed"
+
+
+def _rate(times: deque[int], now_ns: int) -> float:
+    recent = [t for t in times if now_ns - RATE_SPAN_NS <= t <= now_ns]
+    if len(recent) < 2 or recent[-1] == recent[0]:
+        return 0.0
+    return (len(recent) - 1) * 1e9 / (recent[-1] - recent[0])
+
+
+class Statistics:
+    def __init__(self, window: int, start_ns: int):
+        self._lock = threading.Lock()
+        self._samples = {name: deque(maxlen=window) for name in (*STAGES, END_TO_END)}
+        self._arrivals: deque[int] = deque(maxlen=10_000)
+        self._completions: deque[int] = deque(maxlen=10_000)
+        self._received = self._processed = 0
+        self._dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._dropped_in_period = dict.fromkeys(DROP_REASONS, 0)
+        self._last_arrival_ns = start_ns  # the stale check counts from start-up until the first frame
+        self._any_frame = False
+        self._last_error = ""
+
+    def resize(self, window: int) -> None:
+        with self._lock:
+            self._samples = {k: deque(v, maxlen=window) for k, v in self._samples.items()}
+
+    def on_received(self, now_ns: int) -> None:
+        with self._lock:
+            if self._arrivals and now_ns < self._arrivals[-1]:  # the clock went back (a bag looped)
+                self._arrivals.clear()
+                self._completions.clear()
+            self._received += 1
+            self._arrivals.append(now_ns)
+            self._last_arrival_ns = now_ns
+            self._any_frame = True
+
+    def on_dropped(self, reason: str, error: str = "", count: int = 1) -> None:
+        with self._lock:
+            self._dropped[reason] += count
+            self._dropped_in_period[reason] += count
+            if error:
+                self._last_error = f"{reason}: {error}"
+
+    def on_processed(self, now_ns: int, stages_ms: dict[str, float], end_to_end_ms: float) -> None:
+        with self._lock:
+            self._processed += 1
+            self._completions.append(now_ns)
+            for name, value in stages_ms.items():
+                self._samples[name].append(value)
+            self._samples[END_TO_END].append(end_to_end_ms)
+
+    def start_period(self) -> None:
+        """Forget the per-period counts (drops and failures since the last diagnostics message)."""
+        with self._lock:
+            self._dropped_in_period = dict.fromkeys(DROP_REASONS, 0)
+
+    def snapshot(self, now_ns: int) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                latency={name: LatencySummary.of(s) for name, s in self._samples.items()},
+                received=self._received,
+                processed=self._processed,
+                dropped=dict(self._dropped),
+                dropped_in_period=dict(self._dropped_in_period),
+                input_rate=_rate(self._arrivals, now_ns),
+                processing_rate=_rate(self._completions, now_ns),
+                seconds_since_last_frame=(now_ns - self._last_arrival_ns) / 1e9 if self._any_frame else None,
+                last_error=self._last_error,
+            )
+
+    def stale_seconds(self, now_ns: int) -> float:
+        """Seconds since the last frame arrived (since start-up before the first one)."""
+        with self._lock:
+            return (now_ns - self._last_arrival_ns) / 1e9
+
+
+def transport_cause(subscribed: str, offered: list[str], profile: str) -> str:
+    """The likely reason frames of existing publishers go missing between processes, with its fix.
+
+    `subscribed` is the node's input reliability, `offered` each publisher's ("reliable" or "best_effort"),
+    `profile` what a camera driver's process should set to carry large best-effort samples."""
+    if subscribed == "reliable" and "best_effort" in offered:
+        return (
+            "a best-effort publisher cannot match the node's reliable subscription; "
+            "set input.qos.reliability to auto or best_effort"
+        )
+    if "best_effort" in offered:
+        return (
+            "best-effort samples larger than the publisher's Fast DDS shared-memory segment (0.5 MiB by default; "
+            "640x480 bgr8 is 0.9 MB) are lost between processes; start the camera driver's process with "
+            f"FASTDDS_DEFAULT_PROFILES_FILE={profile}, or make it publish reliable"
+        )
+    if subscribed == "best_effort" and offered:
+        return (
+            "a reliable publisher's samples over ~0.5 MB are lost to a best-effort subscription between "
+            "processes; set input.qos.reliability to auto or reliable"
+        )
+    if subscribed == "reliable":
+        return "the reliable input queue overflowed before the node took the frames (is the CPU overloaded?)"
+    return "is the publisher publishing? check `ros2 topic hz` on the input topic"
+
+
+def assess(
+    snap: Snapshot, budget_ms: float, stale_s: float, stale_timeout: float, publishers: int, cause: str = ""
+) -> Snapshot:
+    """Set the level and message: ERROR (model failed or no frames from an existing publisher), WARN (p95
+    end-to-end latency over budget, or frames dropped in this period), OK otherwise. `cause` (from
+    `transport_cause`) explains frames that publishers sent and the node never got."""
+    errors, warnings = [], []
+    period = snap.dropped_in_period
+    if period["model_failure"]:
+        errors.append(f"model failed on {period['model_failure']} frame(s)")
+    if publishers and stale_s > stale_timeout:
+        errors.append(f"no frames for {stale_s:.1f} s although {publishers} publisher(s) exist; likely cause: {cause}")
+    if period["missed"]:
+        warnings.append(f"{period['missed']} frame(s) sent but never received; likely cause: {cause}")
+    if period["superseded"]:
+        warnings.append(
+            f"{period['superseded']} frame(s) superseded by newer ones while the model was busy ({snap.rate_text}); "
+            "a lower camera rate, input.max_side or a smaller model keeps up"
+        )
+    if period["bad_input"]:
+        warnings.append(f"{period['bad_input']} bad image(s) dropped: {snap.last_error}")
+    p95 = snap.latency[END_TO_END].p95
+    if snap.latency[END_TO_END].count and p95 > budget_ms:
+        warnings.append(f"p95 latency {p95:.1f} ms over the {budget_ms:g} ms budget")
+    if errors:
+        snap.level, snap.message = Level.ERROR, "; ".join(errors + warnings)
+    elif warnings:
+        snap.level, snap.message = Level.WARN, "; ".join(warnings)
+    else:
+        snap.level, snap.message = Level.OK, "OK"
+    return snap

@@ -21,8 +21,24 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def shadowed_package() -> str | None:
+    """Run from the parent folder of a clone named alike_ros, `alike_ros` is that folder as a namespace package:
+    the problem in one line, else None (checked before any command imports the rest of the package)."""
+    package = sys.modules.get("alike_ros")
+    if package is None or getattr(package, "__file__", None):
+        return None
+    folder = next(iter(getattr(package, "__path__", [])), "the repository")
+    return (
+        f"'alike_ros' was imported from {folder}, a folder without __init__.py (the repository, run from its "
+        f"parent folder): run from inside the repository or install the package: pip install -e {folder}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if problem := shadowed_package():
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0

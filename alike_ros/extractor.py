@@ -55,8 +55,8 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def to_rgb_float(image: np.ndarray, color: Color = "rgb") -> np.ndarray:
-    """Validate an image and return it as H x W x 3 float32 RGB in [0, 1]."""
+def _validated(image: np.ndarray, color: Color) -> np.ndarray:
+    """The image as H x W or H x W x 3 in its own dtype, after every check of its shape, dtype and values."""
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
     if color not in ("rgb", "bgr"):
@@ -67,33 +67,68 @@ def to_rgb_float(image: np.ndarray, color: Color = "rgb") -> np.ndarray:
         raise ValueError(f"image must be H x W or H x W x 3, got shape {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"image is empty (shape {image.shape})")
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise ValueError(f"image of {image.shape[1]}x{image.shape[0]} exceeds {MAX_PIXELS} pixels; set a max side")
+    if image.dtype in (np.float16, np.float32, np.float64):
+        if not np.isfinite(image).all():
+            raise ValueError("image contains NaN or infinite values")
+        # compared as float32, the precision the network gets
+        lo, hi = np.float32(image.min()), np.float32(image.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"float images must lie in [0, 1], got [{lo:g}, {hi:g}]")
+    elif image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float")
+    return image
+
+
+def _check_size(shape: tuple[int, ...], max_side: int) -> None:
+    """The limit applies to the image the network sees, i.e. after the `max_side` downscaling."""
+    h, w = shape[:2]
+    sh, sw = resized_size(h, w, max_side)
+    if sh * sw <= MAX_PIXELS:
+        return
+    if (sh, sw) == (h, w):
+        raise ValueError(f"image of {w}x{h} exceeds {MAX_PIXELS} pixels; set max_side (--max-side) to downscale it")
+    raise ValueError(
+        f"image of {w}x{h} is {sw}x{sh} at max_side {max_side}, which still exceeds {MAX_PIXELS} pixels; "
+        "set a smaller max_side"
+    )
+
+
+def to_rgb_float(image: np.ndarray, color: Color = "rgb", max_side: int = 0) -> np.ndarray:
+    """Validate an image and return it as H x W x 3 float32 RGB in [0, 1], downscaled by `resized_for(max_side)`.
+
+    The downscaling runs on the validated array in its own dtype, before the float conversion, so a large
+    8-bit image never exists as full-size float32; an image that needs no downscaling is converted as is."""
+    image = _validated(image, color)
+    _check_size(image.shape, max_side)
+    if image.dtype == np.float16 and resized_size(*image.shape[:2], max_side) != image.shape[:2]:
+        image = image.astype(np.float32)  # cv2.resize has no float16
+    image = resized_for(image, max_side)
     if image.dtype == np.uint8:
         rgb = image.astype(np.float32) / 255.0
     elif image.dtype == np.uint16:
         rgb = image.astype(np.float32) / 65535.0
-    elif image.dtype in (np.float16, np.float32, np.float64):
-        rgb = image.astype(np.float32)
-        if not np.isfinite(rgb).all():
-            raise ValueError("image contains NaN or infinite values")
-        if rgb.min() < 0.0 or rgb.max() > 1.0:
-            raise ValueError(f"float images must lie in [0, 1], got [{rgb.min():g}, {rgb.max():g}]")
     else:
-        raise ValueError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float")
+        rgb = image.astype(np.float32)
     if rgb.ndim == 2:
         return np.repeat(rgb[..., None], 3, axis=2)
     return rgb[..., ::-1] if color == "bgr" else rgb
 
 
+def resized_size(h: int, w: int, max_side: int) -> tuple[int, int]:
+    """(height, width) after `resized_for`."""
+    if max_side <= 0 or max(h, w) <= max_side:
+        return h, w
+    scale = max_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
 def resized_for(image: np.ndarray, max_side: int) -> np.ndarray:
     """Downscale so the longer side is at most `max_side` (0: unchanged); area averaging avoids aliasing."""
     h, w = image.shape[:2]
-    if max_side <= 0 or max(h, w) <= max_side:
+    size = resized_size(h, w, max_side)
+    if size == (h, w):
         return image
-    scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA)
 
 
 def read_rgb(path: str | Path, max_side: int = 0) -> np.ndarray:
@@ -161,11 +196,10 @@ class Extractor:
         tensor = F.pad(tensor, (0, -w % 32, 0, -h % 32)).contiguous(memory_format=self.memory_format)
         return tensor.half() if self.half else tensor
 
-    def _prepare(self, image: np.ndarray, color: Color) -> tuple[np.ndarray, torch.Tensor, tuple[int, int]]:
-        """The validated RGB image, the network input, and the (height, width) the network sees."""
-        rgb = to_rgb_float(image, color)
-        small = resized_for(rgb, self.max_side)
-        return rgb, self._to_input(small), small.shape[:2]
+    def _prepare(self, image: np.ndarray, color: Color) -> tuple[tuple[int, int], torch.Tensor, tuple[int, int]]:
+        """The (height, width) of the image as given, the network input, and the (height, width) it has."""
+        small = to_rgb_float(image, color, self.max_side)
+        return image.shape[:2], self._to_input(small), small.shape[:2]
 
     def _network(self, tensor: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, Callable]:
         """The H x W sigmoid score map and a function giving unit descriptors at sub-pixel keypoints."""
@@ -194,7 +228,7 @@ class Extractor:
     def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
         timings: dict[str, float] = {}
         with self._stage(timings, "preprocessing"):
-            rgb, tensor, (h, w) = self._prepare(image, color)
+            original, tensor, (h, w) = self._prepare(image, color)
         with self._stage(timings, "network"):
             scores, describe = self._network(tensor, h, w)
         with self._stage(timings, "detection"):
@@ -204,10 +238,10 @@ class Extractor:
         with self._stage(timings, "description"):
             descriptors = describe(keypoints)
             result = Features(
-                keypoints=self._to_original_pixels(keypoints.cpu().numpy(), rgb.shape[:2], (h, w)),
+                keypoints=self._to_original_pixels(keypoints.cpu().numpy(), original, (h, w)),
                 scores=kp_scores.cpu().numpy(),
                 descriptors=descriptors.cpu().numpy(),
-                image_size=rgb.shape[:2],
+                image_size=original,
                 timings=timings,
             )
         timings["total"] = sum(timings[s] for s in STAGES)

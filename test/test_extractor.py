@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from alike_ros.detection.dkd import DetectorConfig
-from alike_ros.extractor import Extractor, read_rgb, resolve_device, to_rgb_float
+from alike_ros.extractor import MAX_PIXELS, Extractor, read_rgb, resolve_device, to_rgb_float
 from alike_ros.model.weights import WeightsError, load_model
 
 
@@ -162,3 +164,66 @@ def test_read_rgb_converts_downscales_and_names_unreadable_files(tmp_path, textu
     (tmp_path / "b.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="b.png"):
         read_rgb(tmp_path / "b.png")
+
+
+def test_size_limit_applies_to_the_image_the_network_sees(alike_t_weights, textured_image):
+    big = np.tile(textured_image, (38, 19))  # 9120 x 6080: 55 Mpixel, more than MAX_PIXELS
+    assert big.shape[0] * big.shape[1] > MAX_PIXELS
+    with pytest.raises(ValueError, match="exceeds .*set max_side"):
+        to_rgb_float(big)
+    with pytest.raises(ValueError, match="still exceeds .*smaller max_side"):
+        to_rgb_float(big, max_side=9000)
+    tracemalloc.start()
+    try:
+        small = to_rgb_float(big, max_side=320)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert small.shape == (320, 213, 3) and small.dtype == np.float32
+    # downscaled before the float conversion: full size float32 RGB would be 12x the 8-bit grey input
+    assert peak < big.nbytes
+    cfg = DetectorConfig(top_k=100, score_threshold=0.0)
+    f = Extractor("alike-t", alike_t_weights, "cpu", detector=cfg, max_side=320)(big)
+    assert f.image_size == big.shape and 0 < len(f) <= 100
+    assert f.keypoints[:, 0].max() < big.shape[1] and f.keypoints[:, 1].max() < big.shape[0]
+
+
+def test_downscaling_happens_in_the_input_dtype(textured_image):
+    rgb = np.dstack([textured_image, textured_image // 2, textured_image // 3])
+    expected = cv2.resize(rgb, (160, 120), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    np.testing.assert_array_equal(to_rgb_float(rgb, max_side=160), expected)
+    np.testing.assert_array_equal(to_rgb_float(rgb[..., ::-1], "bgr", max_side=160), expected)
+    np.testing.assert_array_equal(to_rgb_float(rgb, max_side=320), rgb.astype(np.float32) / 255)  # no resize
+    grey = to_rgb_float(textured_image.astype(np.float16) / 255, max_side=160)  # cv2 has no float16 resize
+    assert grey.shape == (120, 160, 3) and grey.dtype == np.float32
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"PK\x03\x04truncated zip", b""])
+def test_damaged_weights_get_our_own_one_line_error(tmp_path, content):
+    path = tmp_path / "damaged.pth"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError) as info:
+        load_model("alike-t", path)
+    message = str(info.value)
+    assert str(path) in message and "not a PyTorch weights file, or damaged" in message
+    assert "weights_only" not in message and "\n" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # torch's advice never shows
+
+
+def test_weights_holding_python_objects_are_refused_unloaded(tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "object.pth"
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, path)
+    with pytest.raises(WeightsError, match="not a PyTorch weights file, or damaged"):
+        load_model("alike-t", path)
+    assert not marker.exists()
+
+
+class _Payload:
+    """Unpickling it creates a file: stands for arbitrary code in a pickle."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (self.marker.touch, ())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -17,7 +18,28 @@ class WeightsError(RuntimeError):
 def bundled_weights_path(model: str) -> Path:
     """Where the package keeps the weights the project trained for `model` (the file may not exist)."""
     model_config(model)
+    from ..__main__ import shadowed_package  # a clone run from its parent folder: say so, not "no weights"
+
+    if problem := shadowed_package():
+        raise WeightsError(problem)
     return Path(str(resources.files("alike_ros") / "weights" / f"{model}.pth"))
+
+
+def safe_load(path: str | Path, what: str = "weights file") -> object:
+    """torch.load restricted to tensors and plain data (weights_only=True): unpickling anything else could
+    run arbitrary code, so such files are refused like damaged ones, with a one-line error of our own."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{what} {path} does not exist")
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many kinds for a corrupt or foreign file
+        raise WeightsError(
+            f"cannot read {what} {path}: not a PyTorch {what}, or damaged "
+            "(only tensors and plain data are loaded, never other Python objects)"
+        ) from None  # torch's message would advise loading it unsafely
 
 
 def _state_dict_from(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -31,13 +53,7 @@ def _state_dict_from(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for a corrupt or foreign file
-        raise WeightsError(f"cannot read weights file {path}: {exc}") from exc
-    return _state_dict_from(obj, path)
+    return _state_dict_from(safe_load(path), path)
 
 
 def load_model(model: str, weights: str | Path | None = None) -> ALNet:

@@ -230,7 +230,7 @@ def test_training_smoke_resume_and_export(tmp_path: Path):
         "  val_pairs: 1\n"
     )
     assert train_main(["--config", str(config)]) == 0
-    ckpt = torch.load(out / "last.pt", weights_only=False)
+    ckpt = torch.load(out / "last.pt", weights_only=True)  # tensors and plain data only
     assert ckpt["step"] == 3 and ckpt["model"] == "alike-t"
     assert {"state_dict", "optimizer", "config"} <= set(ckpt)
     rows = (out / "train.csv").read_text().splitlines()
@@ -239,7 +239,7 @@ def test_training_smoke_resume_and_export(tmp_path: Path):
     with pytest.raises(FileExistsError):  # a finished run is never overwritten silently
         train_main(["--config", str(config)])
     assert train_main(["--config", str(config), "--resume", "--steps", "4"]) == 0
-    assert torch.load(out / "last.pt", weights_only=False)["step"] == 4
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 4
     assert len((out / "train.csv").read_text().splitlines()) == 5  # the resumed run appends step 4 only
     weights = tmp_path / "alike-t.pth"
     assert train_main(["--export", str(out / "last.pt"), "--out", str(weights), "--note", "test"]) == 0
@@ -257,9 +257,78 @@ def test_training_smoke_resume_and_export(tmp_path: Path):
         )
         == 0
     )
-    continued = torch.load(tmp_path / "run2" / "last.pt", weights_only=False)
+    continued = torch.load(tmp_path / "run2" / "last.pt", weights_only=True)
     assert continued["step"] == 5 and continued["start"] == 4
     plain = tmp_path / "plain.pth"
     torch.save(small["state_dict"], plain)
     with pytest.raises(ValueError, match="not a weights file exported"):
         train_main(["--config", str(config), "--init", str(plain), "--out-dir", str(tmp_path / "run3")])
+
+
+def tiny_config(tmp_path: Path, out: Path) -> Path:
+    if not (tmp_path / "photos").exists():
+        write_photos(tmp_path / "photos")
+    config = tmp_path / f"{out.name}.yaml"
+    config.write_text(
+        f"out_dir: {out}\nsteps: 3\nbatch_size: 1\naccumulate: 2\ntop_k: 16\nval_top_k: 16\nthreads: 1\n"
+        f"log_every: 1\nval_every: 2\nwarmup_steps: 2\ndata:\n  folder: {tmp_path / 'photos'}\n  size: 32\n"
+        "  val_images: 1\n  val_pairs: 1\n"
+    )
+    return config
+
+
+def test_resumed_run_continues_identically(tmp_path: Path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train_main(["--config", str(tiny_config(tmp_path, straight)), "--steps", "4"]) == 0
+    config = tiny_config(tmp_path, split)
+    assert train_main(["--config", str(config)]) == 0  # 3 steps (the warm-up is 2: same rates as the 4-step run)
+    assert train_main(["--config", str(config), "--resume", "--steps", "4"]) == 0
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(split / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert torch.equal(a["torch_rng"], b["torch_rng"])
+
+
+class Payload:
+    """Unpickling it creates a file: stands for arbitrary code in a pickle."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (self.marker.touch, ())
+
+
+def test_checkpoint_holding_a_python_object_is_refused_unloaded(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    config = tiny_config(tmp_path, out)
+    assert train_main(["--config", str(config), "--steps", "1"]) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    marker = tmp_path / "code-ran"
+    torch.save({**ckpt, "payload": Payload(marker)}, out / "last.pt")
+    capsys.readouterr()
+    assert train_main(["--config", str(config), "--resume", "--steps", "2"]) == 2
+    assert train_main(["--export", str(out / "last.pt"), "--out", str(tmp_path / "w.pth")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(f"cannot read training checkpoint {out / 'last.pt'}" in line for line in err)
+    assert all("never other Python objects" in line and "weights_only" not in line for line in err)
+    assert not marker.exists() and not (tmp_path / "w.pth").exists()
+
+
+def test_old_format_and_missing_checkpoints_get_clear_errors(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    config = tiny_config(tmp_path, out)
+    assert train_main(["--config", str(config), "--resume"]) == 2
+    assert f"nothing to resume: {out / 'last.pt'} does not exist" in capsys.readouterr().err
+    assert train_main(["--config", str(config), "--steps", "1"]) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    old = {k: v for k, v in ckpt.items() if k not in ("format", "torch_rng")}  # as written before format 2
+    torch.save(old, out / "last.pt")
+    capsys.readouterr()
+    assert train_main(["--config", str(config), "--resume", "--steps", "2"]) == 2
+    assert "format 1, this version resumes format 2 only" in capsys.readouterr().err
+    # its weights can still be exported and a new run started from them
+    assert train_main(["--export", str(out / "last.pt"), "--out", str(tmp_path / "w.pth")]) == 0
+    assert torch.load(tmp_path / "w.pth", weights_only=True)["step"] == 1

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 import yaml
 
-from .trainer import TrainConfig, export, from_dict, train, validate
+from ..model.weights import WeightsError
+from .trainer import CheckpointError, TrainConfig, export, from_dict, train, validate
 
 
 def load_config(path: str | None) -> TrainConfig:
@@ -20,23 +22,34 @@ def load_config(path: str | None) -> TrainConfig:
         return from_dict(TrainConfig, yaml.safe_load(f) or {})
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m alike_ros train", description=__doc__)
+    p.add_argument("--config", help="training YAML (config/train_alike-t.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue out_dir/last.pt")
+    p.add_argument("--init", metavar="WEIGHTS", help="start from a weights file exported by --export (fresh optimizer)")
+    p.add_argument("--steps", type=int, help="override the number of optimizer steps")
+    p.add_argument("--out-dir", help="override out_dir")
+    p.add_argument("--export", metavar="CKPT", help="write a small weights file from a checkpoint")
+    p.add_argument("--out", help="with --export: the weights file to write")
+    p.add_argument("--note", default="", help="with --export: a note stored in the weights file")
+    p.add_argument("--validate", metavar="CKPT", help="print validation metrics of a checkpoint")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m alike_ros train", description=__doc__)
-    parser.add_argument("--config", help="training YAML (config/train_alike-t.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue out_dir/last.pt")
-    parser.add_argument(
-        "--init", metavar="WEIGHTS", help="start from a weights file exported by --export (fresh optimizer)"
-    )
-    parser.add_argument("--steps", type=int, help="override the number of optimizer steps")
-    parser.add_argument("--out-dir", help="override out_dir")
-    parser.add_argument("--export", metavar="CKPT", help="write a small weights file from a checkpoint")
-    parser.add_argument("--out", help="with --export: the weights file to write")
-    parser.add_argument("--note", default="", help="with --export: a note stored in the weights file")
-    parser.add_argument("--validate", metavar="CKPT", help="print validation metrics of a checkpoint")
-    args = parser.parse_args(argv)
+    try:
+        return _main(argv)
+    except (CheckpointError, WeightsError) as exc:  # damaged, foreign or old-format files: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
+    cli = parser()
+    args = cli.parse_args(argv)
     if args.export:
         if not args.out:
-            parser.error("--export needs --out")
+            cli.error("--export needs --out")
         small = export(args.export, args.out, args.note)
         print(f"wrote {args.out}: {small['model']} step {small['step']} ({Path(args.out).stat().st_size} bytes)")
         return 0
@@ -57,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(metrics, indent=2))
         return 0
     if args.init and args.resume:
-        parser.error("--init starts a new run; --resume continues one: choose one")
+        cli.error("--init starts a new run; --resume continues one: choose one")
     last = train(cfg, resume=args.resume, init=args.init)
     print(f"checkpoint: {last}")
     return 0

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..detection.dkd import DetectorConfig, describe_dense, detect
 from ..model.alnet import ALNet, model_config
+from ..model.weights import WeightsError, safe_load
 from .data import DataConfig, PairDataset, load_photos
 from .detection import soft_detect
 from .losses import LossConfig, in_view, mutual_matches, pair_losses, warp
@@ -194,30 +195,83 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
 
 
+CHECKPOINT_FORMAT = 2  # 2: only tensors and plain data, loadable with weights_only=True (1: before the field)
+
+
+class CheckpointError(ValueError):
+    """A training checkpoint that is missing, unreadable, unsafe to load, or not in this version's format."""
+
+
 def save_checkpoint(path: Path, net: ALNet, opt: torch.optim.Optimizer, cfg: TrainConfig, state: dict) -> None:
-    """Write atomically, so an interruption mid-write never destroys the previous checkpoint."""
+    """Write atomically, so an interruption mid-write never destroys the previous checkpoint.
+
+    Everything in it is tensors, dicts, lists, tuples, numbers, strings or None (the config as a dict, the RNG
+    state as a tensor), so `load_checkpoint` reads it with torch.load(weights_only=True)."""
     tmp = path.with_suffix(".tmp")
     torch.save(
         {
+            "format": CHECKPOINT_FORMAT,
             "state_dict": net.state_dict(),
             "model": cfg.model,
-            "step": state["step"],
+            "step": int(state["step"]),
             "optimizer": opt.state_dict(),
             "config": dataclasses.asdict(cfg),
-            "elapsed_s": state["elapsed_s"],
-            "best": state["best"],
-            "start": state["start"],
+            "elapsed_s": float(state["elapsed_s"]),
+            "best": float(state["best"]),
+            "start": int(state["start"]),
+            "torch_rng": torch.get_rng_state(),
         },
         tmp,
     )
     tmp.replace(path)
 
 
+# what each use of a checkpoint reads, and the types it must have
+_EXPORT_FIELDS = {"state_dict": dict, "model": str, "step": int}
+_RESUME_FIELDS = {
+    **_EXPORT_FIELDS,
+    "format": int,
+    "optimizer": dict,
+    "config": dict,
+    "elapsed_s": (int, float),
+    "best": (int, float),
+    "start": int,
+    "torch_rng": torch.Tensor,
+}
+
+
+def load_checkpoint(path: str | Path, for_resume: bool = True) -> dict:
+    """A training checkpoint read safely (weights_only=True: a file holding any other Python object is refused,
+    as unpickling it could run arbitrary code), with the fields resuming (or, `for_resume=False`, exporting)
+    needs; a CheckpointError in one line otherwise."""
+    path = Path(path)
+    try:
+        ckpt = safe_load(path, "training checkpoint")
+    except WeightsError as exc:
+        raise CheckpointError(str(exc)) from None
+    weights = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path} is not a training checkpoint of alike_ros (no state_dict of tensors)")
+    if for_resume and ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is a training checkpoint of format {ckpt.get('format', 1)}, this version resumes format "
+            f"{CHECKPOINT_FORMAT} only: export its weights (--export) and start a new run from them (--init)"
+        )
+    fields = _RESUME_FIELDS if for_resume else _EXPORT_FIELDS
+    wrong = [k for k, kind in fields.items() if not isinstance(ckpt.get(k), kind) or isinstance(ckpt.get(k), bool)]
+    if wrong:
+        raise CheckpointError(f"{path} is not a complete training checkpoint (missing or wrong: {', '.join(wrong)})")
+    return ckpt
+
+
 def initial_state(path: str | Path, model: str) -> tuple[dict[str, torch.Tensor], int]:
     """State dict and step of a weights file this project exported (`export`), to continue training from.
 
     Plain state dicts (the upstream checkpoints' format) are refused: our weights are trained from scratch."""
-    small = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        small = safe_load(path, "weights file")
+    except WeightsError as exc:
+        raise CheckpointError(str(exc)) from None
     if not (isinstance(small, dict) and {"state_dict", "model", "step"} <= set(small)):
         raise ValueError(f"{path} is not a weights file exported by `alike_ros train --export`")
     if small["model"] != model:
@@ -240,10 +294,15 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     state = {"step": 0, "elapsed_s": 0.0, "best": -1.0, "start": 0}
     if resume:
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        if not last.exists():
+            raise CheckpointError(f"nothing to resume: {last} does not exist")
+        ckpt = load_checkpoint(last)
+        if ckpt["model"] != cfg.model:
+            raise CheckpointError(f"{last} holds a {ckpt['model']} run, the config trains {cfg.model}")
         net.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
-        state = {k: ckpt.get(k, 0) for k in state}
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = {k: ckpt[k] for k in state}
     elif last.exists():
         raise FileExistsError(f"{last} exists: pass --resume to continue it, or choose another out_dir")
     elif init:
@@ -319,7 +378,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
 
 def export(checkpoint: str | Path, out: str | Path, note: str = "") -> dict:
     """Write a small weights file {"state_dict", "model", "step", "note"} from a training checkpoint."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(checkpoint, for_resume=False)
     state = {k: v.contiguous() for k, v in ckpt["state_dict"].items()}  # channels-last training layout
     small = {"state_dict": state, "model": ckpt["model"], "step": ckpt["step"], "note": note}
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -15,19 +15,19 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("make-sample", help="write a synthetic camera-motion bag with ground-truth homographies")
-    s.add_argument("out", type=Path)
+    s.add_argument("out", type=Path, help="bag folder to write")
     s.add_argument("--frames", type=int, default=60, help="frames per camera (60: one cycle of the motion)")
     s.add_argument("--cameras", type=int, default=1, help="number of cameras (/camera, or /cam0, /cam1, ...)")
-    s.add_argument("--width", type=int, default=320)
-    s.add_argument("--height", type=int, default=240)
+    s.add_argument("--width", type=int, default=320, help="image width in pixels (%(default)s)")
+    s.add_argument("--height", type=int, default=240, help="image height in pixels (%(default)s)")
     s.add_argument("--rate", type=float, default=10.0, help="frames per second of bag time")
-    s.add_argument("--storage", choices=sorted(STORAGES), default="sqlite3")
+    s.add_argument("--storage", choices=sorted(STORAGES), default="sqlite3", help="bag storage (%(default)s)")
     s.add_argument("--compressed", action="store_true", help="sensor_msgs/CompressedImage (JPEG) instead of Image")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
     s = sub.add_parser("process", help="run the extractor and tracker on every image into a new bag")
-    s.add_argument("inp", type=Path, metavar="IN")
-    s.add_argument("out", type=Path, metavar="OUT")
+    s.add_argument("inp", type=Path, metavar="IN", help="input bag")
+    s.add_argument("out", type=Path, metavar="OUT", help="output bag: every input topic plus the features")
     s.add_argument("--image-topic", action="append", default=[], help="image topic (repeatable; default: all)")
     s.add_argument("--params", type=Path, help="node params YAML (config/extractor.yaml format)")
     s.add_argument("--weights", help="weights file (overrides the params file)")
@@ -35,13 +35,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--debug-image", action="store_true", help="also write NS/debug_image")
     s.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 helps on a busy machine)")
     s.add_argument("--storage", choices=sorted(STORAGES), help="output storage (default: the input's)")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
 
     s = sub.add_parser("replay", help="publish a bag's messages into a live ROS graph (rclpy)")
-    s.add_argument("inp", type=Path, metavar="IN")
+    s.add_argument("inp", type=Path, metavar="IN", help="bag to publish")
     s.add_argument("--rate", type=float, default=1.0, help="playback speed factor")
-    s.add_argument("--loop", action="store_true")
+    s.add_argument("--loop", action="store_true", help="start over at the end, until interrupted")
     s.add_argument("--topic-map", nargs="+", default=[], metavar="OLD:NEW", help="publish topic OLD as NEW")
     s.add_argument("--topics", nargs="+", default=[], help="only these (bag) topics")
     s.add_argument("--clock", action="store_true", help="publish bag time on /clock (for use_sim_time)")
@@ -67,7 +67,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="TOPIC",
         help="after each image, wait for one more message on these PointCloud2 topics (the node drops no frame)",
     )
-    s.add_argument("--lockstep-timeout", type=float, default=30.0, metavar="SECONDS")
+    s.add_argument(
+        "--lockstep-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --lockstep: the longest wait for one frame's outputs before going on (counted; %(default)s)",
+    )
     s.add_argument(
         "--record-grace",
         type=float,
@@ -77,7 +83,7 @@ def parser() -> argparse.ArgumentParser:
     )
 
     s = sub.add_parser("report", help="per-frame keypoints, matches, tracks and ground-truth accuracy")
-    s.add_argument("bag", type=Path)
+    s.add_argument("bag", type=Path, help="a bag written by `bag process` (or recorded from the node)")
     s.add_argument("--plot", type=Path, help="write a matplotlib figure (png, pdf, svg)")
     s.add_argument("--video", type=Path, help="write the debug images as .gif or .mp4")
     s.add_argument("--ground-truth", type=Path, help="bag with the NS/homography topics (default: BAG itself)")

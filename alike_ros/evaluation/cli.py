@@ -30,7 +30,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--weights", help="weights of `ours` (default: the bundled weights of --model)")
     p.add_argument("--alike-top-k", type=int, default=-1, help="ALIKE keeps its K best keypoints (<= 0: threshold)")
     p.add_argument("--upstream-dir", type=Path, default=upstream_weights_dir(), help="upstream checkpoints")
-    p.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos" / "eval")
+    p.add_argument(
+        "--photos",
+        type=Path,
+        default=ROOT.parent / "shared" / "data" / "photos" / "eval",
+        help="folder of photos the synthetic benchmark warps (default: ../shared/data/photos/eval)",
+    )
     p.add_argument("--data", type=Path, default=ROOT / "data" / "eval", help="cache of fetch_eval_data.sh")
     p.add_argument("--max-side", type=int, default=480, help="synthetic images: longer side in px")
     p.add_argument("--viewpoint", type=int, default=2, help="viewpoint-like warps per photo")

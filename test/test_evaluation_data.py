@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from alike_ros.evaluation import benchmarks, metrics, report, synthetic
+from alike_ros import geometry
+from alike_ros.evaluation import benchmarks, report, synthetic
 from alike_ros.evaluation.cli import main
 from alike_ros.evaluation.methods import OrbMethod, SiftMethod, Unavailable, build_methods
 
@@ -27,7 +28,7 @@ def test_a_point_lands_where_h_says(photo, kind):
         pair = synthetic.Pair(
             pair.name, kind, image, cv2.warpPerspective(image, pair.homography, (320, 240)), pair.homography
         )
-    expected = metrics.warp_points(pair.homography, [[151.0, 101.0]])[0]
+    expected = geometry.warp_points(pair.homography, [[151.0, 101.0]])[0]
     grey = pair.image1[..., 0].astype(np.float64)
     ys, xs = np.nonzero(grey > 0)
     weights = grey[ys, xs]
@@ -49,7 +50,7 @@ def test_pairs_are_deterministic_and_overlap(photo):
 def test_illumination_pairs_change_photometry_not_much_geometry(photo):
     pair = synthetic.make_pair(photo, "x.jpg", "i", 0)
     corners = np.array([[0, 0], [319, 0], [0, 239], [319, 239]], np.float64)
-    assert np.abs(metrics.warp_points(pair.homography, corners) - corners).max() < 25
+    assert np.abs(geometry.warp_points(pair.homography, corners) - corners).max() < 25
     assert np.abs(pair.image1.astype(int) - cv2.warpPerspective(photo, pair.homography, (320, 240))).mean() > 5
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from alike_ros import geometry
 from alike_ros.evaluation import metrics
 
 SIZE = (120, 160)  # (height, width)
@@ -70,12 +72,21 @@ def test_repeatability_on_a_known_set():
 
 
 def test_warp_and_inside_follow_the_pixel_centre_convention():
-    pts = np.array([[0.0, 0.0], [159.0, 119.0], [159.6, 0.0], [-0.5, -0.5]])
-    np.testing.assert_array_equal(metrics.inside(pts, SIZE), [True, True, False, True])
+    pts = np.array([[0.0, 0.0], [159.0, 119.0], [159.6, 0.0], [-0.5, -0.5], [158.8, 0.2]])
+    np.testing.assert_array_equal(geometry.inside(pts, SIZE), [True, True, False, True, True])
+    # margin 0.5: between the outermost pixel centres (training's bilinear sampling)
+    np.testing.assert_array_equal(geometry.inside(pts, SIZE, margin=0.5), [True, True, False, False, True])
     h = np.array([[2, 0, 1], [0, 2, 1], [0, 0, 1]], np.float64)  # 2x about the corner of the top-left pixel
-    np.testing.assert_allclose(metrics.warp_points(h, [[0.5, 0.5]]), [[2.0, 2.0]])
+    np.testing.assert_allclose(geometry.warp_points(h, [[0.5, 0.5]]), [[2.0, 2.0]])
     behind = np.array([[1, 0, 0], [0, 1, 0], [0, -1, 0]], np.float64)  # w <= 0 for y >= 0
-    assert not np.isfinite(metrics.warp_points(behind, [[3.0, 4.0]])).any()
+    assert not np.isfinite(geometry.warp_points(behind, [[3.0, 4.0]])).any()
+    # the torch branch (training losses) gives the same points, differentiably, and the same masks
+    points = torch.tensor(pts, dtype=torch.float64, requires_grad=True)
+    warped = geometry.warp_points(torch.from_numpy(h), points)
+    np.testing.assert_allclose(warped.detach().numpy(), geometry.warp_points(h, pts))
+    warped.sum().backward()
+    assert points.grad is not None
+    assert geometry.inside(points.detach(), SIZE, margin=0.5).tolist() == [True, True, False, False, True]
 
 
 def test_fundamental_inliers_separate_outliers():

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from alike_ros.geometry import warp_points
 from alike_ros.model.weights import load_model
 from alike_ros.training.cli import main as train_main
 from alike_ros.training.data import (
@@ -19,7 +20,6 @@ from alike_ros.training.data import (
     PhotometricConfig,
     random_homography,
     valid_mask,
-    warp_points,
 )
 from alike_ros.training.detection import soft_detect
 from alike_ros.training.losses import (
@@ -30,7 +30,6 @@ from alike_ros.training.losses import (
     similarity_at,
     similarity_map,
     triplet_loss,
-    warp,
 )
 
 
@@ -136,7 +135,7 @@ def test_peaky_loss_is_low_for_a_sharp_peak_and_high_for_a_flat_window():
 def test_reprojection_loss_is_zero_for_exact_points_and_grows_with_a_shift():
     kp0 = torch.tensor([[10.0, 10.0], [30.0, 12.0], [20.0, 40.0]])
     h = translation(5.0, -3.0)
-    kp1 = warp(kp0, h)
+    kp1 = warp_points(h, kp0)
     loss, n = reprojection_loss(kp0, kp1, h, 64, 64, threshold=5.0)
     assert n == 3 and loss.item() == pytest.approx(0.0, abs=1e-5)
     for norm, expected in ((1, 1.0 + 0.5), (2, math.hypot(1.0, 0.5))):
@@ -149,7 +148,7 @@ def test_reprojection_loss_is_zero_for_exact_points_and_grows_with_a_shift():
 def test_reprojection_loss_ignores_points_warped_out_of_view():
     kp0 = torch.tensor([[10.0, 10.0], [60.0, 10.0]])
     h = translation(10.0, 0.0)  # the second point lands at x = 70, outside a 64-px image
-    loss, n = reprojection_loss(kp0, warp(kp0, h), h, 64, 64, threshold=5.0)
+    loss, n = reprojection_loss(kp0, warp_points(h, kp0), h, 64, 64, threshold=5.0)
     assert n == 1 and loss.item() == pytest.approx(0.0, abs=1e-5)
 
 

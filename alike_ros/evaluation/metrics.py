@@ -9,29 +9,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..geometry import inside, warp_points
+
 MMA_THRESHOLDS = (1, 2, 3, 4, 5)  # px, as in HPatches MMA curves
 MHA_THRESHOLDS = (1, 3, 5)  # px of mean corner error
 CORRECT_PX = 3.0  # a keypoint repeats / a match is correct within this distance (SuperPoint, D2-Net practice)
 RANSAC_PX = 3.0  # cv2.findHomography's default reprojection threshold, as upstream's eval
 F_RANSAC_PX = 1.0  # epipolar distance for the fundamental matrix on video frames
 SEED = 0  # OpenCV's RANSAC draws from its global RNG; reseeding makes every estimate reproducible
-
-
-def warp_points(h: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply the 3x3 homography to N x 2 points; points sent to infinity come back as inf."""
-    points = np.asarray(points, np.float64).reshape(-1, 2)
-    homog = np.hstack([points, np.ones((len(points), 1))]) @ np.asarray(h, np.float64).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = homog[:, :2] / homog[:, 2:]
-    out[~np.isfinite(out).all(axis=1) | (homog[:, 2] <= 0)] = np.inf  # behind the camera: not visible
-    return out
-
-
-def inside(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Mask of points that fall on a pixel of an image of `size` (the pixel edges are at -0.5 and W-0.5)."""
-    h, w = size
-    x, y = points[:, 0], points[:, 1]
-    return (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
 
 
 def match_errors(kp0: np.ndarray, kp1: np.ndarray, matches: np.ndarray, h: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..extractor import read_rgb
-from .metrics import warp_points
+from ..geometry import warp_points
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp")
 MIN_OVERLAP = 0.5  # fraction of the target that must show the reference; HPatches pairs overlap at least this

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..extractor import read_rgb
+from ..geometry import inside, warp_points
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -76,21 +77,11 @@ def random_homography(rng: np.random.Generator, size: int, cfg: WarpConfig) -> n
     return cv2.getPerspectiveTransform(corners.astype(np.float32), moved.astype(np.float32)).astype(np.float64)
 
 
-def warp_points(h: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a 3x3 homography to N x 2 pixel points."""
-    return cv2.perspectiveTransform(points.reshape(-1, 1, 2).astype(np.float64), h).reshape(-1, 2)
-
-
-def inside(points: np.ndarray, size: int) -> np.ndarray:
-    """Which points lie within the image (pixel centres 0 .. size-1)."""
-    return np.all((points >= 0) & (points <= size - 1), axis=1)
-
-
 def valid_mask(h: np.ndarray, size: int) -> np.ndarray:
     """size x size bool mask of the pixels whose image under `h` lands inside the other size x size view."""
     ys, xs = np.mgrid[0:size, 0:size]
     pts = np.stack((xs.ravel(), ys.ravel()), 1).astype(np.float64)
-    return inside(warp_points(h, pts), size).reshape(size, size)
+    return inside(warp_points(h, pts), (size, size), margin=0.5).reshape(size, size)
 
 
 def photometric(rng: np.random.Generator, rgb: np.ndarray, cfg: PhotometricConfig) -> np.ndarray:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..geometry import inside, warp_points
 from ..sampling import bilinear_corners, interpolate, pixels_of
 from .detection import SoftKeypoints
 
@@ -30,18 +31,6 @@ class LossConfig:
     outside_bin: bool = True  # NRE: keypoints warped out of view must match an extra "outside" bin
     triplet_margin: float = 1.0
     triplet_radius: float = 5.0  # pixels; closer negatives are not negatives
-
-
-def warp(points: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """Apply a 3x3 homography to N x 2 points (differentiable in the points)."""
-    ph = torch.cat((points, torch.ones_like(points[:, :1])), 1) @ h.T
-    return ph[:, :2] / ph[:, 2:]
-
-
-def in_view(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Which points lie inside an image of that size (pixel centres 0 .. size-1)."""
-    x, y = points[:, 0], points[:, 1]
-    return (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
 
 
 def clamp_to_view(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -73,8 +62,8 @@ def reprojection_loss(
 ) -> tuple[torch.Tensor, int]:
     """Mean symmetric reprojection distance of mutually nearest warped keypoints closer than `threshold`
     (pixels), and the number of such pairs. `keep0/1` optionally exclude keypoints (e.g. low scores)."""
-    w01, w10 = warp(kp0, h01), warp(kp1, torch.linalg.inv(h01))
-    ok0, ok1 = in_view(w01, height, width), in_view(w10, height, width)
+    w01, w10 = warp_points(h01, kp0), warp_points(torch.linalg.inv(h01), kp1)
+    ok0, ok1 = inside(w01, (height, width), margin=0.5), inside(w10, (height, width), margin=0.5)
     if keep0 is not None:
         ok0 &= keep0
     if keep1 is not None:
@@ -203,8 +192,8 @@ def pair_losses(
     ) / 2
     ds, sp, tr = [], [], []
     for a, b, sb, db, h in ((out0, out1, s1, d1, h01), (out1, out0, s0, d0, h10)):
-        gt = warp(a.keypoints.detach(), h)
-        vis = in_view(gt, height, width)
+        gt = warp_points(h, a.keypoints.detach())
+        vis = inside(gt, (height, width), margin=0.5)
         sim = similarity_map(a.descriptors, db)
         sim_gt, w_gt = similarity_at(a.descriptors, db, clamp_to_view(gt, height, width))
         ds.append(nre_loss(sim, sim_gt, w_gt, vis, cfg.t_des, cfg.outside_bin))

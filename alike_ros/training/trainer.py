@@ -15,11 +15,12 @@ import torch
 from tqdm import tqdm
 
 from ..detection.dkd import DetectorConfig, describe_dense, detect
+from ..geometry import inside, warp_points
 from ..model.alnet import ALNet, model_config
 from ..model.weights import WeightsError, safe_load
 from .data import DataConfig, PairDataset, load_photos
 from .detection import soft_detect
-from .losses import LossConfig, in_view, mutual_matches, pair_losses, warp
+from .losses import LossConfig, mutual_matches, pair_losses
 
 
 @dataclass
@@ -112,8 +113,8 @@ def validate(net: ALNet, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig)
         size = scores.shape[-1]
         (k0, _), (k1, _) = detect(scores[0, 0], det), detect(scores[1, 0], det)
         f0, f1 = describe_dense(descs[0], k0), describe_dense(descs[1], k1)
-        w01, w10 = warp(k0, h01), warp(k1, torch.linalg.inv(h01))
-        vis0, vis1 = in_view(w01, size, size), in_view(w10, size, size)
+        w01, w10 = warp_points(h01, k0), warp_points(torch.linalg.inv(h01), k1)
+        vis0, vis1 = inside(w01, (size, size), margin=0.5), inside(w10, (size, size), margin=0.5)
         rep = []
         if vis0.any() and vis1.any():
             rep = [

@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         elif not stop.is_set():
             logger.warning(f"no subscriber after {args.wait_for_subscribers:g} s; publishing anyway")
     subscribers = publisher.get_subscription_count()
+    if not stop.is_set():
+        logger.info(f"publishing to {subscribers} subscriber(s)")
 
     sent = 0
     first = last = time.monotonic()

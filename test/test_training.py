@@ -107,7 +107,7 @@ def test_soft_detect_finds_a_subpixel_peak_and_is_differentiable():
     # a broad bump centred at (15.3, 10): the soft-argmax moves the integer peak (15, 10) towards the centre
     scores = (1 - 0.05 * ((xs - 15.3) ** 2 + (ys - 10.0) ** 2)).clamp(min=0).requires_grad_()
     desc = F.normalize(torch.randn(8, 32, 32), dim=0)
-    out = soft_detect(scores, desc, top_k=1, window=5, temperature=0.1)
+    out = soft_detect(scores, desc, top_k=1, window_size=5, temperature=0.1)
     x, y = out.keypoints[0].tolist()
     assert 15.1 < x < 15.4 and y == pytest.approx(10.0, abs=1e-4)
     assert out.descriptors.norm(dim=1).item() == pytest.approx(1.0, abs=1e-5)

@@ -26,12 +26,12 @@ class SoftKeypoints:
 
 
 def soft_detect(
-    scores: torch.Tensor, descriptors: torch.Tensor, top_k: int, window: int, temperature: float, border: int = 2
+    scores: torch.Tensor, descriptors: torch.Tensor, top_k: int, window_size: int, temperature: float, border: int = 2
 ) -> SoftKeypoints:
     """Detect on one image's sigmoid score map (H x W) and unit descriptor map (D x H x W)."""
-    cfg = DetectorConfig(window_size=window, top_k=top_k, score_threshold=0.0, max_keypoints=top_k, border=border)
+    cfg = DetectorConfig(window_size=window_size, top_k=top_k, score_threshold=0.0, max_keypoints=top_k, border=border)
     # peak selection is discrete, so it needs no graph
-    peaks = select_peaks(simple_nms(scores.detach(), window), cfg)
+    peaks = select_peaks(simple_nms(scores.detach(), window_size), cfg)
     h, w = scores.shape
     offsets = window_offsets(cfg.radius, scores.device)
     cells = peaks[:, None, :] + offsets.long()[None]  # N x w^2 x 2, inside the image thanks to the border

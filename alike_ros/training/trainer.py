@@ -41,9 +41,10 @@ class TrainConfig:
     final_lr_ratio: float = 0.1  # cosine decay after the warm-up, down to lr * this at the last step
     grad_clip: float = 1.0  # max gradient norm; early from-scratch steps can spike
     top_k: int = 400  # keypoints per image during training
-    window: int = 5  # DKD window (radius 2)
-    t_det: float = 0.1  # soft-argmax temperature
-    border: int = 2
+    # soft DKD with the detector's own settings and defaults
+    window_size: int = DetectorConfig.window_size
+    temperature: float = DetectorConfig.temperature
+    border: int = DetectorConfig.border
     log_every: int = 5
     val_every: int = 50
     checkpoint_seconds: float = 300.0
@@ -88,7 +89,10 @@ def batch_losses(net: ALNet, batch: dict[str, torch.Tensor], cfg: TrainConfig) -
     scores, descs = net.dense_maps(images)
     per_pair = []
     for i in range(n):
-        outs = [soft_detect(scores[j, 0], descs[j], cfg.top_k, cfg.window, cfg.t_det, cfg.border) for j in (i, i + n)]
+        outs = [
+            soft_detect(scores[j, 0], descs[j], cfg.top_k, cfg.window_size, cfg.temperature, cfg.border)
+            for j in (i, i + n)
+        ]
         maps = (scores[i, 0], scores[i + n, 0], descs[i], descs[i + n])
         per_pair.append(pair_losses(outs[0], outs[1], maps, batch["H"][i], cfg.loss))
     return {k: torch.stack([p[k] for p in per_pair]).mean() for k in per_pair[0]}
@@ -123,7 +127,9 @@ def validate(net: ALNet, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig)
             ]
         i, j = mutual_matches(-(f0 @ f1.T))
         correct = (w01[i] - k1[j]).norm(dim=1) < cfg.val_match_px
-        outs = [soft_detect(scores[j, 0], descs[j], cfg.top_k, cfg.window, cfg.t_det, cfg.border) for j in (0, 1)]
+        outs = [
+            soft_detect(scores[j, 0], descs[j], cfg.top_k, cfg.window_size, cfg.temperature, cfg.border) for j in (0, 1)
+        ]
         losses = pair_losses(outs[0], outs[1], (scores[0, 0], scores[1, 0], descs[0], descs[1]), h01, cfg.loss)
         rows.append(
             {

@@ -8,6 +8,7 @@ default or limit exists twice.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
@@ -74,3 +75,24 @@ def check(config: object) -> None:
 
 def defaults_of(config: type) -> dict[str, Value]:
     return {name: spec.default for name, spec in settings_of(config).items()}
+
+
+def add_arguments(parser: argparse.ArgumentParser, config: type, only: tuple[str, ...] = ()) -> None:
+    """One `--name` option per declared setting of `config` (or the `only` ones), with its default, type, choices
+    and help; `from_arguments` reads them back. Range checks stay with `validate`, which names the setting."""
+    for name, spec in settings_of(config).items():
+        if only and name not in only:
+            continue
+        flag = "--" + name.replace("_", "-")
+        limits = f"; {spec.range[0]:g}..{spec.range[1]:g}" if spec.range else ""
+        help_ = f"{spec.help} (default: %(default)s{limits})"
+        if isinstance(spec.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=spec.default, help=help_)
+        else:
+            choices = spec.choices or None
+            parser.add_argument(flag, type=type(spec.default), default=spec.default, choices=choices, help=help_)
+
+
+def from_arguments(args: argparse.Namespace, config: type) -> dict[str, Value]:
+    """The values of the options `add_arguments` made for `config`, by setting name."""
+    return {name: getattr(args, name) for name in settings_of(config) if hasattr(args, name)}

@@ -30,7 +30,7 @@ WARM_UP_SIZE = (480, 640)  # (height, width)
 
 @dataclass
 class PipelineConfig:
-    model: str = setting("alike-t", "ALIKE variant (a change loads a new model)", choices=tuple(MODEL_CONFIGS))
+    model: str = setting("alike-t", "ALIKE variant", choices=tuple(MODEL_CONFIGS))
     weights: str = setting("", "weights file; empty: the weights bundled for the model (upstream's .pth work too)")
     device: str = setting("auto", "auto (first CUDA device, else CPU), cpu, cuda or cuda:N")
     half: bool = setting(False, "half-precision network (CUDA only)")

@@ -113,3 +113,15 @@ def test_a_params_file_without_values_gives_the_declared_defaults(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("/**:\n  ros__parameters:\n    model: alike-t\n")
     assert parameters.Settings.from_params(parameters.read_params(path)).pipeline == PipelineConfig()
+
+
+def test_the_extract_command_line_takes_its_options_from_the_core_configs(tmp_path, capsys):
+    from alike_ros.cli.extract import main, parser
+
+    args = parser().parse_args(["x.png", "--out", str(tmp_path)])
+    for name, spec in {**settings_of(DetectorConfig), **settings_of(PipelineConfig)}.items():
+        if hasattr(args, name):
+            assert getattr(args, name) == spec.default, name
+    assert {"window_size", "top_k", "score_threshold", "max_keypoints", "border", "temperature"} <= set(vars(args))
+    assert main(["x.png", "--out", str(tmp_path), "--window-size", "99"]) == 2  # the node's limit, from one place
+    assert "window_size must be in [3, 31]" in capsys.readouterr().err

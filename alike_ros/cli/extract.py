@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..config import add_arguments, from_arguments
 from ..detection.dkd import DetectorConfig
-from ..extractor import Extractor
-from ..model.alnet import MODEL_CONFIGS
 from ..model.weights import WeightsError
+from ..pipeline import PipelineConfig, build_extractor
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -31,47 +31,14 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def parser() -> argparse.ArgumentParser:
-    defaults = DetectorConfig()
     p = argparse.ArgumentParser(
         prog="python -m alike_ros extract", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (8 or 16 bit, grey or colour)")
     p.add_argument("--out", required=True, type=Path, help="output folder (created if needed) for <image stem>.npz")
-    p.add_argument("--model", default="alike-t", choices=sorted(MODEL_CONFIGS), help="ALIKE variant (%(default)s)")
-    p.add_argument("--weights", default=None, help="weights file (default: the bundled weights of the model)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (%(default)s)")
-    p.add_argument("--half", action="store_true", help="fp16 network (CUDA only)")
-    p.add_argument(
-        "--top-k", type=int, default=defaults.top_k, help="> 0: best K peaks; <= 0: threshold mode (%(default)s)"
-    )
-    p.add_argument(
-        "--score-threshold",
-        type=float,
-        default=defaults.score_threshold,
-        help="peaks must score strictly above this (%(default)s; use 0 for upstream's top-k output)",
-    )
-    p.add_argument(
-        "--window-size",
-        type=int,
-        default=defaults.window_size,
-        help="NMS and sub-pixel refinement window, odd >= 3 (%(default)s)",
-    )
-    p.add_argument(
-        "--max-keypoints", type=int, default=defaults.max_keypoints, help="cap in either mode, best kept (%(default)s)"
-    )
-    p.add_argument(
-        "--border",
-        type=int,
-        default=defaults.border,
-        help="peaks need border < x <= W-1-border, likewise y (%(default)s)",
-    )
-    p.add_argument(
-        "--max-side",
-        type=int,
-        default=0,
-        help="downscale so the longer side is at most this before the network; keypoints are given in the "
-        "original pixels (0: off; images over 50 Mpixel need it)",
-    )
+    # the settings, their defaults, ranges and help are the core configs' own, as for the node and the bag tool
+    add_arguments(p, PipelineConfig, only=("model", "weights", "device", "half", "max_side"))
+    add_arguments(p, DetectorConfig)
     return p
 
 
@@ -105,15 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists() and not args.out.is_dir():
         print(f"error: --out {args.out} exists and is not a folder", file=sys.stderr)
         return 2
-    detector = DetectorConfig(
-        window_size=args.window_size,
-        top_k=args.top_k,
-        score_threshold=args.score_threshold,
-        max_keypoints=args.max_keypoints,
-        border=args.border,
+    config = PipelineConfig(
+        **{**from_arguments(args, PipelineConfig), "warmup_frames": 0},  # offline: no frame-rate to protect
+        detector=DetectorConfig(**from_arguments(args, DetectorConfig)),
     )
     try:
-        extractor = Extractor(args.model, args.weights, args.device, args.half, detector, args.max_side)
+        extractor = build_extractor(config)
     except (ValueError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,10 +16,11 @@ import numpy as np
 from ..detection.dkd import DetectorConfig
 from ..extractor import Extractor
 from ..matching.matcher import Matcher, MatcherConfig
+from ..model.alnet import MODEL_CONFIGS
 from ..model.weights import bundled_weights_path
 
 MAX_FEATURES = 5000  # cap for every method: upstream's HPatches n_limit, and SIFT/ORB's nfeatures
-UPSTREAM_MODELS = ("alike-t", "alike-s", "alike-n", "alike-l")
+UPSTREAM_MODELS = tuple(MODEL_CONFIGS)  # upstream ships a checkpoint for every variant
 # Mutual NN with no similarity floor: cosine of unit vectors is >= -1, so nothing is cut.
 _MUTUAL_NN = MatcherConfig(min_similarity=-1.0, mutual=True, ratio=1.0)
 

@@ -82,11 +82,19 @@ def parser() -> argparse.ArgumentParser:
         help="keep recording this long after the last message",
     )
 
-    s = sub.add_parser("report", help="per-frame keypoints, matches, tracks and ground-truth accuracy")
+    s = sub.add_parser(
+        "report", help="per-frame counts, keypoints, matches, tracks, timings; accuracy where ground truth exists"
+    )
     s.add_argument("bag", type=Path, help="a bag written by `bag process` (or recorded from the node)")
-    s.add_argument("--plot", type=Path, help="write a matplotlib figure (png, pdf, svg)")
-    s.add_argument("--video", type=Path, help="write the debug images as .gif or .mp4")
-    s.add_argument("--ground-truth", type=Path, help="bag with the NS/homography topics (default: BAG itself)")
+    s.add_argument("--plot", type=Path, help="write a matplotlib figure (png, pdf, svg): per-frame panels, timing")
+    s.add_argument(
+        "--video", type=Path, help="write the frames with their longer tracks drawn, as .gif or .mp4 (>= 640 px wide)"
+    )
+    s.add_argument(
+        "--ground-truth",
+        type=Path,
+        help="optional bag with the NS/homography topics (default: BAG itself); without them, no accuracy",
+    )
     s.add_argument("--threshold", type=float, default=3.0, help="pixels within which a match is correct")
     s.add_argument("--json", type=Path, help="write the summary as JSON")
     return p

@@ -62,6 +62,7 @@ class Snapshot:
     input_rate: float
     processing_rate: float
     seconds_since_last_frame: float | None  # None before the first frame
+    seconds_since_last_processed: float | None  # None before the first processed frame
     last_error: str
     level: Level = Level.OK
     message: str = "OK"
@@ -92,7 +93,9 @@ class Statistics:
         self._received = self._processed = 0
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
         self._dropped_in_period = dict.fromkeys(DROP_REASONS, 0)
-        self._last_arrival_ns = start_ns  # the stale check counts from start-up until the first frame
+        self._last_arrival_ns = start_ns
+        self._last_completion_ns: int | None = None
+        self._quiet_since_ns = start_ns  # the stale check: from start-up, a frame, or a publisher's arrival
         self._any_frame = False
         self._last_error = ""
 
@@ -107,7 +110,7 @@ class Statistics:
                 self._completions.clear()
             self._received += 1
             self._arrivals.append(now_ns)
-            self._last_arrival_ns = now_ns
+            self._last_arrival_ns = self._quiet_since_ns = now_ns
             self._any_frame = True
 
     def on_dropped(self, reason: str, error: str = "", count: int = 1) -> None:
@@ -121,6 +124,7 @@ class Statistics:
         with self._lock:
             self._processed += 1
             self._completions.append(now_ns)
+            self._last_completion_ns = now_ns
             for name, value in stages_ms.items():
                 self._samples[name].append(value)
             self._samples[END_TO_END].append(end_to_end_ms)
@@ -141,13 +145,21 @@ class Statistics:
                 input_rate=_rate(self._arrivals, now_ns),
                 processing_rate=_rate(self._completions, now_ns),
                 seconds_since_last_frame=(now_ns - self._last_arrival_ns) / 1e9 if self._any_frame else None,
+                seconds_since_last_processed=None
+                if self._last_completion_ns is None
+                else (now_ns - self._last_completion_ns) / 1e9,
                 last_error=self._last_error,
             )
 
-    def stale_seconds(self, now_ns: int) -> float:
-        """Seconds since the last frame arrived (since start-up before the first one)."""
+    def on_publisher_appeared(self, now_ns: int) -> None:
+        """A camera came (back) after there was none: it gets the stale timeout to send its first frame."""
         with self._lock:
-            return (now_ns - self._last_arrival_ns) / 1e9
+            self._quiet_since_ns = now_ns
+
+    def stale_seconds(self, now_ns: int) -> float:
+        """Seconds without a frame: since the last one, or since start-up or a publisher's arrival if later."""
+        with self._lock:
+            return (now_ns - self._quiet_since_ns) / 1e9
 
 
 def transport_cause(subscribed: str, offered: list[str], profile: str) -> str:
@@ -198,7 +210,8 @@ def assess(
     if period["bad_input"]:
         warnings.append(f"{period['bad_input']} bad image(s) dropped: {snap.last_error}")
     p95 = snap.latency[END_TO_END].p95
-    if snap.latency[END_TO_END].count and p95 > budget_ms:
+    recent = snap.seconds_since_last_processed is not None and snap.seconds_since_last_processed <= RATE_SPAN_NS / 1e9
+    if recent and p95 > budget_ms:  # the window counts frames: an old one's latency is no news
         warnings.append(f"p95 latency {p95:.1f} ms over the {budget_ms:g} ms budget")
     if errors:
         snap.level, snap.message = Level.ERROR, "; ".join(errors + warnings)

@@ -11,7 +11,6 @@ import yaml
 
 pytest.importorskip("rclpy", reason="the node's modules use ROS message types")
 
-from alike_ros.monitoring import END_TO_END, STAGES, Level, Statistics, assess, transport_cause  # noqa: E402
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -20,6 +19,7 @@ from alike_ros.drawing import draw_tracks, track_colours  # noqa: E402
 from alike_ros.extractor import Features  # noqa: E402
 from alike_ros.matching.matcher import Matches  # noqa: E402
 from alike_ros.matching.tracker import TrackedFrame  # noqa: E402
+from alike_ros.monitoring import END_TO_END, STAGES, Level, Statistics, assess, transport_cause  # noqa: E402
 from alike_ros.ros import params  # noqa: E402
 from alike_ros.ros.diagnostics import to_status  # noqa: E402
 from alike_ros.ros.node import LatestFrame  # noqa: E402
@@ -217,3 +217,16 @@ def test_debug_drawing_colours_by_track_length():
     frame = tracked_frame(np.array([[330.0, 250.0], [100.0, 50.0]]), np.array([[300.0, 240.0]]), np.array([12, 1]))
     canvas = draw_tracks(np.zeros((480, 640, 3), np.uint8), frame)
     assert canvas[250, 330].any() and canvas[50, 100].any() and canvas[245, 315].any()  # points and the line
+
+
+def test_a_new_camera_gets_the_stale_timeout_and_old_latencies_raise_no_warning():
+    stats = Statistics(window=10, start_ns=0)
+    stats.on_received(0)
+    stats.on_processed(10 * MS, dict.fromkeys(STAGES, 1.0), 500.0)  # one slow frame, long ago
+    assert stats.stale_seconds(20_000 * MS) == pytest.approx(20.0)
+    stats.on_publisher_appeared(19_000 * MS)  # a camera (re)appears after a long silence
+    assert stats.stale_seconds(20_000 * MS) == pytest.approx(1.0)
+    stale = assess(stats.snapshot(20_000 * MS), 100.0, stats.stale_seconds(20_000 * MS), 3.0, publishers=1)
+    assert stale.level == Level.OK  # not stale yet, and a 500 ms frame 20 s ago is no news
+    recent = assess(stats.snapshot(1_000 * MS), 100.0, 0.5, 3.0, publishers=1)
+    assert recent.level == Level.WARN and "over the 100 ms budget" in recent.message

@@ -102,6 +102,8 @@ class ExtractorNode(Node):
         self._last_sequence: dict[bytes, int] = {}  # per publisher, for counting missed frames
         self._image_sub = None
         self._input_reliability = ""  # what the current subscription asked for
+        self._last_offered: list[str] = []  # what the input's publishers offered, as last seen while there were any
+        self._publishers_present = False
         self._input_lock = threading.RLock()  # parameter changes and publisher events both resubscribe
         self._profile_for_cameras = str(profile_path() or PROFILE_FILE)  # named in diagnostics when frames go missing
         self._subscribe_input()
@@ -150,12 +152,17 @@ class ExtractorNode(Node):
         )
 
     def _review_input_qos(self) -> None:
-        """With `auto`, resubscribe when the publishers' reliability no longer matches the subscription's."""
-        if self._values["input.qos.reliability"] != "auto":
-            return
+        """Follow the input's publishers: note a camera's arrival (for the stale check) and what they offer (for
+        the cause of frames gone missing, even after they left); with `auto`, resubscribe when their reliability
+        no longer matches the subscription's."""
         with self._input_lock:
             offered = self._offered_reliability(self._input_topic()[1])
-            if params.input_reliability("auto", offered) != self._input_reliability:
+            if offered and not self._publishers_present:
+                self._stats.on_publisher_appeared(self.get_clock().now().nanoseconds)
+            self._publishers_present = bool(offered)
+            self._last_offered = offered or self._last_offered
+            auto = self._values["input.qos.reliability"] == "auto"
+            if auto and params.input_reliability("auto", offered) != self._input_reliability:
                 self._subscribe_input()
 
     @property
@@ -280,7 +287,7 @@ class ExtractorNode(Node):
             stale_s=self._stats.stale_seconds(now),
             stale_timeout=self._values["diagnostics.stale_timeout"],
             publishers=len(offered),
-            cause=transport_cause(self._input_reliability, offered, self._profile_for_cameras),
+            cause=transport_cause(self._input_reliability, offered or self._last_offered, self._profile_for_cameras),
         )
         snap.extra = {
             "model": self._values["model"],

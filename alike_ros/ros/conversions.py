@@ -15,8 +15,6 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..extractor import MAX_PIXELS
-
 try:  # cv_bridge comes with a ROS install, not with pip
     from cv_bridge import CvBridge
 except ImportError:  # pragma: no cover - depends on the machine
@@ -47,14 +45,13 @@ ENCODINGS: dict[str, Encoding] = {
 
 
 def check_image(msg: Image) -> Encoding:
-    """The message's Encoding, or ValueError naming what does not fit (nothing is allocated here)."""
+    """The message's Encoding, or ValueError naming what does not fit (nothing is allocated here). The size limit
+    is the extractor's, on the image after `input.max_side`: a huge image the node is told to downscale is fine."""
     enc = ENCODINGS.get(msg.encoding)
     if enc is None:
         raise ValueError(f"unsupported encoding {msg.encoding!r}; supported: {', '.join(ENCODINGS)}")
     if msg.width == 0 or msg.height == 0:
         raise ValueError(f"image is empty ({msg.width}x{msg.height})")
-    if msg.width * msg.height > MAX_PIXELS:
-        raise ValueError(f"image of {msg.width}x{msg.height} exceeds {MAX_PIXELS} pixels")
     row_bytes = msg.width * enc.channels * np.dtype(enc.dtype).itemsize
     if msg.step < row_bytes:
         raise ValueError(f"step {msg.step} is shorter than a row of {msg.width} {msg.encoding} pixels ({row_bytes} B)")

@@ -120,3 +120,17 @@ def test_alike_top_k_sets_an_equal_budget(photo, upstream_weights):
     directory = upstream_weights("alike-t").parent
     (method,) = build_methods(["upstream-alike-t"], "alike-t", None, directory, top_k=25)
     assert len(method.detect(photo).keypoints) == 25 and "top_k=25" in method.note
+
+
+def test_shared_data_comes_from_the_environment_not_the_repository_layout(monkeypatch, tmp_path):
+    from alike_ros.evaluation import cli
+
+    monkeypatch.delenv("ALIKE_ROS_SHARED", raising=False)
+    args = cli.parse_args([])
+    assert args.photos is None and args.upstream_dir is None
+    (upstream,) = build_methods(["upstream-alike-t"], "alike-t", None, args.upstream_dir)
+    assert isinstance(upstream, Unavailable) and "ALIKE_ROS_SHARED" in upstream.reason
+    monkeypatch.setenv("ALIKE_ROS_SHARED", str(tmp_path))
+    args = cli.parse_args([])
+    assert args.photos == tmp_path / "data" / "photos" / "eval"
+    assert args.upstream_dir == tmp_path / "reference" / "weights"

@@ -14,10 +14,9 @@ from tqdm import tqdm
 
 from . import benchmarks, report
 from .benchmarks import Timer
-from .methods import Method, Unavailable, build_methods, upstream_weights_dir
+from .methods import SHARED_ENV, Method, Unavailable, build_methods, shared_folder
 from .synthetic import synthetic_pairs
 
-ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ("synthetic", "graf", "video")
 DEFAULT_METHODS = "ours,upstream-alike-t,upstream-alike-n,sift,orb"
 
@@ -29,14 +28,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--model", default="alike-t", help="variant of `ours`")
     p.add_argument("--weights", help="weights of `ours` (default: the bundled weights of --model)")
     p.add_argument("--alike-top-k", type=int, default=-1, help="ALIKE keeps its K best keypoints (<= 0: threshold)")
-    p.add_argument("--upstream-dir", type=Path, default=upstream_weights_dir(), help="upstream checkpoints")
+    p.add_argument(
+        "--upstream-dir",
+        type=Path,
+        default=shared_folder("reference", "weights"),
+        help=f"folder of upstream's alike-*.pth (default: ${SHARED_ENV}/reference/weights)",
+    )
     p.add_argument(
         "--photos",
         type=Path,
-        default=ROOT.parent / "shared" / "data" / "photos" / "eval",
-        help="folder of photos the synthetic benchmark warps (default: ../shared/data/photos/eval)",
+        default=shared_folder("data", "photos", "eval"),
+        help=f"folder of photos the synthetic benchmark warps (default: ${SHARED_ENV}/data/photos/eval)",
     )
-    p.add_argument("--data", type=Path, default=ROOT / "data" / "eval", help="cache of fetch_eval_data.sh")
+    p.add_argument("--data", type=Path, default=Path("data/eval"), help="cache of fetch_eval_data.sh (%(default)s)")
     p.add_argument("--max-side", type=int, default=480, help="synthetic images: longer side in px")
     p.add_argument("--viewpoint", type=int, default=2, help="viewpoint-like warps per photo")
     p.add_argument("--illumination", type=int, default=2, help="illumination-like warps per photo")
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace, methods: list[Method | Unavailable]) -> tuple[
     fetch = f"absent: run `{benchmarks.FETCH_COMMAND}` (or pass --data)"
     groups = None
     if "synthetic" in args.benchmarks:
-        if args.photos.is_dir():
+        if args.photos is not None and args.photos.is_dir():
             groups = list(synthetic_pairs(args.photos, args.max_side, args.viewpoint, args.illumination, args.limit))
         else:
             skipped.append(f"synthetic: photo folder {args.photos} is absent (pass --photos)")

@@ -7,6 +7,7 @@ descriptors; every method matches with mutual nearest neighbours and no threshol
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ..matching.matcher import Matcher, MatcherConfig
 from ..model.alnet import MODEL_CONFIGS
 from ..model.weights import bundled_weights_path
 
+SHARED_ENV = "ALIKE_ROS_SHARED"
 MAX_FEATURES = 5000  # cap for every method: upstream's HPatches n_limit, and SIFT/ORB's nfeatures
 UPSTREAM_MODELS = tuple(MODEL_CONFIGS)  # upstream ships a checkpoint for every variant
 # Mutual NN with no similarity floor: cosine of unit vectors is >= -1, so nothing is cut.
@@ -103,9 +105,11 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def upstream_weights_dir() -> Path:
-    """../shared/reference/weights beside the work tree (the project's machines have it; elsewhere absent)."""
-    return Path(__file__).resolve().parents[3] / "shared" / "reference" / "weights"
+def shared_folder(*parts: str) -> Path | None:
+    """A path inside the folder ALIKE_ROS_SHARED names (the project's shared data: data/photos/eval,
+    reference/weights); None when it is not set. An installed package assumes no repository layout."""
+    root = os.environ.get(SHARED_ENV)
+    return Path(root, *parts) if root else None
 
 
 @dataclass
@@ -117,7 +121,7 @@ class Unavailable:
 
 
 def build_methods(
-    names: list[str], model: str, weights: str | None, upstream_dir: Path, top_k: int = -1
+    names: list[str], model: str, weights: str | None, upstream_dir: Path | None, top_k: int = -1
 ) -> list[Method | Unavailable]:
     """Methods by name: `ours`, `upstream-alike-X`, `sift`, `orb`; missing weights become Unavailable rows.
     `top_k` > 0 makes every ALIKE method keep its k best keypoints instead of those above the threshold."""
@@ -134,8 +138,10 @@ def build_methods(
                 methods.append(Unavailable(label, f"pending: {path} does not exist yet"))
         elif name.startswith("upstream-") and name.removeprefix("upstream-") in UPSTREAM_MODELS:
             variant = name.removeprefix("upstream-")
-            path = upstream_dir / f"{variant}.pth"
-            if path.is_file():
+            path = upstream_dir / f"{variant}.pth" if upstream_dir else None
+            if path is None:
+                methods.append(Unavailable(f"upstream {variant}", f"skipped: no --upstream-dir (or {SHARED_ENV})"))
+            elif path.is_file():
                 methods.append(AlikeMethod(f"upstream {variant}", variant, path, "upstream checkpoint", top_k))
             else:
                 methods.append(Unavailable(f"upstream {variant}", f"skipped: {path} is absent"))

@@ -46,7 +46,7 @@ class PhotometricConfig:
 
 @dataclass
 class DataConfig:
-    folder: str = "../shared/data/photos/train"
+    folder: str = "data/photos/train"  # where scripts/fetch_photos.sh puts them; the configs under config/ name one
     size: int = 256  # crop side in pixels (multiple of 32)
     cache_side: int = 512  # photos are downscaled once to this longest side and kept in memory
     crop_range: tuple[float, float] = (0.5, 1.0)  # crop side as a fraction of the photo's shorter side

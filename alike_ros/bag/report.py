@@ -31,6 +31,7 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float64MultiArray
 
 from ..drawing import LONG_TRACK, track_colours
+from ..geometry import warp_points
 from ..ros.conversions import compressed_to_array, image_to_array, to_bgr8
 from ..ros.messages import decode_features, decode_matches
 from .storage import READ_ERRORS, BagError, open_bag, read_custom_data
@@ -192,7 +193,7 @@ def read_truth(path: Path, namespaces: list[str]) -> tuple[dict[str, dict[int, n
 def match_errors(rows: np.ndarray, H0: np.ndarray, H1: np.ndarray) -> np.ndarray:
     """Pixel distance between each match's x1 and its x0 carried into frame 1 by the ground truth."""
     x0 = np.stack((rows["x0"], rows["y0"]), axis=1).astype(np.float64)
-    projected = cv2.perspectiveTransform(x0[None], H1 @ np.linalg.inv(H0))[0]
+    projected = warp_points(H1 @ np.linalg.inv(H0), x0)
     x1 = np.stack((rows["x1"], rows["y1"]), axis=1)
     return np.linalg.norm(projected - x1, axis=1)
 

@@ -56,7 +56,6 @@ def test_defaults_are_valid_and_descriptors_carry_ranges():
         ("detector.max_keypoints", 0, "max_keypoints"),
         ("model", "alike-q", "one of"),
         ("device", "tpu", "device"),
-        ("half", True, "half"),
         ("weights", "/nonexistent/w.pth", "does not exist"),
         ("input.transport", "theora", "one of"),
         ("matching.min_similarity", 2.0, "min_similarity"),
@@ -66,6 +65,12 @@ def test_defaults_are_valid_and_descriptors_carry_ranges():
 def test_validate_names_the_reason(name, value, reason):
     with pytest.raises(ValueError, match=reason):
         parameters.validate({**parameters.DEFAULTS, name: value})
+
+
+def test_half_precision_needs_cuda():
+    # device pinned to cpu: with `auto`, a machine with CUDA would rightly accept half precision
+    with pytest.raises(ValueError, match="half precision needs a CUDA device"):
+        parameters.validate({**parameters.DEFAULTS, "device": "cpu", "half": True})
 
 
 def test_latest_frame_keeps_only_the_newest():

@@ -84,7 +84,7 @@ def main() -> int:
         f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} interleaved runs (ms); "
         f"load average at the end {os.getloadavg()[0]:.1f} (other jobs on the machine inflate absolute times).",
         "",
-        "| model | path | preprocess | network | detection | description | total | speed-up |",
+        "| model | path | preprocessing | network | detection | description | total | speed-up |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for model, result in rows:

@@ -14,13 +14,14 @@ import argparse
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
+
+from sections import replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "config" / "fastdds_large_data.xml"
@@ -96,15 +97,6 @@ def table(results: dict, frames: int, rate: float) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str) -> None:
-    title = "## DDS transport between processes"
-    text = path.read_text()
-    section = f"{title}\n\n{body}\n"
-    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--endpoint":
         role, reliability, w, h, frames, rate, wait = sys.argv[2:9]
@@ -129,7 +121,7 @@ def main() -> int:
             f"ros-rmw-fastrtps-cpp {version('ros-rmw-fastrtps-cpp')}, ros-fastdds {version('ros-fastdds')}, "
             f"{args.frames} images at {args.rate:g} Hz per cell, with `{command}`."
         )
-        write_section(args.write, f"{meta}\n\n{body}")
+        replace_section(args.write, f"## DDS transport between processes\n\n{meta}\n\n{body}")
     return 0
 
 

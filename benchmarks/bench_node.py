@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shlex
 import sys
 import threading
@@ -31,6 +30,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sections import replace_section
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 
@@ -164,15 +164,6 @@ def weights_label(path: Path) -> str:
     return "bundled weights" if path == bundled_weights_path("alike-t") else f"weights {path.name}"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the "## Node" section of `path` (or append it), leaving every other section alone."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Node\n.*?(?=^## |\Z)", re.S | re.M)
-    if not pattern.search(text):
-        text = text.rstrip("\n") + "\n\n## Node\n"
-    path.write_text(pattern.sub(lambda _: section, text))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=default_weights())
@@ -246,7 +237,7 @@ def main() -> int:
     section = "\n".join(lines)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        replace_section(args.write, section)
     return 0
 
 

@@ -26,7 +26,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -43,7 +42,10 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sections import replace_section
 from sensor_msgs.msg import PointCloud2
+
+from alike_ros.ros.diagnostics import frame_counters
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "config" / "fastdds_large_data.xml"
@@ -54,15 +56,6 @@ NODE_COMMAND = [
     sys.executable, "-m", "alike_ros", "node", "--ros-args", "--params-file", "config/extractor.yaml",
     "-p", "device:=cpu", "-r", f"__ns:={NAMESPACE}", "-r", "image:=image_raw",
 ]  # fmt: skip
-COUNTERS = ("received", "processed", "superseded", "missed", "bad_input", "model_failure")
-KEYS = {
-    "received": "frames.received",
-    "processed": "frames.processed",
-    "superseded": "frames.dropped.superseded",
-    "missed": "frames.dropped.missed",
-    "bad_input": "frames.dropped.bad_input",
-    "model_failure": "frames.dropped.model_failure",
-}
 LEVELS = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
 GUARD = 120.0  # s: a failure guard, never a measurement
 
@@ -78,7 +71,7 @@ class Scenario:
     @property
     def camera(self) -> str:
         if self.reliability == "reliable":
-            return "reliable"
+            return "reliable, with the profile" if self.profile else "reliable"
         return "best effort, " + ("with the profile" if self.profile else "**no profile**")
 
 
@@ -100,7 +93,7 @@ class Result:
     latency_ms: dict[str, np.ndarray]  # per probe subscription
     last: str = ""  # the node's last diagnostics (level: message) while the camera was publishing
     worst: str = ""  # the latest of its most severe diagnostics while the camera was publishing
-    rss: list[tuple[float, float]] = field(default_factory=list)  # (s since the camera started, MiB), soak only
+    rss: list[tuple[float, float, int]] = field(default_factory=list)  # (s since start, MiB, missed so far), soak
 
     @property
     def sent(self) -> int:
@@ -159,20 +152,16 @@ class Probe:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             recent = self.statuses_since(since)
-            if len(recent) >= 2 and counters(recent[-1][1]) == counters(recent[-2][1]) == idle(recent[-1][1]):
-                return counters(recent[-1][1])
+            counts = [frame_counters(status) for _, status in recent[-2:]]
+            if len(counts) == 2 and counts[0] == counts[1] == idle(recent[-1][1]):
+                return counts[1]
             time.sleep(0.1)
         raise RuntimeError("the node's /diagnostics did not settle (is the node running?)")
 
 
-def counters(status: DiagnosticStatus) -> dict[str, int]:
-    values = {kv.key: kv.value for kv in status.values}
-    return {name: int(values[key]) for name, key in KEYS.items()}
-
-
 def idle(status: DiagnosticStatus) -> dict[str, int] | None:
     """The counters of `status` if every frame received is processed or dropped, else None."""
-    c = counters(status)
+    c = frame_counters(status)
     done = c["processed"] + c["superseded"] + c["bad_input"] + c["model_failure"]
     return c if c["received"] == done else None
 
@@ -209,14 +198,15 @@ def run_camera(
     command = camera_command(scenario.size, scenario.rate, scenario.reliability, seconds)
     started = time.monotonic()
     camera = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rss: list[tuple[float, float]] = []
+    rss: list[tuple[float, float, int]] = []
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(camera.communicate()), daemon=True)
     reader.start()
     while reader.is_alive():
         reader.join(timeout=rss_every or 1.0)
         if rss_every and reader.is_alive():
-            rss.append((time.monotonic() - started, rss_mib(node.pid)))
+            missed = frame_counters(probe.statuses_since(0.0)[-1][1])["missed"] - before["missed"]
+            rss.append((time.monotonic() - started, rss_mib(node.pid), missed))
         if time.monotonic() - started > seconds + GUARD:
             camera.kill()
     ended = time.monotonic()
@@ -231,7 +221,7 @@ def run_camera(
     return Result(
         scenario,
         report,
-        {k: after[k] - before[k] for k in COUNTERS},
+        {k: after[k] - before[k] for k in after},
         {k: len(v) for k, v in latency.items()},
         latency,
         describe(publishing[-1]) if publishing else "(no diagnostics received)",
@@ -276,7 +266,7 @@ def row(r: Result) -> str:
 def soak_lines(r: Result, minutes: float) -> list[str]:
     c = r.counts
     answered = c["processed"] + c["superseded"]
-    settled = [(t, v) for t, v in r.rss if t >= 60.0] or r.rss
+    settled = [(t, v) for t, v, _ in r.rss if t >= 60.0] or [(t, v) for t, v, _ in r.rss]
     times, values = np.array([t for t, _ in settled]), np.array([v for _, v in settled])
     slope = np.polyfit(times / 3600, values, 1)[0] if len(settled) > 1 else 0.0
     shown = r.rss[:: max(1, len(r.rss) // 12)]
@@ -290,9 +280,10 @@ def soak_lines(r: Result, minutes: float) -> list[str]:
         f"{percentiles(r.latency_ms['best_effort'])} ms (best effort), {percentiles(r.latency_ms['reliable'])} ms "
         "(reliable).",
         "",
-        "| s | " + " | ".join(f"{t:.0f}" for t, _ in shown) + " |",
+        "| s | " + " | ".join(f"{t:.0f}" for t, _, _ in shown) + " |",
         "|---|" + "---|" * len(shown),
-        "| node RSS MiB | " + " | ".join(f"{v:.0f}" for _, v in shown) + " |",
+        "| node RSS MiB | " + " | ".join(f"{v:.0f}" for _, v, _ in shown) + " |",
+        "| frames missed so far | " + " | ".join(f"{m}" for _, _, m in shown) + " |",
         "",
         f"Node RSS {values[0]:.1f} MiB at {times[0]:.0f} s (after the first minute), {values[-1]:.1f} MiB at "
         f"{times[-1]:.0f} s; fitted slope {slope:+.2f} MiB/hour. Last diagnostics while the camera ran: "
@@ -345,15 +336,6 @@ def section(results: list[Result], soak: Result | None, args: argparse.Namespace
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the "## Node across processes" section of `path` (or append it), leaving every other alone."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Node across processes\n.*?(?=^## |\Z)", re.S | re.M)
-    if not pattern.search(current):
-        current = current.rstrip("\n") + "\n\n## Node across processes\n"
-    path.write_text(pattern.sub(lambda _: text, current))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds each camera publishes (default: 20)")
@@ -365,6 +347,11 @@ def main() -> int:
         choices=("reliable", "best_effort"),
         default="reliable",
         help="the soak camera's reliability (best effort gets the shipped profile; default: reliable)",
+    )
+    parser.add_argument(
+        "--soak-profile",
+        action="store_true",
+        help="start a reliable soak camera with the shipped profile too (a best-effort one always gets it)",
     )
     parser.add_argument(
         "--scenarios",
@@ -403,8 +390,8 @@ def main() -> int:
             print(f"  diagnostics: last {results[-1].last}; most severe {results[-1].worst}", file=sys.stderr)
         if args.soak_minutes > 0:
             print(f"soak: {args.soak_minutes:g} min ...", file=sys.stderr, flush=True)
-            best_effort = args.soak_reliability == "best_effort"
-            scenario = Scenario("soak", "640x480", 15.0, args.soak_reliability, best_effort)
+            profile = args.soak_profile or args.soak_reliability == "best_effort"
+            scenario = Scenario("soak", "640x480", 15.0, args.soak_reliability, profile)
             soak = run_camera(probe, node, scenario, args.soak_minutes * 60, rss_every=10.0)
     finally:
         node.send_signal(2)  # SIGINT: the node's clean shutdown
@@ -419,7 +406,7 @@ def main() -> int:
     print(text)
     print(f"node log: {log}", file=sys.stderr)
     if args.write:
-        write_section(args.write, text)
+        replace_section(args.write, text)
     return 0
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,3 +66,26 @@ def alike_t_weights() -> Path:
     """alike-t weights for behaviour tests: the bundled ones, else upstream's, else skip."""
     bundled = bundled_weights_path("alike-t")
     return bundled if bundled.is_file() else require(REFERENCE / "weights" / "alike-t.pth")
+
+
+@contextmanager
+def spinning_node(name: str, domain: int, namespace: str = "") -> Iterator[Any]:
+    """An rclpy node in a private context on `domain`, spun by its own executor thread (as in a separate
+    process): the test side of a graph whose other processes the test starts."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    context = Context()
+    rclpy.init(context=context, domain_id=domain)
+    node = Node(name, context=context, namespace=namespace)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    try:
+        yield node
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()

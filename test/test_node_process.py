@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import spinning_node
 
 rclpy = pytest.importorskip("rclpy", reason="the node tests need rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
@@ -28,6 +27,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from alike_ros.model.weights import bundled_weights_path  # noqa: E402
 from alike_ros.ros.conversions import array_to_image  # noqa: E402
+from alike_ros.ros.diagnostics import frame_counters  # noqa: E402
 from alike_ros.ros.messages import decode_features  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,17 +56,8 @@ def start_node(*ros_args: str) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def probe_node() -> Iterator[Node]:
-    context = Context()
-    rclpy.init(context=context, domain_id=DOMAIN)
-    node = Node("process_probe", context=context, namespace="/proc_test")
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    yield node
-    executor.shutdown()
-    node.destroy_node()
-    context.try_shutdown()
+    with spinning_node("process_probe", DOMAIN, "/proc_test") as node:
+        yield node
 
 
 def wait(predicate, timeout: float = WAIT) -> bool:
@@ -133,14 +124,6 @@ CAMERA_NS = "/proc_cam"
 CAMERA_STATUS = f"{CAMERA_NS}/extractor: alike extractor"
 PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 FRAMES, RATE = 40, 10.0  # 640x480 bgr8 frames (0.9 MB, over Fast DDS's default 0.5 MiB shared-memory segment)
-COUNTERS = {
-    "received": "frames.received",
-    "processed": "frames.processed",
-    "superseded": "frames.dropped.superseded",
-    "missed": "frames.dropped.missed",
-    "bad_input": "frames.dropped.bad_input",
-    "model_failure": "frames.dropped.model_failure",
-}
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -180,7 +163,7 @@ class CameraRig:
         result: dict[str, int] = {}
 
         def idle() -> bool:
-            recent = [counters(s) for s in self.statuses_between(since)]
+            recent = [frame_counters(s) for s in self.statuses_between(since)]
             if len(recent) >= 2 and recent[-1] == recent[-2] and in_flight(recent[-1]) == 0:
                 result.update(recent[-1])
                 return True
@@ -210,12 +193,7 @@ class CameraRig:
         after = self.settled(end + 0.2)
         with self.lock:
             features = list(self.features)
-        return report, {k: after[k] - before[k] for k in COUNTERS}, self.statuses_between(start, end), features
-
-
-def counters(status) -> dict[str, int]:
-    values = {kv.key: kv.value for kv in status.values}
-    return {name: int(values[key]) for name, key in COUNTERS.items()}
+        return report, {k: after[k] - before[k] for k in after}, self.statuses_between(start, end), features
 
 
 def in_flight(counts: dict[str, int]) -> int:

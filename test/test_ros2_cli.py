@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import spinning_node
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CLI = ROOT.parent / "shared" / "ros2-cli"
@@ -55,8 +55,6 @@ def ros_environment() -> str:
 ROS_ENV = ros_environment()
 rclpy = pytest.importorskip("rclpy", reason="the test feeds the node with rclpy")
 
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
@@ -163,17 +161,8 @@ def workspace(tmp_path_factory) -> Workspace:
 def probe() -> Iterator[Node]:
     saved = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # read by rcl at init, like the node's
-    context = Context()
-    rclpy.init(context=context, domain_id=DOMAIN)
-    node = Node("ros2_cli_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    yield node
-    executor.shutdown()
-    node.destroy_node()
-    context.try_shutdown()
+    with spinning_node("ros2_cli_probe", DOMAIN) as node:
+        yield node
     if saved is None:
         os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from ..monitoring import Snapshot
+from ..monitoring import DROP_REASONS, Snapshot
 
 
 def to_status(snap: Snapshot, name: str, hardware_id: str) -> DiagnosticStatus:
@@ -33,3 +33,11 @@ def to_status(snap: Snapshot, name: str, hardware_id: str) -> DiagnosticStatus:
         hardware_id=hardware_id,
         values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
     )
+
+
+def frame_counters(status: DiagnosticStatus) -> dict[str, int]:
+    """The frame counts of a status `to_status` wrote: received, processed, and dropped by reason."""
+    values = {kv.key: kv.value for kv in status.values}
+    counts = {"received": values["frames.received"], "processed": values["frames.processed"]}
+    counts |= {reason: values[f"frames.dropped.{reason}"] for reason in DROP_REASONS}
+    return {name: int(value) for name, value in counts.items()}

@@ -1,0 +1,19 @@
+"""BENCHMARKS.md is written section by section: each benchmark replaces its own `## Title` section only."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def replace_section(path: Path, section: str) -> None:
+    """Put `section` (markdown whose first line is its `## Title`) in place of the file's section of that title,
+    or append it; every other section stays as it is."""
+    title = section.splitlines()[0]
+    if not title.startswith("## "):
+        raise ValueError(f"a section starts with its '## ' title, not {title!r}")
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    block = section.rstrip("\n") + "\n\n"
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
+    path.write_text(text.rstrip("\n") + "\n")

@@ -7,6 +7,7 @@ import sys
 
 COMMANDS = {
     "extract": ("alike_ros.cli.extract", "extract features from image files into .npz files"),
+    "export": ("alike_ros.cli.export", "export the network as an ONNX graph (for onnxruntime, TensorRT)"),
     "node": ("alike_ros.ros.node", "run the ROS 2 extractor node (accepts --ros-args)"),
     "camera": ("alike_ros.ros.camera", "publish the sample camera trajectory live, like a camera driver"),
     "bag": ("alike_ros.bag.cli", "process, replay, generate and report rosbags"),

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .detection.dkd import DetectorConfig, describe_dense, detect
+from .export import RUNTIMES, OnnxNetwork
 from .model.sparse_head import SparseHeadALNet
 from .model.weights import load_model
 from .sampling import interpolate
@@ -146,6 +147,9 @@ class Extractor:
     descriptors only at keypoints. `fast=False` is the straightforward port of upstream (dense head,
     dense normalisation, NCHW), kept as the
     reference the fast path is tested and benchmarked against.
+
+    `runtime="onnxruntime"` runs the fast path's network as an ONNX graph (exported once, in memory, at
+    construction; see `alike_ros.export`) in onnxruntime, then our own DKD and description as with torch.
     """
 
     def __init__(
@@ -157,11 +161,17 @@ class Extractor:
         detector: DetectorConfig | None = None,
         max_side: int = 0,
         fast: bool = True,
+        runtime: str = "torch",
     ):
         self.model_name = model
         self.device = resolve_device(device)
         if half and self.device.type != "cuda":
             raise ValueError("half precision is supported on CUDA devices only")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+        if runtime != "torch" and (half or not fast):
+            raise ValueError(f"runtime {runtime} runs the fast path in float32: half and fast=False need runtime torch")
+        self.runtime = runtime
         self.half = half
         self.detector = detector or DetectorConfig()
         self.detector.validate()
@@ -175,6 +185,10 @@ class Extractor:
         self.memory_format = torch.channels_last if fast else torch.contiguous_format
         if fast:
             self.net = SparseHeadALNet(self.net)
+        # the graph's network stage; the torch module still describes the keypoints from its branches
+        self.onnx = OnnxNetwork(self.net, self.device) if runtime == "onnxruntime" else None
+        if self.onnx is not None:
+            self.memory_format = torch.contiguous_format  # the graph's input layout: no copy before the session
         self.net = self.net.to(self.device, memory_format=self.memory_format).eval()
         if half:
             self.net = self.net.half()
@@ -204,11 +218,18 @@ class Extractor:
     def _network(self, tensor: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, Callable]:
         """The H x W sigmoid score map and a function giving unit descriptors at sub-pixel keypoints."""
         if self.fast:
-            logits, branches = self.net(tensor)
+            if self.onnx is not None:
+                sigmoid, branches = self.onnx(tensor)
+                scores = sigmoid[0, 0, :h, :w]
+            else:
+                logits, branches = self.net(tensor)
+                scores = torch.sigmoid(logits[0, 0, :h, :w].float())
 
             def describe(keypoints: torch.Tensor) -> torch.Tensor:
                 at_pixels = partial(self.net.descriptors_at, branches)
                 return F.normalize(interpolate(at_pixels, keypoints, h, w), dim=1)
+
+            return scores, describe
         else:
             logits, raw = self.net(tensor)
             dense = F.normalize(raw[0, :, :h, :w].float(), dim=0)

@@ -1,7 +1,7 @@
 """The extractor's parameters by dotted name: the node's parameter table, its YAML file and `bag process --params`.
 
 Names map onto the core configs, whose declarations give defaults, ranges and help: `detector.*` onto
-`DetectorConfig`, `matching.*` onto `MatcherConfig`, and model, weights, device, half, input.max_side,
+`DetectorConfig`, `matching.*` onto `MatcherConfig`, and model, weights, device, half, runtime, input.max_side,
 warmup_frames and matching.enabled onto `PipelineConfig`. The others concern the live node only (transport, QoS,
 outputs, diagnostics) and are declared here. No ROS import: the bag tool and the tests read the same table.
 """
@@ -37,6 +37,7 @@ PIPELINE_FIELDS = {
     "weights": "weights",
     "device": "device",
     "half": "half",
+    "runtime": "runtime",
     "input.max_side": "max_side",
     "warmup_frames": "warmup_frames",
     "matching.enabled": "matching",
@@ -49,6 +50,7 @@ PARAMETERS: tuple[Param, ...] = (
     Param("weights", _pipeline["weights"]),
     Param("device", _pipeline["device"]),
     Param("half", _pipeline["half"]),
+    Param("runtime", _pipeline["runtime"]),
     *(Param(f"detector.{name}", spec) for name, spec in settings_of(DetectorConfig).items()),
     Param(
         "input.transport",

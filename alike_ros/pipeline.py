@@ -16,6 +16,7 @@ import numpy as np
 
 from .config import check, setting
 from .detection.dkd import DetectorConfig
+from .export import RUNTIMES, onnxruntime_problem
 from .extractor import STAGES as EXTRACTOR_STAGES
 from .extractor import Color, Extractor, resolve_device
 from .matching.matcher import Matcher, MatcherConfig
@@ -24,7 +25,7 @@ from .model.alnet import MODEL_CONFIGS
 
 STAGES = (*EXTRACTOR_STAGES, "matching")
 # Settings a running pipeline cannot take: a new extractor must be built (and warmed up) for them.
-REBUILD_SETTINGS = frozenset({"model", "weights", "device", "half", "warmup_frames"})
+REBUILD_SETTINGS = frozenset({"model", "weights", "device", "half", "runtime", "warmup_frames"})
 WARM_UP_SIZE = (480, 640)  # (height, width)
 
 
@@ -34,6 +35,12 @@ class PipelineConfig:
     weights: str = setting("", "weights file; empty: the weights bundled for the model (upstream's .pth work too)")
     device: str = setting("auto", "auto (first CUDA device, else CPU), cpu, cuda or cuda:N")
     half: bool = setting(False, "half-precision network (CUDA only)")
+    runtime: str = setting(
+        "torch",
+        "what runs the network: torch, or onnxruntime (the network exported once as an ONNX graph, then our own "
+        "detection and description; needs the onnxruntime package, float32 only)",
+        choices=RUNTIMES,
+    )
     max_side: int = setting(
         0,
         "downscale so the longer side is at most this before the network (keypoints stay in input pixels); 0: native",
@@ -55,6 +62,11 @@ class PipelineConfig:
         self.matcher.validate()
         if self.weights and not Path(self.weights).expanduser().is_file():
             raise ValueError(f"weights file {self.weights!r} does not exist")
+        if self.runtime == "onnxruntime":
+            if self.half:
+                raise ValueError("half precision needs runtime torch (runtime onnxruntime runs float32)")
+            if problem := onnxruntime_problem():
+                raise ValueError(problem)
         device = resolve_device(self.device)
         if self.half and device.type != "cuda":
             raise ValueError(f"half precision needs a CUDA device, device {self.device!r} is {device.type}")
@@ -82,7 +94,13 @@ def build_extractor(config: PipelineConfig) -> Extractor:
     """Load the model and run the warm-up inferences; ValueError or WeightsError when the settings cannot work."""
     config.validate()
     extractor = Extractor(
-        config.model, config.weights or None, config.device, config.half, config.detector, config.max_side
+        config.model,
+        config.weights or None,
+        config.device,
+        config.half,
+        config.detector,
+        config.max_side,
+        runtime=config.runtime,
     )
     image = warm_up_image()
     for _ in range(config.warmup_frames):

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from alike_ros.cli import extract
+from alike_ros.cli import export, extract
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +58,13 @@ def command_mains():
     from alike_ros.evaluation import cli as evaluation
     from alike_ros.training import cli as training
 
-    return {"extract": extract.main, "bag": bag.main, "train": training.main, "evaluate": evaluation.main}
+    return {
+        "extract": extract.main,
+        "export": export.main,
+        "bag": bag.main,
+        "train": training.main,
+        "evaluate": evaluation.main,
+    }
 
 
 def test_every_option_of_every_command_has_help(monkeypatch):

@@ -11,31 +11,48 @@ from collections.abc import Callable
 import torch
 
 
-def bilinear_corners(points: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The four integer pixels around each point (N x 4 x 2, (x, y)) and their bilinear weights (N x 4)."""
+def _corner_pixels(points: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The corners of `bilinear_corners` corner-major: 4N x 2 pixels (a view) and 4 x N weights.
+
+    Built by stacking along a new first dimension only: stacking along the second, as a point-major layout
+    needs, copies element by element and cost more than all the arithmetic here."""
     x, y = points[:, 0], points[:, 1]
     x0 = x.floor().clamp(0, width - 1)
     y0 = y.floor().clamp(0, height - 1)
     fx, fy = x - x0, y - y0
     x1 = (x0 + 1).clamp(max=width - 1)  # at the last column the weight of x1 is 0 anyway
     y1 = (y0 + 1).clamp(max=height - 1)
-    corners = torch.stack(
-        (torch.stack((x0, y0), 1), torch.stack((x1, y0), 1), torch.stack((x0, y1), 1), torch.stack((x1, y1), 1)), 1
-    ).long()
-    weights = torch.stack(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy), dim=1)
-    return corners, weights
+    gx, gy = 1 - fx, 1 - fy
+    # rows: the x of the four corners, then their y; corner k of point n is pixel k * N + n
+    pixels = torch.stack((x0, x1, x0, x1, y0, y0, y1, y1)).long().view(2, -1).T
+    return pixels, torch.stack((gx * gy, fx * gy, gx * fy, fx * fy))
+
+
+def bilinear_corners(points: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The four integer pixels around each point (N x 4 x 2, (x, y)) and their bilinear weights (N x 4)."""
+    pixels, weights = _corner_pixels(points, height, width)
+    return pixels.view(4, len(points), 2).transpose(0, 1), weights.T
 
 
 def interpolate(
     values_at: Callable[[torch.Tensor], torch.Tensor], points: torch.Tensor, height: int, width: int
 ) -> torch.Tensor:
     """Bilinear interpolation of any per-pixel quantity: `values_at` maps M x 2 integer pixels to M x C."""
-    corners, weights = bilinear_corners(points, height, width)
-    values = values_at(corners.reshape(-1, 2))
-    values = values.reshape(len(points), 4, values.shape[-1])
-    return (weights[..., None] * values).sum(dim=1)
+    pixels, weights = _corner_pixels(points, height, width)
+    values = values_at(pixels)
+    values = values.reshape(4, len(points), values.shape[-1])
+    return (weights[..., None] * values).sum(dim=0)
 
 
 def pixels_of(dense: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """`values_at` for a dense C x H x W map."""
+    """`values_at` for a dense C x H x W map: one gather of whole pixels (rows of C values) where the map is
+    stored channels-last, of flat columns otherwise; never a copy of the map."""
+    c, h, w = dense.shape
+    per_pixel = dense.permute(1, 2, 0)
+    if per_pixel.is_contiguous():
+        table = per_pixel.view(h * w, c)
+        return lambda px: table.index_select(0, px[:, 1] * w + px[:, 0])
+    if dense.is_contiguous():
+        flat = dense.view(c, h * w)
+        return lambda px: flat.index_select(1, px[:, 1] * w + px[:, 0]).T
     return lambda px: dense[:, px[:, 1], px[:, 0]].T

@@ -129,3 +129,96 @@ def test_config_validation():
     ):
         with pytest.raises(ValueError):
             DetectorConfig(**bad).validate()
+
+
+def detect_before(scores: torch.Tensor, cfg: DetectorConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """DKD as it was before the CPU fast path (issue 13), in plain torch: the reference for `detect`."""
+
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.max_pool2d(x[None], cfg.window_size, stride=1, padding=cfg.radius)[0]
+
+    is_max = scores == pool(scores)
+    for _ in range(2):
+        suppressed = pool(is_max.float()) > 0
+        rest = scores.masked_fill(suppressed, 0.0)
+        is_max |= (rest == pool(rest)) & ~suppressed
+    nms = scores.masked_fill(~is_max, 0.0)
+    h, w = nms.shape
+    b = max(cfg.border, cfg.radius)
+    if h <= 2 * b + 1 or w <= 2 * b + 1:
+        return torch.zeros((0, 2)), torch.zeros(0)
+    inner = torch.zeros_like(nms)
+    inner[b + 1 : h - b, b + 1 : w - b] = nms[b + 1 : h - b, b + 1 : w - b]
+    flat = inner.flatten()
+    candidates = torch.nonzero(flat > cfg.score_threshold).squeeze(1)
+    limit = cfg.max_keypoints if cfg.top_k <= 0 else min(cfg.top_k, cfg.max_keypoints)
+    order = torch.argsort(flat[candidates], descending=True, stable=True)[:limit]
+    idx = candidates[order]
+    peaks = torch.stack((idx % w, idx // w), dim=1)
+    r = torch.arange(-cfg.radius, cfg.radius + 1, dtype=torch.float32)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    offsets = torch.stack((dx.flatten(), dy.flatten()), dim=1)
+    cells = peaks[:, None, :] + offsets.long()[None]
+    patch = scores.flatten()[cells[..., 1] * w + cells[..., 0]]
+    keypoints = peaks.float() + torch.softmax(patch / cfg.temperature, dim=1) @ offsets
+    x, y = keypoints[:, 0], keypoints[:, 1]
+    x0, y0 = x.floor().clamp(0, w - 1), y.floor().clamp(0, h - 1)
+    fx, fy = x - x0, y - y0
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    corners = torch.stack(
+        (torch.stack((x0, y0), 1), torch.stack((x1, y0), 1), torch.stack((x0, y1), 1), torch.stack((x1, y1), 1)), 1
+    ).long()
+    weights = torch.stack(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy), dim=1)
+    values = scores[None][:, corners[..., 1].flatten(), corners[..., 0].flatten()].T.reshape(len(peaks), 4, 1)
+    return keypoints, (weights[..., None] * values).sum(dim=1)[:, 0]
+
+
+def random_score_maps() -> list[torch.Tensor]:
+    """Uniform noise (dense peaks), smooth blobs, plateaus (exact ties everywhere), zeros, odd and tiny sizes,
+    a strided view."""
+    rng = np.random.default_rng(11)
+    smooth = torch.nn.functional.avg_pool2d(torch.from_numpy(rng.random((1, 130, 170), dtype=np.float32)), 5, 1)[0]
+    plateaus = torch.from_numpy(np.round(rng.random((97, 123)) * 6).astype(np.float32) / 6)
+    sparse = torch.from_numpy(rng.random((64, 80), dtype=np.float32) * (rng.random((64, 80)) < 0.05))
+    return [
+        torch.from_numpy(rng.random((120, 160), dtype=np.float32)),
+        smooth,
+        plateaus,
+        sparse,
+        torch.from_numpy(rng.random((9, 40), dtype=np.float32)),
+        torch.from_numpy(rng.random((50, 70), dtype=np.float32))[:, 3:67],  # a view, not contiguous
+        torch.from_numpy(rng.random((6, 6), dtype=np.float32)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        DetectorConfig(top_k=300, score_threshold=0.0),
+        DetectorConfig(top_k=-1, score_threshold=0.2),
+        DetectorConfig(top_k=-1, score_threshold=0.5, max_keypoints=37),  # the cut falls among tied plateaus
+        DetectorConfig(window_size=3, top_k=50, score_threshold=0.3),
+        DetectorConfig(window_size=7, top_k=-1, score_threshold=0.0, border=4, temperature=0.5),
+    ],
+)
+def test_detect_is_identical_to_the_implementation_before(cfg):
+    """The CPU fast path (OpenCV NMS, numpy selection) gives bit-identical keypoints, scores and order."""
+    for scores in random_score_maps():
+        keypoints, kp_scores = detect(scores, cfg)
+        ref_keypoints, ref_scores = detect_before(scores, cfg)
+        assert keypoints.dtype == torch.float32 and kp_scores.dtype == torch.float32
+        assert torch.equal(keypoints, ref_keypoints.float()), scores.shape
+        assert torch.equal(kp_scores, ref_scores.float()), scores.shape
+
+
+def test_nms_is_identical_on_every_path():
+    """`simple_nms` (OpenCV masks on the CPU) equals the torch pools that CUDA devices run."""
+    for scores in random_score_maps():
+        for window in (3, 5, 7):
+            ref = torch.nn.functional.max_pool2d
+            is_max = scores == ref(scores[None], window, 1, window // 2)[0]
+            for _ in range(2):
+                suppressed = ref(is_max.float()[None], window, 1, window // 2)[0] > 0
+                rest = scores.masked_fill(suppressed, 0.0)
+                is_max |= (rest == ref(rest[None], window, 1, window // 2)[0]) & ~suppressed
+            assert torch.equal(simple_nms(scores, window), scores.masked_fill(~is_max, 0.0))

@@ -86,3 +86,58 @@ def test_reset_starts_new_tracks():
     after = tracker.update(frame(d))
     assert len(after.matches) == 0 and after.previous is None and after.track_lengths.max() == 1
     assert set(after.track_ids).isdisjoint(range(5))  # ids keep increasing
+
+
+def reference_matches(d0: np.ndarray, d1: np.ndarray, cfg: MatcherConfig) -> tuple[list[list[int]], list[float]]:
+    """The matcher's definition, one row at a time in float64: first index on ties, as argmax."""
+    sim = d0.astype(np.float64) @ d1.astype(np.float64).T
+    pairs, similarity = [], []
+    for i in range(len(d0)):
+        j = int(np.argmax(sim[i]))
+        if sim[i, j] < cfg.min_similarity:
+            continue
+        if cfg.mutual and int(np.argmax(sim[:, j])) != i:
+            continue
+        if cfg.ratio < 1.0 and len(d1) > 1:
+            first, second = np.sort(sim[i])[::-1][:2]
+            if not np.sqrt(max(2 - 2 * first, 0)) < cfg.ratio * np.sqrt(max(2 - 2 * second, 0)):
+                continue
+        pairs.append([i, j])
+        similarity.append(sim[i, j])
+    return pairs, similarity
+
+
+CONFIGS = [
+    MatcherConfig(),
+    MatcherConfig(min_similarity=0.0),
+    MatcherConfig(min_similarity=-1.0, mutual=False),
+    MatcherConfig(min_similarity=0.1, ratio=0.9),
+    MatcherConfig(min_similarity=-1.0, mutual=False, ratio=0.95),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_matches_equal_the_reference_with_ties(cfg):
+    """Coarse descriptors (multiples of 1/8, 16-D) make every similarity exact in float32 whatever the
+    summation order, and make ties common: the matcher must resolve them as the reference (first index)."""
+    rng = np.random.default_rng(5)
+    for n0, n1 in [(300, 200), (200, 300), (1, 7), (7, 1), (257, 513)]:
+        d0 = (rng.integers(-2, 3, size=(n0, 16)) / 8).astype(np.float32)
+        d1 = (rng.integers(-2, 3, size=(n1, 16)) / 8).astype(np.float32)
+        d1[: n1 // 3] = d0[rng.integers(0, n0, n1 // 3)]  # exact copies: more ties, and similarities near 1
+        m = Matcher(cfg)(d0, d1)
+        pairs, similarity = reference_matches(d0, d1, cfg)
+        assert m.indices.dtype == np.int64 and m.similarity.dtype == np.float32
+        assert m.indices.tolist() == pairs, (n0, n1)
+        np.testing.assert_array_equal(m.similarity, np.float32(similarity))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:2])
+def test_matches_equal_the_reference_on_unit_descriptors(cfg):
+    d0 = random_descriptors(700, seed=2)
+    d1 = unit(d0[np.random.default_rng(3).permutation(700)[:600]] + np.random.default_rng(4).normal(0, 0.04, (600, 64)))
+    m = Matcher(cfg)(d0, d1)
+    pairs, similarity = reference_matches(d0, d1, cfg)
+    assert len(pairs) > 100
+    assert m.indices.tolist() == pairs
+    np.testing.assert_allclose(m.similarity, similarity, atol=1e-6)

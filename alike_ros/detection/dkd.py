@@ -68,13 +68,71 @@ def separable_max_filter(x: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def simple_nms(scores: torch.Tensor, window: int) -> torch.Tensor:
-    """SuperPoint-style NMS (two suppression rounds), as upstream: `scores` where a peak survives, else 0."""
+    """SuperPoint-style NMS (two suppression rounds), as upstream: `scores` where a peak survives, else 0.
+
+    On the CPU the rounds run in OpenCV (`nms_peaks_cpu`); on other devices in torch, with the same result."""
+    if _cpu_map(scores):
+        peaks = nms_peaks_cpu(scores.detach().contiguous().numpy(), window).view(np.bool_)
+        return scores.masked_fill(~torch.from_numpy(peaks), 0.0)
     is_max = scores == max_filter(scores, window)
     for _ in range(2):
         suppressed = max_filter(is_max.float(), window) > 0
         rest = scores.masked_fill(suppressed, 0.0)
         is_max |= (rest == max_filter(rest, window)) & ~suppressed
     return scores.masked_fill(~is_max, 0.0)
+
+
+def _cpu_map(scores: torch.Tensor) -> bool:
+    """Whether the OpenCV/numpy path applies: a float32/64 map in CPU memory (finite, as sigmoid scores are)."""
+    return scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64)
+
+
+def nms_peaks_cpu(scores: np.ndarray, window: int) -> np.ndarray:
+    """`simple_nms`'s surviving peaks of an H x W float map as a 0/1 uint8 mask, in OpenCV and numpy.
+
+    The same rounds as the torch version, so the same peaks exactly, with the masks kept as bytes (a dilation
+    of a byte mask costs a fraction of a float one) and no full-map tensor built on the way."""
+    kernel = np.ones((window, window), np.uint8)
+    is_max = cv2.compare(scores, cv2.dilate(scores, kernel), cv2.CMP_EQ)  # 255 where a pixel is its window's max
+    for _ in range(2):
+        free = cv2.compare(cv2.dilate(is_max, kernel), 0, cv2.CMP_EQ)  # 255 outside every peak's window
+        rest = scores * (free & 1)  # the scores there, 0 where suppressed
+        is_max |= cv2.compare(rest, cv2.dilate(rest, kernel), cv2.CMP_EQ) & free
+    return is_max & 1
+
+
+def best_first(values: np.ndarray, limit: int) -> np.ndarray:
+    """Positions of the `limit` largest values, largest first, equal values in position order: what a stable
+    descending sort cut at `limit` gives, with a partial sort first when there are more values."""
+    n = len(values)
+    if n > limit:
+        kth = np.partition(values, n - limit)[n - limit]  # the limit-th largest value
+        chosen = values > kth
+        ties = np.flatnonzero(values == kth)[: limit - np.count_nonzero(chosen)]  # the first ones, as stable
+        chosen[ties] = True
+        positions = np.flatnonzero(chosen)
+    else:
+        positions = np.arange(n)
+    return positions[np.argsort(-values[positions], kind="stable")]
+
+
+def select_peaks_cpu(scores: torch.Tensor, cfg: DetectorConfig) -> torch.Tensor:
+    """`select_peaks(simple_nms(scores, window), cfg)` for a map on the CPU, without the NMS map: the peaks
+    above the threshold inside the border, found from the masks, then only those ranked."""
+    s = scores.detach().contiguous().numpy()
+    h, w = s.shape
+    b = max(cfg.border, cfg.radius)
+    if h <= 2 * b + 1 or w <= 2 * b + 1:
+        return torch.zeros((0, 2), dtype=torch.long)
+    inner = (slice(b + 1, h - b), slice(b + 1, w - b))
+    peaks = nms_peaks_cpu(s, cfg.window_size)[inner].view(np.bool_)
+    # the threshold in the map's dtype, as torch compares a tensor with a Python float
+    found = np.flatnonzero(peaks & (s[inner] > s.dtype.type(cfg.score_threshold)))
+    rows, cols = np.divmod(found, w - 2 * b - 1)
+    flat = (rows + (b + 1)) * w + (cols + (b + 1))
+    limit = cfg.max_keypoints if cfg.top_k <= 0 else min(cfg.top_k, cfg.max_keypoints)
+    flat = flat[best_first(s.ravel()[flat], limit)]
+    return torch.from_numpy(np.stack((flat % w, flat // w), axis=1))
 
 
 def select_peaks(nms: torch.Tensor, cfg: DetectorConfig) -> torch.Tensor:
@@ -105,15 +163,20 @@ def refine(scores: torch.Tensor, peaks: torch.Tensor, cfg: DetectorConfig) -> to
     """Soft-argmax of the raw scores in the window around each peak: sub-pixel (x, y), N x 2 float."""
     w = scores.shape[1]
     offsets = window_offsets(cfg.radius, scores.device)
-    cells = peaks[:, None, :] + offsets.long()[None]  # N x w^2 x 2, inside the image thanks to the border
-    patch = scores.flatten()[cells[..., 1] * w + cells[..., 0]]
+    steps = offsets[:, 1].long() * w + offsets[:, 0].long()  # the window's cells as flat index offsets
+    # N x w^2 flat indices, inside the image thanks to the border: one gather
+    patch = scores.flatten()[(peaks[:, 1] * w + peaks[:, 0])[:, None] + steps]
     weights = torch.softmax(patch / cfg.temperature, dim=1)
     return peaks.float() + weights @ offsets
 
 
 def detect(scores: torch.Tensor, cfg: DetectorConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Sub-pixel keypoints (N x 2) and their re-sampled scores (N) from an H x W sigmoid score map."""
-    peaks = select_peaks(simple_nms(scores, cfg.window_size), cfg)
+    if _cpu_map(scores):
+        scores = scores.contiguous()  # a no-op for the extractor's maps; refine and sampling read it flat
+        peaks = select_peaks_cpu(scores, cfg)
+    else:  # on a GPU: the same rounds in torch, on the device
+        peaks = select_peaks(simple_nms(scores, cfg.window_size), cfg)
     keypoints = refine(scores, peaks, cfg)
     h, w = scores.shape
     kp_scores = interpolate(pixels_of(scores[None]), keypoints, h, w)[:, 0]

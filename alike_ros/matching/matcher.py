@@ -45,17 +45,52 @@ class Matcher:
             return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
         if d0.shape[1] != d1.shape[1]:
             raise ValueError(f"descriptor sizes differ: {d0.shape[1]} and {d1.shape[1]}")
+        sim = torch.mm(d0, d1.T)  # the one product; both directions read it
+        if self.device.type != "cpu":
+            return self._match_on_device(sim)
+        idx0, idx1, best = self._mutual_cpu(sim.numpy())
+        if self.config.ratio < 1.0 and sim.shape[1] > 1:  # only the rows that passed so far
+            ok = self._ratio_ok(sim[torch.from_numpy(idx0)]).numpy()
+            idx0, idx1, best = idx0[ok], idx1[ok], best[ok]
+        return Matches(np.stack((idx0, idx1), axis=1).astype(np.int64), best.astype(np.float32))
+
+    def _mutual_cpu(self, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, columns and similarities of the pairs that pass the threshold and the mutual check.
+
+        numpy's single-pass SIMD reductions instead of torch's index-tracking ones (3-4x slower here), with
+        the same rules: first index on ties both ways. The column argmax is never formed for every column:
+        a row's best column j has this row as its first maximum iff the row attains j's maximum and no
+        earlier row does, and the rows attaining each column's maximum come from one comparison."""
         cfg = self.config
-        sim = d0 @ d1.T
+        rows = np.arange(len(sim))
+        nn01 = sim.argmax(axis=1)  # first maximum of each row
+        best = sim[rows, nn01]
+        keep = best >= np.float32(cfg.min_similarity)  # compared in float32, as torch compares
+        if cfg.mutual:
+            colmax = sim.max(axis=0)
+            hit_rows, hit_cols = np.nonzero(sim == colmax)  # row-major: per column, its first row comes first
+            nn10 = np.full(sim.shape[1], len(sim))
+            np.minimum.at(nn10, hit_cols, hit_rows)
+            keep &= nn10[nn01] == rows
+        idx0 = np.flatnonzero(keep)
+        return idx0, nn01[idx0], best[idx0]
+
+    def _ratio_ok(self, sim_rows: torch.Tensor) -> torch.Tensor:
+        """Lowe's ratio test on the rows' two best similarities (unit vectors: |a - b|^2 = 2 - 2 cos)."""
+        top2 = sim_rows.topk(2, dim=1).values
+        dist = torch.sqrt((2 - 2 * top2).clamp(min=0))
+        return dist[:, 0] < self.config.ratio * dist[:, 1]
+
+    def _match_on_device(self, sim: torch.Tensor) -> Matches:
+        """The same rules in torch, on the descriptors' device (a GPU): one copy to the host at the end."""
+        cfg = self.config
         best, nn01 = sim.max(dim=1)
         keep = best >= cfg.min_similarity  # explicit test: no leaked pairs below the threshold
         if cfg.mutual:
             nn10 = sim.argmax(dim=0)
-            keep &= nn10[nn01] == torch.arange(len(d0), device=self.device)
+            keep &= nn10[nn01] == torch.arange(len(sim), device=sim.device)
         if cfg.ratio < 1.0 and sim.shape[1] > 1:
-            top2 = sim.topk(2, dim=1).values
-            dist = torch.sqrt((2 - 2 * top2).clamp(min=0))  # unit vectors: |a - b|^2 = 2 - 2 cos
-            keep &= dist[:, 0] < cfg.ratio * dist[:, 1]
+            keep &= self._ratio_ok(sim)
         idx0 = torch.nonzero(keep).squeeze(1)
         indices = torch.stack((idx0, nn01[idx0]), dim=1)
         return Matches(indices.cpu().numpy(), best[idx0].cpu().numpy().astype(np.float32))

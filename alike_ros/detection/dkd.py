@@ -124,12 +124,11 @@ def select_peaks_cpu(scores: torch.Tensor, cfg: DetectorConfig) -> torch.Tensor:
     b = max(cfg.border, cfg.radius)
     if h <= 2 * b + 1 or w <= 2 * b + 1:
         return torch.zeros((0, 2), dtype=torch.long)
-    inner = (slice(b + 1, h - b), slice(b + 1, w - b))
-    peaks = nms_peaks_cpu(s, cfg.window_size)[inner].view(np.bool_)
+    peaks = nms_peaks_cpu(s, cfg.window_size).view(np.bool_)
+    peaks[: b + 1], peaks[h - b :], peaks[:, : b + 1], peaks[:, w - b :] = False, False, False, False
+    flat = np.flatnonzero(peaks)  # flat indices, in raster order as the torch path lists them
     # the threshold in the map's dtype, as torch compares a tensor with a Python float
-    found = np.flatnonzero(peaks & (s[inner] > s.dtype.type(cfg.score_threshold)))
-    rows, cols = np.divmod(found, w - 2 * b - 1)
-    flat = (rows + (b + 1)) * w + (cols + (b + 1))
+    flat = flat[s.ravel()[flat] > s.dtype.type(cfg.score_threshold)]
     limit = cfg.max_keypoints if cfg.top_k <= 0 else min(cfg.top_k, cfg.max_keypoints)
     flat = flat[best_first(s.ravel()[flat], limit)]
     return torch.from_numpy(np.stack((flat % w, flat // w), axis=1))

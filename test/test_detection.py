@@ -222,3 +222,15 @@ def test_nms_is_identical_on_every_path():
                 rest = scores.masked_fill(suppressed, 0.0)
                 is_max |= (rest == ref(rest[None], window, 1, window // 2)[0]) & ~suppressed
             assert torch.equal(simple_nms(scores, window), scores.masked_fill(~is_max, 0.0))
+
+
+def test_the_device_path_is_identical_too(monkeypatch):
+    """What a GPU runs (torch NMS rounds and selection), exercised here on the CPU."""
+    import alike_ros.detection.dkd as dkd
+
+    monkeypatch.setattr(dkd, "_cpu_map", lambda scores: False)
+    for cfg in (DetectorConfig(top_k=300, score_threshold=0.0), DetectorConfig(score_threshold=0.5, max_keypoints=37)):
+        for scores in random_score_maps():
+            keypoints, kp_scores = detect(scores, cfg)
+            ref_keypoints, ref_scores = detect_before(scores, cfg)
+            assert torch.equal(keypoints, ref_keypoints.float()) and torch.equal(kp_scores, ref_scores.float())

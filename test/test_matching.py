@@ -141,3 +141,18 @@ def test_matches_equal_the_reference_on_unit_descriptors(cfg):
     assert len(pairs) > 100
     assert m.indices.tolist() == pairs
     np.testing.assert_allclose(m.similarity, similarity, atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_the_device_path_equals_the_reference(cfg):
+    """What a GPU runs (torch reductions on the device), exercised here on the CPU."""
+    import torch
+
+    rng = np.random.default_rng(6)
+    d0 = (rng.integers(-2, 3, size=(300, 16)) / 8).astype(np.float32)
+    d1 = (rng.integers(-2, 3, size=(200, 16)) / 8).astype(np.float32)
+    d1[:60] = d0[rng.integers(0, 300, 60)]
+    m = Matcher(cfg)._match_on_device(torch.from_numpy(d0) @ torch.from_numpy(d1).T)
+    pairs, similarity = reference_matches(d0, d1, cfg)
+    assert m.indices.tolist() == pairs
+    np.testing.assert_array_equal(m.similarity, np.float32(similarity))

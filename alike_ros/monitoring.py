@@ -184,7 +184,11 @@ def transport_cause(subscribed: str, offered: list[str], profile: str) -> str:
             "processes; set input.qos.reliability to auto or reliable"
         )
     if subscribed == "reliable":
-        return "the reliable input queue overflowed before the node took the frames (is the CPU overloaded?)"
+        return (
+            "a reliable camera's large samples went missing in Fast DDS's default 0.5 MiB shared-memory segment "
+            f"(seen in long runs): start the camera driver's process with FASTDDS_DEFAULT_PROFILES_FILE={profile}; "
+            "or the node's input queue overflowed (is the CPU overloaded?)"
+        )
     return "is the publisher publishing? check `ros2 topic hz` on the input topic"
 
 

@@ -1,10 +1,13 @@
 """Per-stage extractor timings at 640x480 for each variant: the fast path against the straightforward port.
 
     python benchmarks/bench_extractor.py [--models alike-t,alike-n] [--runs 20] [--threads 2] [--write]
+    python benchmarks/bench_extractor.py --runtimes torch,onnxruntime [--models alike-t] [--runs 40]
 
 Both paths run in the same process on the same frames, so their ratio is measured under identical
 conditions. Weights: the bundled ones, or upstream checkpoints from ../shared/reference when a variant
 ships none (speed does not depend on the weight values). `--write` updates BENCHMARKS.md.
+`--runtimes` compares the fast path under each runtime instead (the network stage is what differs; detection
+and description are the same code), interleaved in the same way.
 """
 
 from __future__ import annotations
@@ -64,10 +67,15 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--top-k", type=int, default=1000)
     p.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    p.add_argument(
+        "--runtimes", default="", help="e.g. torch,onnxruntime: compare the fast path under these runtimes instead"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     frames = test_frames()
     detector = DetectorConfig(top_k=args.top_k, score_threshold=0.0)
+    if args.runtimes:
+        return compare_runtimes(args, frames, detector)
     rows = []
     for model in args.models.split(","):
         extractors = {
@@ -101,6 +109,40 @@ def main() -> int:
         start, end = text.index(MARK_BEGIN) + len(MARK_BEGIN), text.index(MARK_END)
         path.write_text(text[:start] + "\n" + table + "\n" + text[end:])
     return 0
+
+
+def compare_runtimes(args: argparse.Namespace, frames: list[np.ndarray], detector: DetectorConfig) -> int:
+    """Per-stage medians of the fast path under each of `args.runtimes`; speed-ups against the first one."""
+    runtimes = args.runtimes.split(",")
+    lines = [
+        f"Command: `{' '.join(['python', 'benchmarks/bench_extractor.py', *sys.argv[1:]])}`  ",
+        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {runtime_versions()}, "
+        f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} interleaved runs (ms); "
+        f"load average at the end {os.getloadavg()[0]:.1f}.",
+        "",
+        f"| model | runtime | {' | '.join(STAGES)} | total | network speed-up | total speed-up |",
+        "|---|---|" + "---|" * (len(STAGES) + 3),
+    ]
+    for model in args.models.split(","):
+        extractors = {rt: Extractor(model, weights_for(model), "cpu", detector=detector, runtime=rt) for rt in runtimes}
+        result = time_paths(extractors, frames, args.runs)
+        print(model, {k: {s: round(v, 1) for s, v in r.items()} for k, r in result.items()}, flush=True)
+        base = result[runtimes[0]]
+        for rt in runtimes:
+            r = result[rt]
+            cells = " | ".join(f"{r[s]:.1f}" for s in (*STAGES, "total"))
+            ratios = f"{base['network'] / r['network']:.2f}x | {base['total'] / r['total']:.2f}x"
+            lines.append(f"| {model} | {rt} | {cells} | {ratios} |")
+    print("\n".join(lines))
+    return 0
+
+
+def runtime_versions() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return "onnxruntime absent"
+    return f"onnxruntime {onnxruntime.__version__}"
 
 
 if __name__ == "__main__":

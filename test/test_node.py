@@ -19,7 +19,6 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="the node tests need rclpy")
 
-from alike_ros.monitoring import STAGES, Level  # noqa: E402
 from conftest import make_textured_image  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
@@ -36,6 +35,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, Poin
 from std_msgs.msg import Header  # noqa: E402
 
 from alike_ros.model.weights import bundled_weights_path  # noqa: E402
+from alike_ros.monitoring import STAGES, Level  # noqa: E402
 from alike_ros.ros.conversions import array_to_image  # noqa: E402
 from alike_ros.ros.messages import decode_features, decode_matches  # noqa: E402
 from alike_ros.ros.node import ExtractorNode  # noqa: E402

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -77,8 +79,16 @@ def spinning_node(name: str, domain: int, namespace: str = "") -> Iterator[Any]:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
+    saved = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # read by rcl at init: this machine's graph only
     context = Context()
-    rclpy.init(context=context, domain_id=domain)
+    try:
+        rclpy.init(context=context, domain_id=domain)
+    finally:
+        if saved is None:
+            os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE")
+        else:
+            os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = saved
     node = Node(name, context=context, namespace=namespace)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -89,3 +99,13 @@ def spinning_node(name: str, domain: int, namespace: str = "") -> Iterator[Any]:
         executor.shutdown()
         node.destroy_node()
         context.try_shutdown()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False): a failure guard, not a timer."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

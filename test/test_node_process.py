@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import spinning_node
+from conftest import spinning_node, wait_until
 
 rclpy = pytest.importorskip("rclpy", reason="the node tests need rclpy")
 
@@ -61,12 +61,7 @@ def probe_node() -> Iterator[Node]:
 
 
 def wait(predicate, timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_until(predicate, timeout)
 
 
 def test_node_in_its_own_process(probe_node, textured_image):

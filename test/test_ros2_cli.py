@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import spinning_node
+from conftest import spinning_node, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CLI = ROOT.parent / "shared" / "ros2-cli"
@@ -159,23 +159,12 @@ def workspace(tmp_path_factory) -> Workspace:
 
 @pytest.fixture(scope="module")
 def probe() -> Iterator[Node]:
-    saved = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # read by rcl at init, like the node's
     with spinning_node("ros2_cli_probe", DOMAIN) as node:
         yield node
-    if saved is None:
-        os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
-    else:
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = saved
 
 
 def wait(predicate, timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_until(predicate, timeout)
 
 
 class Feeder:

@@ -73,10 +73,6 @@ def check(config: object) -> None:
             spec.check(f.name, getattr(config, f.name))
 
 
-def defaults_of(config: type) -> dict[str, Value]:
-    return {name: spec.default for name, spec in settings_of(config).items()}
-
-
 def add_arguments(parser: argparse.ArgumentParser, config: type, only: tuple[str, ...] = ()) -> None:
     """One `--name` option per declared setting of `config` (or the `only` ones), with its default, type, choices
     and help; `from_arguments` reads them back. Range checks stay with `validate`, which names the setting."""

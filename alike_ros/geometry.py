@@ -3,6 +3,7 @@ and the bag report. Pixel centres are at integer coordinates, so an image of wid
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -34,3 +35,19 @@ def inside(points: Points, size: tuple[int, int], margin: float = 0.0) -> Points
     x, y = points[:, 0], points[:, 1]
     lo = margin - 0.5
     return (x >= lo) & (x <= width - 1 - lo) & (y >= lo) & (y <= height - 1 - lo)
+
+
+def tilt_homography(size: tuple[int, int], tilt_deg: float, axis_deg: float) -> np.ndarray:
+    """A plane seen fronto-parallel by a camera of focal length max(h, w) (a 53-degree view), then rotated by
+    `tilt_deg` about an in-plane axis through the image centre at `axis_deg` from the x axis: the out-of-plane
+    viewpoint change of graf-like pairs. Maps pixels of the first view to the second (both of `size`)."""
+    height, width = size
+    f = float(max(height, width))
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    camera = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]])
+    axis = np.deg2rad(axis_deg)
+    rotation, _ = cv2.Rodrigues(np.array([np.cos(axis), np.sin(axis), 0.0]) * np.deg2rad(tilt_deg))
+    plane_to_camera = np.c_[rotation[:, :2], [0.0, 0.0, f]]  # plane point (X, Y, 1) -> camera coordinates
+    pixel_to_plane = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]], np.float64)
+    h = camera @ plane_to_camera @ pixel_to_plane
+    return h / h[2, 2]

@@ -11,18 +11,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alike_ros.geometry import warp_points
+from alike_ros.geometry import tilt_homography, warp_points
 from alike_ros.model.weights import load_model
 from alike_ros.training.cli import main as train_main
 from alike_ros.training.data import (
     DataConfig,
     PairDataset,
     PhotometricConfig,
+    WarpConfig,
     random_homography,
     valid_mask,
 )
 from alike_ros.training.detection import soft_detect
 from alike_ros.training.losses import (
+    calibration_loss,
     nre_loss,
     peaky_loss,
     reliability_loss,
@@ -97,6 +99,38 @@ def test_random_homography_keeps_the_views_overlapping():
         h = random_homography(rng, 64, cfg)
         assert abs(np.linalg.det(h)) > 1e-6
         assert valid_mask(h, 64).mean() > 0.3  # enough shared content for every loss
+
+
+def local_anisotropy(h: np.ndarray, point: tuple[float, float], eps: float = 1e-3) -> float:
+    """Ratio of the singular values of the homography's Jacobian at `point` (finite differences)."""
+    p = np.array([point, (point[0] + eps, point[1]), (point[0], point[1] + eps)])
+    q = warp_points(h, p)
+    jac = np.stack((q[1] - q[0], q[2] - q[0]), 1) / eps
+    sv = np.linalg.svd(jac, compute_uv=False)
+    return float(sv[0] / sv[1])
+
+
+@pytest.mark.parametrize("tilt", [0.0, 30.0, 60.0])
+def test_tilt_foreshortens_the_centre_by_the_cosine_of_the_tilt(tilt: float):
+    h = tilt_homography((120, 160), tilt, axis_deg=35.0)
+    centre = (79.5, 59.5)
+    assert warp_points(h, np.array([centre]))[0] == pytest.approx(centre, abs=1e-9)  # the axis goes through it
+    assert local_anisotropy(h, centre) == pytest.approx(1 / math.cos(math.radians(tilt)), rel=1e-4)
+
+
+def test_training_tilts_reach_graf_like_viewpoints_only_when_enabled():
+    """graf1->3 foreshortens by up to 1.8x; without tilts the training warps stay well below that."""
+
+    def strongest(cfg: WarpConfig) -> float:
+        rng = np.random.default_rng(0)
+        return max(local_anisotropy(random_homography(rng, 64, cfg), (31.5, 31.5)) for _ in range(200))
+
+    assert strongest(WarpConfig()) < 1.8 < strongest(WarpConfig(max_tilt_deg=60.0))
+    # off, the warps draw exactly what they drew before tilts existed (so old runs keep their validation pairs)
+    assert np.array_equal(
+        random_homography(np.random.default_rng(1), 64, WarpConfig()),
+        random_homography(np.random.default_rng(1), 64, WarpConfig(max_tilt_deg=0.0)),
+    )
 
 
 # ---- detection and losses
@@ -199,6 +233,22 @@ def test_reliability_is_zero_for_perfect_descriptors_and_higher_for_shuffled_one
     shuffled = reliability_loss(*similarity_at(desc[[1, 2, 3, 0]], dmap, kp), scores, scores, temperature=0.1)
     assert perfect.item() == pytest.approx(0.0, abs=1e-5)
     assert shuffled > 0.5
+
+
+def test_calibration_rewards_high_scores_exactly_where_matches_are_correct():
+    _, kp, desc = descriptor_case()
+    right = desc.clone()
+    wrong = desc[[1, 0, 2, 3]]  # the first two keypoints' descriptors swapped: those two match wrongly
+    high, low = torch.full((4,), 0.99), torch.full((4,), 0.01)
+    assert calibration_loss(desc, right, kp, kp, high, radius=2.0) < 0.02
+    assert calibration_loss(desc, right, kp, kp, low, radius=2.0) > 4.0
+    best = torch.tensor([0.01, 0.01, 0.99, 0.99])
+    assert calibration_loss(desc, wrong, kp, kp, best, radius=2.0) < 0.02
+    assert calibration_loss(desc, wrong, kp, kp, high, radius=2.0) > 2.0
+    assert calibration_loss(desc, right, kp, kp + 5.0, high, radius=2.0) > 4.0  # too far from the ground truth
+    scores = torch.full((4,), 0.5, requires_grad=True)
+    calibration_loss(desc, wrong, kp, kp, scores, radius=2.0).backward()
+    assert (scores.grad[:2] > 0).all() and (scores.grad[2:] < 0).all()  # wrong ones pushed down, right ones up
 
 
 def test_triplet_loss_is_lower_for_matching_descriptors():

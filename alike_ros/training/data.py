@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..extractor import read_rgb
-from ..geometry import inside, warp_points
+from ..geometry import inside, tilt_homography, warp_points
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -28,6 +28,9 @@ class WarpConfig:
     scale_range: tuple[float, float] = (0.75, 1.35)  # log-uniform zoom of B relative to A
     max_translation: float = 0.15  # fraction of the crop side
     max_perspective: float = 0.12  # corner displacement as a fraction of the crop side
+    # out-of-plane rotation of the scene plane (geometry.tilt_homography), uniform in [0, max]: graf1->3 is
+    # about a 40-degree tilt, which the corner jitter alone rarely reaches (benchmarks/viewpoint_gap.py)
+    max_tilt_deg: float = 0.0
 
 
 @dataclass
@@ -65,8 +68,11 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def random_homography(rng: np.random.Generator, size: int, cfg: WarpConfig) -> np.ndarray:
-    """A 3x3 homography on a size x size image: similarity about the centre plus jittered corners."""
+    """A 3x3 homography on a size x size image: a tilt of the scene plane, then a similarity about the centre
+    plus jittered corners."""
     c = (size - 1) / 2.0
+    # drawn only when enabled, so configs without a tilt keep their random streams (and validation pairs)
+    tilt = tilt_homography((size, size), *rng.uniform(0, (cfg.max_tilt_deg, 180))) if cfg.max_tilt_deg else np.eye(3)
     angle = np.deg2rad(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg))
     scale = np.exp(rng.uniform(*np.log(cfg.scale_range)))
     shift = rng.uniform(-cfg.max_translation, cfg.max_translation, 2) * size
@@ -74,7 +80,8 @@ def random_homography(rng: np.random.Generator, size: int, cfg: WarpConfig) -> n
     rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     moved = (corners - c) @ rot.T + c + shift
     moved += rng.uniform(-cfg.max_perspective, cfg.max_perspective, (4, 2)) * size
-    return cv2.getPerspectiveTransform(corners.astype(np.float32), moved.astype(np.float32)).astype(np.float64)
+    similarity = cv2.getPerspectiveTransform(corners.astype(np.float32), moved.astype(np.float32))
+    return similarity.astype(np.float64) @ tilt
 
 
 def valid_mask(h: np.ndarray, size: int) -> np.ndarray:

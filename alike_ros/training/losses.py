@@ -23,6 +23,8 @@ class LossConfig:
     w_ds: float = 5.0  # NRE descriptor
     w_sp: float = 1.0  # reliability (score map weighted by the matching probability)
     w_tr: float = 0.0  # optional triplet
+    w_cal: float = 0.0  # score calibration (ours, not the paper's): see calibration_loss
+    calibration_px: float = 3.0  # a match is correct within this distance, as in validation and evaluation
     t_des: float = 0.02
     t_rel: float = 1.0
     score_threshold: float = 0.1  # keypoints below this score are left out of the peak and reprojection losses
@@ -164,6 +166,28 @@ def triplet_loss(
     return F.relu(margin + pos - neg)[has_pos & torch.isfinite(neg)].mean().nan_to_num(0.0)
 
 
+def calibration_loss(
+    desc_a: torch.Tensor,
+    desc_b: torch.Tensor,
+    kp_b: torch.Tensor,
+    gt_a: torch.Tensor,
+    scores_a: torch.Tensor,
+    radius: float,
+) -> torch.Tensor:
+    """Binary cross-entropy between each keypoint's score and whether it is matched correctly: its descriptor's
+    mutual nearest neighbour among image b's keypoints lies within `radius` px of its ground truth `gt_a`.
+
+    The paper's losses are all normalised per image (softmax windows, the reliability's sum(s)), so nothing in
+    them fixes the absolute score level and a threshold such as 0.2 means nothing; this makes the score the
+    probability of a correct match. Inputs are for keypoints visible in image b."""
+    if len(desc_a) == 0 or len(desc_b) == 0:
+        return scores_a.new_zeros(())
+    i, j = mutual_matches(-(desc_a.detach() @ desc_b.detach().T))
+    correct = torch.zeros(len(desc_a), device=desc_a.device)
+    correct[i[(gt_a[i] - kp_b.detach()[j]).norm(dim=1) < radius]] = 1.0
+    return F.binary_cross_entropy(scores_a.clamp(1e-6, 1 - 1e-6), correct)
+
+
 def pair_losses(
     out0: SoftKeypoints,
     out1: SoftKeypoints,
@@ -190,7 +214,7 @@ def pair_losses(
         peaky_loss(out0.dispersity, out0.scores, cfg.score_threshold)
         + peaky_loss(out1.dispersity, out1.scores, cfg.score_threshold)
     ) / 2
-    ds, sp, tr = [], [], []
+    ds, sp, tr, cal = [], [], [], []
     for a, b, sb, db, h in ((out0, out1, s1, d1, h01), (out1, out0, s0, d0, h10)):
         gt = warp_points(h, a.keypoints.detach())
         vis = inside(gt, (height, width), margin=0.5)
@@ -199,6 +223,12 @@ def pair_losses(
         ds.append(nre_loss(sim, sim_gt, w_gt, vis, cfg.t_des, cfg.outside_bin))
         gt_scores = interpolate(pixels_of(sb[None]), gt[vis], height, width)[:, 0]
         sp.append(reliability_loss(sim_gt[vis], w_gt[vis], a.scores[vis], gt_scores, cfg.t_rel))
+        if cfg.w_cal > 0:
+            cal.append(
+                calibration_loss(
+                    a.descriptors[vis], b.descriptors, b.keypoints, gt[vis], a.scores[vis], cfg.calibration_px
+                )
+            )
         if cfg.w_tr > 0:
             tr.append(
                 triplet_loss(
@@ -206,11 +236,11 @@ def pair_losses(
                 )
             )
     losses = {"rp": rp, "pk": pk, "ds": sum(ds) / 2, "sp": sum(sp) / 2}
-    if tr:
-        losses["tr"] = sum(tr) / 2
     total = cfg.w_rp * rp + cfg.w_pk * pk + cfg.w_ds * losses["ds"] + cfg.w_sp * losses["sp"]
-    if tr:
-        total = total + cfg.w_tr * losses["tr"]
+    for name, terms, weight in (("tr", tr, cfg.w_tr), ("cal", cal, cfg.w_cal)):
+        if terms:
+            losses[name] = sum(terms) / 2
+            total = total + weight * losses[name]
     losses["total"] = total
     losses["matches"] = torch.tensor(float(n_match))
     return losses

@@ -150,7 +150,7 @@ def _count_above(scores: torch.Tensor, threshold: float) -> float:
     return float(np.mean([len(detect(s[0], det)[0]) for s in scores]))
 
 
-TRAIN_FIELDS = ["step", "elapsed_s", "step_time_s", "lr", "total", "rp", "pk", "ds", "sp", "matches"]
+TRAIN_FIELDS = ["step", "elapsed_s", "step_time_s", "lr", "total", "rp", "pk", "ds", "sp", "tr", "cal", "matches"]
 VAL_FIELDS = ["step", "elapsed_s", "repeatability", "match_precision", "correct_matches", "kp_above_0.2", "val_loss"]
 
 
@@ -173,8 +173,8 @@ def plot_curves(out_dir: Path) -> None:
     train = _read_csv(out_dir / "train.csv")
     val = _read_csv(out_dir / "val.csv")
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("total", "rp", "pk", "ds", "sp"):
-        if train:
+    for key in ("total", "rp", "pk", "ds", "sp", "tr", "cal"):
+        if train and np.isfinite(train.get(key, [np.nan])).any():  # tr and cal only where their weight is on
             ax0.plot(train["step"], train[key], label=key)
     ax0.set(xlabel="step", ylabel="loss", title="training losses", yscale="log")
     ax0.legend()
@@ -199,7 +199,7 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
         rows = list(csv.DictReader(f))
     if not rows:
         return {}
-    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+    return {k: np.array([float(r[k] or "nan") for r in rows]) for k in rows[0]}  # empty: a loss not computed
 
 
 CHECKPOINT_FORMAT = 2  # 2: only tensors and plain data, loadable with weights_only=True (1: before the field)

@@ -1,0 +1,177 @@
+"""Why graf is lost: the causes of issue 14, each measured on held-out data before any CPU hours are spent.
+
+    ALIKE_ROS_SHARED=../shared python benchmarks/viewpoint_gap.py [--weights W] [--model alike-t]
+        [--photos DIR] [--data data/eval] [--limit 16] [--top-k 1000] [--write EVALUATION.md]
+
+1. *How strong graf's viewpoint change is, against what training shows.* Every homography is summarised by
+   its Jacobian over the part of image 0 that image 1 sees: the largest anisotropy (ratio of the singular
+   values: a tilted plane is foreshortened in one direction) and the range of local scale (max/min of
+   sqrt|det J|: perspective magnifies the near side). Printed for graf1->3, the training warps
+   (`training.data.random_homography` at the configured crop size), the evaluation's "v" warps and the
+   tilted-plane warps of part 2.
+2. *Accuracy against tilt.* A plane seen fronto-parallel, then from a camera rotated about an axis through
+   the image centre (in-plane direction random, 2 per photo), for tilts of 0..60 degrees; the held-out
+   photos at 480 px. Per method: MMA@3 of mutual nearest neighbours, repeatability@3, correct matches per
+   pair, at top-k keypoints. If our lead turns into a deficit as the tilt grows, the training distribution
+   is the cause.
+3. *Scale.* graf1->3 at 1.0, 0.75 and 0.5 of its size: a network that only saw small crops of downscaled
+   photos may lose at graf's native 800x640 for scale alone.
+4. *Score calibration.* Share of the NMS peaks (window 5) scoring >= 0.2 on the held-out photos at 640 px.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from alike_ros.detection.dkd import nms_peaks_cpu
+from alike_ros.evaluation.benchmarks import graf_pair
+from alike_ros.evaluation.methods import AlikeMethod, SiftMethod
+from alike_ros.evaluation.metrics import match_errors, repeatability
+from alike_ros.evaluation.synthetic import IMAGE_SUFFIXES, overlap
+from alike_ros.extractor import Extractor, read_rgb
+from alike_ros.geometry import inside, tilt_homography, warp_points
+from alike_ros.model.weights import bundled_weights_path
+from alike_ros.training.data import WarpConfig, random_homography
+
+TILTS = (0, 20, 30, 40, 50, 60)
+
+
+def jacobian_stats(h: np.ndarray, size0: tuple[int, int], size1: tuple[int, int]) -> tuple[float, float]:
+    """(largest anisotropy, local scale range) of `h` over the pixels of image 0 that land in image 1."""
+    hgt, wid = size0
+    ys, xs = np.mgrid[0 : hgt : max(1, hgt // 24), 0 : wid : max(1, wid // 24)]
+    pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+    pts = pts[inside(warp_points(h, pts), size1)]
+    if len(pts) == 0:
+        return float("nan"), float("nan")
+    p = np.c_[pts, np.ones(len(pts))] @ h.T
+    w = p[:, 2:3]
+    # d(x'/w)/d(x, y) = (h[:2, :2] * w - p[:, :2] outer h[2, :2]) / w^2
+    jac = (h[None, :2, :2] * w[:, :, None] - p[:, :2, None] * h[None, 2:3, :2]) / (w[:, :, None] ** 2)
+    sv = np.linalg.svd(jac, compute_uv=False)
+    scale = np.sqrt(sv[:, 0] * sv[:, 1])
+    return float((sv[:, 0] / sv[:, 1]).max()), float(scale.max() / scale.min())
+
+
+def photos(folder: Path, limit: int, side: int) -> list[tuple[str, np.ndarray]]:
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    return [(p.stem, read_rgb(p, side)) for p in paths]
+
+
+def pair_scores(method, image0: np.ndarray, image1: np.ndarray, h: np.ndarray) -> tuple[float, float, int]:
+    """(MMA@3, repeatability@3, correct matches) of one method on one pair."""
+    d0, d1 = method.detect(image0), method.detect(image1)
+    matches = method.match(d0, d1)
+    err = match_errors(d0.keypoints, d1.keypoints, matches, h)
+    mma3 = float((err <= 3).mean()) if len(err) else 0.0
+    rep = repeatability(d0.keypoints, d1.keypoints, h, image0.shape[:2], image1.shape[:2])
+    return mma3, rep, int((err <= 3).sum())
+
+
+def peak_share(extractor: Extractor, images: list[np.ndarray], threshold: float = 0.2) -> tuple[float, int]:
+    """Share of NMS peaks (window 5, border 2 excluded) scoring >= threshold; mean peak count per image."""
+    shares, counts = [], []
+    for image in images:
+        scores = extractor.score_map(image)
+        scores = np.ascontiguousarray(scores, np.float32)
+        peaks = nms_peaks_cpu(scores, 5).view(np.bool_)
+        peaks[:3], peaks[-2:], peaks[:, :3], peaks[:, -2:] = False, False, False, False
+        values = scores[peaks]
+        shares.append(float((values >= threshold).mean()))
+        counts.append(len(values))
+    return float(np.mean(shares)), int(np.mean(counts))
+
+
+def main() -> None:
+    shared = Path(os.environ.get("ALIKE_ROS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="alike-t")
+    parser.add_argument("--weights", default=None, help="ours: this checkpoint instead of the bundled weights")
+    parser.add_argument("--photos", type=Path, default=shared / "data" / "photos" / "eval")
+    parser.add_argument("--upstream-dir", type=Path, default=shared / "reference" / "weights")
+    parser.add_argument("--data", type=Path, default=Path("data/eval"))
+    parser.add_argument("--limit", type=int, default=16)
+    parser.add_argument("--top-k", type=int, default=1000)
+    parser.add_argument("--train-size", type=int, default=192, help="crop side of the training warps")
+    parser.add_argument("--tilts", default=",".join(map(str, TILTS)))
+    parser.add_argument("--parts", default="1,2,3,4")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    parts = set(args.parts.split(","))
+    ours = Path(args.weights) if args.weights else bundled_weights_path(args.model)
+    methods = [
+        AlikeMethod(f"ours {args.model}", args.model, ours, top_k=args.top_k),
+        AlikeMethod(f"upstream {args.model}", args.model, args.upstream_dir / f"{args.model}.pth", top_k=args.top_k),
+        SiftMethod(),
+    ]
+    methods[2].sift = cv2.SIFT_create(nfeatures=args.top_k)
+    graf = graf_pair(args.data)
+    held_out = photos(args.photos, args.limit, 480)
+
+    if "1" in parts:
+        print("## 1. strength of the viewpoint change (largest anisotropy, local scale range)")
+        if graf is not None:
+            print(f"graf1->3: {jacobian_stats(graf.homography, graf.image0.shape[:2], graf.image1.shape[:2])}")
+        rng = np.random.default_rng(0)
+        size = args.train_size
+        train = np.array(
+            [jacobian_stats(random_homography(rng, size, WarpConfig()), (size, size), (size, size)) for _ in range(500)]
+        )
+        print(
+            "training warps: percentiles 50/90/99 of anisotropy",
+            np.percentile(train[:, 0], [50, 90, 99]).round(2),
+            "scale range",
+            np.percentile(train[:, 1], [50, 90, 99]).round(2),
+        )
+        for tilt in map(float, args.tilts.split(",")):
+            stats = jacobian_stats(tilt_homography((360, 480), tilt, 30), (360, 480), (360, 480))
+            print(f"tilt {tilt:>4.0f}: {np.round(stats, 2)}")
+
+    if "2" in parts:
+        print(f"## 2. accuracy against tilt ({len(held_out)} photos x 2 axes, top-k {args.top_k})")
+        print("MMA@3 / rep@3 / correct matches per pair")
+        for tilt in map(float, args.tilts.split(",")):
+            row = {m.name: [] for m in methods}
+            for name, image in held_out:
+                rng = np.random.default_rng([sum(map(ord, name)), int(tilt)])
+                for axis in rng.uniform(0, 180, 2):
+                    size = image.shape[:2]
+                    h = tilt_homography(size, tilt, axis)
+                    if overlap(h, size) < 0.5:
+                        continue
+                    warped = cv2.warpPerspective(image, h, (size[1], size[0]), flags=cv2.INTER_LINEAR)
+                    for m in methods:
+                        row[m.name].append(pair_scores(m, image, warped, h))
+            cells = [
+                f"{n}: " + " / ".join(f"{v:.3f}" if i < 2 else f"{v:.0f}" for i, v in enumerate(np.mean(r, 0)))
+                for n, r in row.items()
+            ]
+            print(f"tilt {tilt:>4.0f} ({len(row[methods[0].name])} pairs) | " + " | ".join(cells), flush=True)
+
+    if "3" in parts and graf is not None:
+        print("## 3. graf1->3 at three scales: MMA@3 / rep@3 / correct")
+        for factor in (1.0, 0.75, 0.5):
+            s = np.diag([factor, factor, 1.0])
+            h = s @ graf.homography @ np.linalg.inv(s)
+            im0, im1 = (
+                cv2.resize(im, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+                for im in (graf.image0, graf.image1)
+            )
+            cells = [f"{m.name}: " + " / ".join(f"{v:.3f}" for v in pair_scores(m, im0, im1, h)) for m in methods]
+            print(f"scale {factor}: " + " | ".join(cells), flush=True)
+
+    if "4" in parts:
+        print("## 4. share of NMS peaks >= 0.2 on the held-out photos at 640 px (mean share, mean peaks)")
+        images = [im for _, im in photos(args.photos, args.limit, 640)]
+        for m in methods[:2]:
+            print(m.name, peak_share(m.extractor, images))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,10 +18,11 @@ from .config import check, setting
 from .detection.dkd import DetectorConfig
 from .export import RUNTIMES, onnxruntime_problem
 from .extractor import STAGES as EXTRACTOR_STAGES
-from .extractor import Color, Extractor, resolve_device
+from .extractor import Color, resolve_device
+from .extractors import FeatureExtractor, Options, names
+from .extractors import build as build_model
 from .matching.matcher import Matcher, MatcherConfig
 from .matching.tracker import TrackedFrame, Tracker
-from .model.alnet import MODEL_CONFIGS
 
 STAGES = (*EXTRACTOR_STAGES, "matching")
 # Settings a running pipeline cannot take: a new extractor must be built (and warmed up) for them.
@@ -31,7 +32,7 @@ WARM_UP_SIZE = (480, 640)  # (height, width)
 
 @dataclass
 class PipelineConfig:
-    model: str = setting("alike-t", "ALIKE variant", choices=tuple(MODEL_CONFIGS))
+    model: str = setting("alike-t", "feature extractor: an ALIKE variant or another registered model", choices=names())
     weights: str = setting("", "weights file; empty: the weights bundled for the model (upstream's .pth work too)")
     device: str = setting("auto", "auto (first CUDA device, else CPU), cpu, cuda or cuda:N")
     half: bool = setting(False, "half-precision network (CUDA only)")
@@ -90,18 +91,13 @@ def warm_up_image(height: int = WARM_UP_SIZE[0], width: int = WARM_UP_SIZE[1]) -
     return np.kron(coarse, np.ones((16, 16), np.float32))[:height, :width]
 
 
-def build_extractor(config: PipelineConfig) -> Extractor:
+def build_extractor(config: PipelineConfig) -> FeatureExtractor:
     """Load the model and run the warm-up inferences; ValueError or WeightsError when the settings cannot work."""
     config.validate()
-    extractor = Extractor(
-        config.model,
-        config.weights or None,
-        config.device,
-        config.half,
-        config.detector,
-        config.max_side,
-        runtime=config.runtime,
+    options = Options(
+        config.weights or None, config.device, config.half, config.detector, config.max_side, config.runtime
     )
+    extractor = build_model(config.model, options)
     image = warm_up_image()
     for _ in range(config.warmup_frames):
         extractor(image)
@@ -115,7 +111,7 @@ class FramePipeline:
     its own tracker and reset state.
     """
 
-    def __init__(self, config: PipelineConfig, extractor: Extractor | None = None):
+    def __init__(self, config: PipelineConfig, extractor: FeatureExtractor | None = None):
         self.extractor = extractor or build_extractor(config)
         self.config = config
         self.tracker = Tracker(Matcher(config.matcher, self.extractor.device))

@@ -31,7 +31,7 @@ import torch
 
 from alike_ros.detection.dkd import nms_peaks_cpu
 from alike_ros.evaluation.benchmarks import graf_pair
-from alike_ros.evaluation.methods import AlikeMethod, SiftMethod
+from alike_ros.evaluation.methods import ExtractorMethod, SiftMethod
 from alike_ros.evaluation.metrics import match_errors, repeatability
 from alike_ros.evaluation.synthetic import IMAGE_SUFFIXES, overlap
 from alike_ros.extractor import Extractor, read_rgb
@@ -106,8 +106,10 @@ def main() -> None:
     parts = set(args.parts.split(","))
     ours = Path(args.weights) if args.weights else bundled_weights_path(args.model)
     methods = [
-        AlikeMethod(f"ours {args.model}", args.model, ours, top_k=args.top_k),
-        AlikeMethod(f"upstream {args.model}", args.model, args.upstream_dir / f"{args.model}.pth", top_k=args.top_k),
+        ExtractorMethod(f"ours {args.model}", args.model, ours, top_k=args.top_k),
+        ExtractorMethod(
+            f"upstream {args.model}", args.model, args.upstream_dir / f"{args.model}.pth", top_k=args.top_k
+        ),
         SiftMethod(),
     ]
     methods[2].sift = cv2.SIFT_create(nfeatures=args.top_k)

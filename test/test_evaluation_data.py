@@ -106,9 +106,9 @@ def test_video_scoring_on_a_shifting_image(photo, tmp_path):
 
 
 def test_alike_identity_pair_is_perfect(photo, upstream_weights):
-    from alike_ros.evaluation.methods import AlikeMethod
+    from alike_ros.evaluation.methods import ExtractorMethod
 
-    method = AlikeMethod("upstream alike-t", "alike-t", upstream_weights("alike-t"))
+    method = ExtractorMethod("upstream alike-t", "alike-t", upstream_weights("alike-t"))
     pair = synthetic.Pair("same", "i", photo, photo.copy(), np.eye(3))
     result = benchmarks.evaluate_homography_benchmark(method, [(photo, [pair])], benchmarks.Timer())[0]
     assert result.matches == result.keypoints[0] > 20

@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .. import extractors
 from ..detection.dkd import DetectorConfig
-from ..extractor import Extractor
 from ..matching.matcher import Matcher, MatcherConfig
 from ..model.alnet import MODEL_CONFIGS
 from ..model.weights import bundled_weights_path
@@ -47,13 +47,15 @@ class Method:
         return Matcher(_MUTUAL_NN)(a.descriptors, b.descriptors).indices
 
 
-class AlikeMethod(Method):
+class ExtractorMethod(Method):
+    """A model of the package (`alike_ros.extractors`): ours with any weights, or an upstream ALIKE checkpoint."""
+
     def __init__(self, name: str, model: str, weights: str | Path | None, note: str = "", top_k: int = -1):
         self.name, self.note = name, note + (f", top_k={top_k}" if top_k > 0 else "")
         # Otherwise upstream defaults (window 5, threshold 0.2); top_k > 0 compares at an equal keypoint budget,
         # so no threshold then (as upstream's own top-k mode): a threshold would leave some methods fewer points.
         detector = DetectorConfig(top_k=top_k, score_threshold=0.0 if top_k > 0 else 0.2, max_keypoints=MAX_FEATURES)
-        self.extractor = Extractor(model, weights=weights, device="cpu", detector=detector)
+        self.extractor = extractors.build(model, extractors.Options(weights, "cpu", detector=detector))
 
     def detect(self, image: np.ndarray) -> Detections:
         features = self.extractor(image, color="rgb")
@@ -132,7 +134,9 @@ def build_methods(
             path = Path(weights) if weights else bundled_weights_path(model)
             if path.is_file():
                 methods.append(
-                    AlikeMethod(label, model, path, note=f"weights {path.name} (sha256 {_digest(path)})", top_k=top_k)
+                    ExtractorMethod(
+                        label, model, path, note=f"weights {path.name} (sha256 {_digest(path)})", top_k=top_k
+                    )
                 )
             else:
                 methods.append(Unavailable(label, f"pending: {path} does not exist yet"))
@@ -142,7 +146,7 @@ def build_methods(
             if path is None:
                 methods.append(Unavailable(f"upstream {variant}", f"skipped: no --upstream-dir (or {SHARED_ENV})"))
             elif path.is_file():
-                methods.append(AlikeMethod(f"upstream {variant}", variant, path, "upstream checkpoint", top_k))
+                methods.append(ExtractorMethod(f"upstream {variant}", variant, path, "upstream checkpoint", top_k))
             else:
                 methods.append(Unavailable(f"upstream {variant}", f"skipped: {path} is absent"))
         elif name == "sift":

@@ -17,11 +17,13 @@ class WeightsError(RuntimeError):
 
 def bundled_weights_path(model: str) -> Path:
     """Where the package keeps the weights the project trained for `model` (the file may not exist)."""
-    model_config(model)
     from ..__main__ import shadowed_package  # a clone run from its parent folder: say so, not "no weights"
 
     if problem := shadowed_package():
         raise WeightsError(problem)
+    from ..extractors import registration  # here: the extractors import this module
+
+    registration(model)  # an unknown name is a ValueError naming the choices
     return Path(str(resources.files("alike_ros") / "weights" / f"{model}.pth"))
 
 

@@ -1,0 +1,86 @@
+"""Every feature extractor the package serves, by model name.
+
+Each module of this package registers its model names with `register` when it is imported; `names()` imports
+them all. The node's `model` parameter, `extract`, `bag process` and `evaluate` take their choices from
+`names()` and build through `build`, so adding an extractor is one new module here and nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ..detection.dkd import DetectorConfig
+from ..extractor import Color, Features
+
+
+class FeatureExtractor(Protocol):
+    """What the pipeline, the CLIs and the evaluation need of an extractor."""
+
+    device: torch.device
+    detector: DetectorConfig  # swapped by FramePipeline.reconfigure between frames
+    max_side: int
+    descriptor_dim: int
+
+    def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features: ...
+
+
+@dataclass(frozen=True)
+class Options:
+    """The pipeline settings every extractor is built from; one family may refuse what it cannot do."""
+
+    weights: str | None = None  # None: the weights bundled for the model
+    device: str = "auto"
+    half: bool = False
+    detector: DetectorConfig | None = None
+    max_side: int = 0
+    runtime: str = "torch"
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    summary: str  # one line for help texts and the README's model table
+    descriptor_dim: int
+    build: Callable[[Options], FeatureExtractor]
+
+
+_REGISTRY: dict[str, Registration] = {}
+
+
+def register(registration: Registration) -> None:
+    if registration.name in _REGISTRY:
+        raise ValueError(f"extractor {registration.name!r} is registered twice")
+    _REGISTRY[registration.name] = registration
+
+
+@cache
+def _load_modules() -> None:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+def names() -> tuple[str, ...]:
+    """Every model name, in registration order (module name order, then each module's own order)."""
+    _load_modules()
+    return tuple(_REGISTRY)
+
+
+def registration(name: str) -> Registration:
+    _load_modules()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_REGISTRY)}") from None
+
+
+def build(name: str, options: Options | None = None) -> FeatureExtractor:
+    """The extractor for a model name; ValueError (or WeightsError) when the options cannot work for it."""
+    return registration(name).build(options or Options())

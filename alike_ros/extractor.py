@@ -38,6 +38,24 @@ class Features:
         return len(self.keypoints)
 
 
+@contextmanager
+def timed(timings: dict[str, float], device: torch.device, name: str):
+    """Milliseconds spent in the block, as timings[name]."""
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":  # kernels are asynchronous; charge them to their stage
+        torch.cuda.synchronize(device)
+    timings[name] = (time.perf_counter() - start) * 1e3
+
+
+def to_original_pixels(points: np.ndarray, original: tuple[int, int], used: tuple[int, int]) -> np.ndarray:
+    """Map pixels of the resized image back to the image as given (pixel-centre convention of cv2.resize)."""
+    if original == used:
+        return points.astype(np.float32)
+    scale = np.array([original[1] / used[1], original[0] / used[0]], dtype=np.float64)
+    return ((points + 0.5) * scale - 0.5).astype(np.float32)
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' picks the first CUDA device when there is one; 'cuda[:N]' must exist."""
     if device == "auto":
@@ -193,14 +211,6 @@ class Extractor:
         if half:
             self.net = self.net.half()
 
-    @contextmanager
-    def _stage(self, timings: dict[str, float], name: str):
-        start = time.perf_counter()
-        yield
-        if self.device.type == "cuda":  # kernels are asynchronous; charge them to their stage
-            torch.cuda.synchronize(self.device)
-        timings[name] = (time.perf_counter() - start) * 1e3
-
     def _to_input(self, rgb: np.ndarray) -> torch.Tensor:
         """1 x 3 x H' x W' tensor on the device, zero-padded at the bottom/right to multiples of 32."""
         tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
@@ -248,18 +258,18 @@ class Extractor:
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
         timings: dict[str, float] = {}
-        with self._stage(timings, "preprocessing"):
+        with timed(timings, self.device, "preprocessing"):
             original, tensor, (h, w) = self._prepare(image, color)
-        with self._stage(timings, "network"):
+        with timed(timings, self.device, "network"):
             scores, describe = self._network(tensor, h, w)
-        with self._stage(timings, "detection"):
+        with timed(timings, self.device, "detection"):
             keypoints, kp_scores = detect(scores, self.detector)
             order = torch.argsort(kp_scores, descending=True, stable=True)
             keypoints, kp_scores = keypoints[order], kp_scores[order]
-        with self._stage(timings, "description"):
+        with timed(timings, self.device, "description"):
             descriptors = describe(keypoints)
             result = Features(
-                keypoints=self._to_original_pixels(keypoints.cpu().numpy(), original, (h, w)),
+                keypoints=to_original_pixels(keypoints.cpu().numpy(), original, (h, w)),
                 scores=kp_scores.cpu().numpy(),
                 descriptors=descriptors.cpu().numpy(),
                 image_size=original,
@@ -267,11 +277,3 @@ class Extractor:
             )
         timings["total"] = sum(timings[s] for s in STAGES)
         return result
-
-    @staticmethod
-    def _to_original_pixels(points: np.ndarray, original: tuple[int, int], used: tuple[int, int]) -> np.ndarray:
-        """Map pixels of the resized image back to the image as given (pixel-centre convention of cv2.resize)."""
-        if original == used:
-            return points.astype(np.float32)
-        scale = np.array([original[1] / used[1], original[0] / used[0]], dtype=np.float64)
-        return ((points + 0.5) * scale - 0.5).astype(np.float32)

@@ -45,6 +45,11 @@ class DetectorConfig:
     def radius(self) -> int:
         return self.window_size // 2
 
+    @property
+    def limit(self) -> int:
+        """How many keypoints one image may keep: top_k when it is set, never more than max_keypoints."""
+        return self.max_keypoints if self.top_k <= 0 else min(self.top_k, self.max_keypoints)
+
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
         check(self)
@@ -129,8 +134,7 @@ def select_peaks_cpu(scores: torch.Tensor, cfg: DetectorConfig) -> torch.Tensor:
     flat = np.flatnonzero(peaks)  # flat indices, in raster order as the torch path lists them
     # the threshold in the map's dtype, as torch compares a tensor with a Python float
     flat = flat[s.ravel()[flat] > s.dtype.type(cfg.score_threshold)]
-    limit = cfg.max_keypoints if cfg.top_k <= 0 else min(cfg.top_k, cfg.max_keypoints)
-    flat = flat[best_first(s.ravel()[flat], limit)]
+    flat = flat[best_first(s.ravel()[flat], cfg.limit)]
     return torch.from_numpy(np.stack((flat % w, flat // w), axis=1))
 
 
@@ -144,9 +148,8 @@ def select_peaks(nms: torch.Tensor, cfg: DetectorConfig) -> torch.Tensor:
     inner[b + 1 : h - b, b + 1 : w - b] = nms[b + 1 : h - b, b + 1 : w - b]
     flat = inner.flatten()
     candidates = torch.nonzero(flat > cfg.score_threshold).squeeze(1)
-    limit = cfg.max_keypoints if cfg.top_k <= 0 else min(cfg.top_k, cfg.max_keypoints)
     values = flat[candidates]
-    order = torch.argsort(values, descending=True, stable=True)[:limit]
+    order = torch.argsort(values, descending=True, stable=True)[: cfg.limit]
     idx = candidates[order]
     return torch.stack((idx % w, idx // w), dim=1)
 

@@ -1,4 +1,4 @@
-"""`python -m alike_ros train`: train, resume, validate or export ALIKE weights."""
+"""`python -m alike_ros train`: train, resume, validate or export the weights of a model (ALIKE, sift-residual)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from ..model.weights import WeightsError
-from .trainer import CheckpointError, TrainConfig, export, from_dict, train, validate
+from .trainer import CheckpointError, TrainConfig, export, from_dict, task_for, train
 
 
 def load_config(path: str | None) -> TrainConfig:
@@ -59,14 +59,14 @@ def _main(argv: list[str] | None) -> int:
     if args.out_dir:
         cfg.out_dir = args.out_dir
     if args.validate:
-        from ..model.weights import load_model
         from .data import PairDataset, load_photos
 
         torch.set_num_threads(cfg.threads)
-        net = load_model(cfg.model, args.validate)
+        task = task_for(cfg.model)
+        net = task.load(args.validate, cfg)
         _, val_photos = load_photos(cfg.data)
         val_set = PairDataset(val_photos, cfg.data, cfg.seed + 1)
-        metrics = validate(net, [val_set[i] for i in range(cfg.data.val_pairs)], cfg)
+        metrics = task.validate(net, [val_set[i] for i in range(cfg.data.val_pairs)], cfg)
         print(json.dumps(metrics, indent=2))
         return 0
     if args.init and args.resume:

@@ -9,6 +9,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -17,7 +18,9 @@ from tqdm import tqdm
 from ..detection.dkd import DetectorConfig, describe_dense, detect
 from ..geometry import inside, warp_points
 from ..model.alnet import ALNet, model_config
-from ..model.weights import WeightsError, safe_load
+from ..model.residual import MODEL_NAME as RESIDUAL_MODEL
+from ..model.residual import ResidualConfig
+from ..model.weights import WeightsError, load_model, safe_load
 from .data import DataConfig, PairDataset, load_photos
 from .detection import soft_detect
 from .losses import LossConfig, mutual_matches, pair_losses
@@ -52,6 +55,7 @@ class TrainConfig:
     val_match_px: float = 3.0  # a keypoint repeats / a match is correct within this many pixels
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    residual: ResidualConfig = field(default_factory=ResidualConfig)  # the network of sift-residual runs
 
 
 def from_dict(cls: type, values: dict) -> object:
@@ -150,8 +154,52 @@ def _count_above(scores: torch.Tensor, threshold: float) -> float:
     return float(np.mean([len(detect(s[0], det)[0]) for s in scores]))
 
 
+class Task(Protocol):
+    """What one family of models brings to the training loop; everything else (data, schedule, checkpoints,
+    logs, resume) is shared."""
+
+    def build(self, cfg: TrainConfig) -> torch.nn.Module: ...
+
+    def losses(self, net: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> dict[str, torch.Tensor]:
+        """Every loss of a batch, "total" the one to minimise."""
+
+    def validate(
+        self, net: torch.nn.Module, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig
+    ) -> dict[str, float]:
+        """Metrics on held-out pairs; "correct_matches" selects the best checkpoint."""
+
+    def load(self, path: str | Path, cfg: TrainConfig) -> torch.nn.Module:
+        """The network of a checkpoint or exported weights file, for --validate."""
+
+    def export_fields(self, checkpoint: dict) -> dict:
+        """Fields the exported weights file needs besides state_dict, model, step and note."""
+
+
+class AlikeTask:
+    """ALNet with the ALIKE losses (the functions above)."""
+
+    def build(self, cfg: TrainConfig) -> ALNet:
+        return ALNet(model_config(cfg.model))
+
+    losses = staticmethod(batch_losses)
+    validate = staticmethod(validate)
+
+    def load(self, path: str | Path, cfg: TrainConfig) -> ALNet:
+        return load_model(cfg.model, path)
+
+    def export_fields(self, checkpoint: dict) -> dict:
+        return {}
+
+
+def task_for(model: str) -> Task:
+    from .residual import ResidualTask  # that module builds on this one
+
+    return ResidualTask() if model == RESIDUAL_MODEL else AlikeTask()
+
+
 TRAIN_FIELDS = ["step", "elapsed_s", "step_time_s", "lr", "total", "rp", "pk", "ds", "sp", "tr", "cal", "matches"]
 VAL_FIELDS = ["step", "elapsed_s", "repeatability", "match_precision", "correct_matches", "kp_above_0.2", "val_loss"]
+VAL_FIELDS += ["sift_match_precision", "sift_correct_matches"]  # sift-residual: plain SIFT at the same keypoints
 
 
 def append_csv(path: Path, fields: list[str], row: dict[str, float]) -> None:
@@ -295,7 +343,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
     torch.backends.mkldnn.enabled = cfg.mkldnn
-    net = ALNet(model_config(cfg.model))
+    task = task_for(cfg.model)
+    net = task.build(cfg)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -339,7 +388,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
             sums: dict[str, float] = {}
             for micro in range(cfg.accumulate):
                 first = (step * cfg.accumulate + micro) * cfg.batch_size
-                losses = batch_losses(net, collate([data[first + j] for j in range(cfg.batch_size)]), cfg)
+                losses = task.losses(net, collate([data[first + j] for j in range(cfg.batch_size)]), cfg)
                 if not torch.isfinite(losses["total"]):
                     raise FloatingPointError(
                         f"non-finite loss at step {step}: { {k: v.item() for k, v in losses.items()} }"
@@ -353,7 +402,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
             state["elapsed_s"] = time.monotonic() - started
             window.append({**sums, "step_time_s": time.monotonic() - t0, "lr": lr})
             bar.update(1)
-            bar.set_postfix(loss=f"{sums['total']:.3f}", ds=f"{sums['ds']:.2f}", m=f"{sums['matches']:.0f}")
+            bar.set_postfix({k: f"{sums[k]:.3g}" for k in ("total", "ds", "matches") if k in sums})
             if state["step"] % cfg.log_every == 0:
                 row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
                 append_csv(
@@ -361,7 +410,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
                 )
                 window.clear()
             if state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps:
-                metrics = validate(net, val_pairs, cfg)
+                metrics = task.validate(net, val_pairs, cfg)
                 append_csv(
                     out / "val.csv", VAL_FIELDS, {**metrics, "step": state["step"], "elapsed_s": state["elapsed_s"]}
                 )
@@ -388,6 +437,7 @@ def export(checkpoint: str | Path, out: str | Path, note: str = "") -> dict:
     ckpt = load_checkpoint(checkpoint, for_resume=False)
     state = {k: v.contiguous() for k, v in ckpt["state_dict"].items()}  # channels-last training layout
     small = {"state_dict": state, "model": ckpt["model"], "step": ckpt["step"], "note": note}
+    small.update(task_for(ckpt["model"]).export_fields(ckpt))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     torch.save(small, out)
     return small

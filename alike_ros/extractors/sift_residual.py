@@ -1,0 +1,92 @@
+"""`sift-residual`: OpenCV SIFT keypoints, each described by SIFT's descriptor refined by a small MLP and
+concatenated with a CNN descriptor sampled there (`model.residual`). D = 128 with the bundled weights.
+
+Of the detector settings, `top_k` and `max_keypoints` apply (SIFT's `nfeatures`, strongest first); the score is
+SIFT's response (the DoG contrast of [0, 1] intensities, so in [0, 1)). `score_threshold`, `window_size`,
+`border` and `temperature` belong to ALIKE's DKD and do not apply.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..detection.dkd import DetectorConfig
+from ..extractor import STAGES, Color, Features, resolve_device, timed, to_original_pixels, to_rgb_float
+from ..model.residual import MODEL_NAME, ResidualDescriptorNet, load_residual
+from ..model.weights import WeightsError, bundled_weights_path
+from . import Options, Registration, register
+
+
+def sift_features(gray: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The `limit` strongest SIFT keypoints of a uint8 image, strongest first: (N x 2 pixels, responses, N x 128
+    unit descriptors). OpenCV's pixel convention is ours (centre of the top-left pixel at (0, 0))."""
+    keypoints, descriptors = cv2.SIFT_create(nfeatures=limit).detectAndCompute(gray, None)
+    if descriptors is None:
+        return np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
+    responses = np.array([k.response for k in keypoints], np.float32)
+    order = np.argsort(-responses, kind="stable")[:limit]  # nfeatures keeps ties at the cut: cut again
+    points = np.array([k.pt for k in keypoints], np.float32)[order]
+    descriptors = descriptors[order]
+    descriptors /= np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
+    return points, responses[order], descriptors
+
+
+def to_gray_uint8(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor((rgb * 255.0 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+
+
+class SiftResidualExtractor:
+    def __init__(self, net: ResidualDescriptorNet, options: Options):
+        if options.runtime != "torch":
+            raise ValueError(f"{MODEL_NAME} runs with runtime torch only, not {options.runtime}")
+        self.device = resolve_device(options.device)
+        if options.half:
+            raise ValueError(f"{MODEL_NAME} runs in float32 only (half: false)")
+        self.detector = options.detector or DetectorConfig()
+        self.detector.validate()
+        if options.max_side < 0:
+            raise ValueError(f"max_side must be >= 0, got {options.max_side}")
+        self.max_side = options.max_side
+        self.net = net.to(self.device).eval()
+        self.descriptor_dim = net.cfg.dim
+
+    @torch.inference_mode()
+    def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
+        timings: dict[str, float] = {}
+        with timed(timings, self.device, "preprocessing"):
+            rgb = to_rgb_float(image, color, self.max_side)
+            h, w = rgb.shape[:2]
+            tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(self.device)
+            tensor = F.pad(tensor, (0, -w % 8, 0, -h % 8))  # the map's cells must tile the input exactly
+        with timed(timings, self.device, "detection"):
+            points, responses, sift = sift_features(to_gray_uint8(rgb), self.detector.limit)
+        with timed(timings, self.device, "network"):
+            dense = self.net.dense(tensor)[0]
+        with timed(timings, self.device, "description"):
+            descriptors = self.net.describe(
+                dense, torch.from_numpy(points).to(self.device), torch.from_numpy(sift).to(self.device)
+            )
+            result = Features(
+                keypoints=to_original_pixels(points, image.shape[:2], (h, w)),
+                scores=responses,
+                descriptors=descriptors.cpu().numpy(),
+                image_size=image.shape[:2],
+                timings=timings,
+            )
+        timings["total"] = sum(timings[s] for s in STAGES)
+        return result
+
+
+def build(options: Options) -> SiftResidualExtractor:
+    path = options.weights or bundled_weights_path(MODEL_NAME)
+    if not options.weights and not path.is_file():
+        raise WeightsError(
+            f"no bundled weights for {MODEL_NAME} yet: pass a weights file trained with `alike_ros train`"
+        )
+    return SiftResidualExtractor(load_residual(path), options)
+
+
+register(Registration(MODEL_NAME, "SIFT keypoints, SIFT descriptor + learned residual (CNN at 1/8)", 128, build))

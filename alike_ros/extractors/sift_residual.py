@@ -34,6 +34,16 @@ def sift_features(gray: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray,
     return points, responses[order], descriptors
 
 
+def sift_at(gray: np.ndarray, points: np.ndarray, size: float) -> np.ndarray:
+    """Upright SIFT descriptors (N x 128, unit length) of a uint8 image at given points, for a keypoint diameter
+    of `size` px: how another detector's keypoints (which carry no scale or orientation) get SIFT descriptors."""
+    keypoints = [cv2.KeyPoint(float(x), float(y), size, 0.0) for x, y in points]
+    kept, descriptors = cv2.SIFT_create().compute(gray, keypoints)
+    if descriptors is None or len(kept) != len(points):  # OpenCV drops points it cannot describe; ours never are
+        raise ValueError(f"SIFT described {0 if descriptors is None else len(kept)} of {len(points)} points")
+    return descriptors / np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
+
+
 def to_gray_uint8(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor((rgb * 255.0 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY)
 

@@ -18,12 +18,15 @@ from tqdm import tqdm
 from ..detection.dkd import DetectorConfig, describe_dense, detect
 from ..geometry import inside, warp_points
 from ..model.alnet import ALNet, model_config
+from ..model.keynet import MODEL_NAME as KEYNET_MODEL
+from ..model.keynet import KeyNetConfig
 from ..model.residual import MODEL_NAME as RESIDUAL_MODEL
 from ..model.residual import ResidualConfig
 from ..model.weights import WeightsError, load_model, safe_load
 from .data import DataConfig, PairDataset, load_photos
 from .detection import soft_detect
 from .losses import LossConfig, mutual_matches, pair_losses
+from .msip import MsipConfig
 
 
 @dataclass
@@ -56,6 +59,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     residual: ResidualConfig = field(default_factory=ResidualConfig)  # the network of sift-residual runs
+    keynet: KeyNetConfig = field(default_factory=KeyNetConfig)  # the network of keynet runs
+    msip: MsipConfig = field(default_factory=MsipConfig)  # the loss of keynet runs
 
 
 def from_dict(cls: type, values: dict) -> object:
@@ -192,14 +197,16 @@ class AlikeTask:
 
 
 def task_for(model: str) -> Task:
-    from .residual import ResidualTask  # that module builds on this one
+    from .keynet import KeyNetTask  # these modules build on this one
+    from .residual import ResidualTask
 
-    return ResidualTask() if model == RESIDUAL_MODEL else AlikeTask()
+    return {RESIDUAL_MODEL: ResidualTask, KEYNET_MODEL: KeyNetTask}.get(model, AlikeTask)()
 
 
 TRAIN_FIELDS = ["step", "elapsed_s", "step_time_s", "lr", "total", "rp", "pk", "ds", "sp", "tr", "cal", "matches"]
 VAL_FIELDS = ["step", "elapsed_s", "repeatability", "match_precision", "correct_matches", "kp_above_0.2", "val_loss"]
-VAL_FIELDS += ["sift_match_precision", "sift_correct_matches"]  # sift-residual: plain SIFT at the same keypoints
+# sift-residual: plain SIFT at the same keypoints; keynet: SIFT's detector at the same number of points
+VAL_FIELDS += ["sift_match_precision", "sift_correct_matches", "sift_repeatability"]
 
 
 def append_csv(path: Path, fields: list[str], row: dict[str, float]) -> None:

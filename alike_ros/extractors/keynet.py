@@ -1,0 +1,105 @@
+"""`keynet`: Key.Net keypoints (`model.keynet`, refined by our DKD on its sigmoid response) described by the
+`sift-residual` descriptor computed there (upright SIFT at a fixed keypoint size + the learned residual).
+D = 128 with the bundled weights.
+
+All detector settings apply as for ALIKE (the response map goes through the same NMS, threshold, top-k and
+sub-pixel refinement); Key.Net's own evaluation used an NMS window of 15 (`detector.window_size: 15`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..detection.dkd import DetectorConfig, detect
+from ..extractor import STAGES, Color, Features, resolve_device, timed, to_original_pixels, to_rgb_float
+from ..model.keynet import MODEL_NAME, KeyNet, KeyNetConfig
+from ..model.residual import MODEL_NAME as DESCRIPTOR_MODEL
+from ..model.residual import ResidualDescriptorNet, load_residual
+from ..model.weights import WeightsError, bundled_weights_path, safe_load
+from . import Options, Registration, register
+from .sift_residual import sift_at, to_gray_uint8
+
+SIFT_SIZE = 8.0  # px, the keypoint diameter SIFT describes Key.Net's points at (chosen by measurement: TRAINING.md)
+
+
+def load_keynet(path: str | Path) -> KeyNet:
+    """Key.Net from an exported weights file or a training checkpoint ("config" holds it under "keynet")."""
+    saved = safe_load(path)
+    if not (isinstance(saved, dict) and saved.get("model") == MODEL_NAME and isinstance(saved.get("config"), dict)):
+        raise WeightsError(f"{path} is not a {MODEL_NAME} weights file (exported by `alike_ros train --export`)")
+    config = saved["config"].get("keynet", saved["config"])
+    try:
+        net = KeyNet(KeyNetConfig(**config))
+        net.load_state_dict(saved["state_dict"], strict=True)
+    except (TypeError, RuntimeError) as exc:
+        raise WeightsError(f"{path} does not fit {MODEL_NAME}: {exc}") from exc
+    return net.eval()
+
+
+def export_config(net: KeyNet) -> dict:
+    return asdict(net.cfg)
+
+
+class KeyNetExtractor:
+    def __init__(self, detector_net: KeyNet, descriptor_net: ResidualDescriptorNet, options: Options):
+        if options.runtime != "torch":
+            raise ValueError(f"{MODEL_NAME} runs with runtime torch only, not {options.runtime}")
+        if options.half:
+            raise ValueError(f"{MODEL_NAME} runs in float32 only (half: false)")
+        self.device = resolve_device(options.device)
+        self.detector = options.detector or DetectorConfig()
+        self.detector.validate()
+        if options.max_side < 0:
+            raise ValueError(f"max_side must be >= 0, got {options.max_side}")
+        self.max_side = options.max_side
+        # channels-last: oneDNN's fastest layout for these few-channel 5x5 convolutions
+        self.keynet = detector_net.to(self.device, memory_format=torch.channels_last).eval()
+        self.describer = descriptor_net.to(self.device).eval()
+        self.descriptor_dim = descriptor_net.cfg.dim
+
+    @torch.inference_mode()
+    def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
+        timings: dict[str, float] = {}
+        with timed(timings, self.device, "preprocessing"):
+            rgb = to_rgb_float(image, color, self.max_side)
+            h, w = rgb.shape[:2]
+            gray = to_gray_uint8(rgb)
+            tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(self.device)
+            tensor = F.pad(tensor, (0, -w % 8, 0, -h % 8))
+            grey = torch.from_numpy(gray.astype(np.float32) / 255.0)[None, None].to(self.device)
+        with timed(timings, self.device, "network"):
+            scores = torch.sigmoid(self.keynet(grey.contiguous(memory_format=torch.channels_last))[0, 0])
+            dense = self.describer.dense(tensor)[0]
+        with timed(timings, self.device, "detection"):
+            keypoints, kp_scores = detect(scores, self.detector)
+            order = torch.argsort(kp_scores, descending=True, stable=True)
+            points, kp_scores = keypoints[order].cpu().numpy(), kp_scores[order].cpu().numpy()
+        with timed(timings, self.device, "description"):
+            sift = torch.from_numpy(sift_at(gray, points, SIFT_SIZE)).to(self.device)
+            descriptors = self.describer.describe(dense, torch.from_numpy(points).to(self.device), sift)
+            result = Features(
+                keypoints=to_original_pixels(points, image.shape[:2], (h, w)),
+                scores=kp_scores,
+                descriptors=descriptors.cpu().numpy(),
+                image_size=image.shape[:2],
+                timings=timings,
+            )
+        timings["total"] = sum(timings[s] for s in STAGES)
+        return result
+
+
+def build(options: Options) -> KeyNetExtractor:
+    detector_path = options.weights or bundled_weights_path(MODEL_NAME)
+    descriptor_path = bundled_weights_path(DESCRIPTOR_MODEL)
+    for path, name in ((detector_path, MODEL_NAME), (descriptor_path, DESCRIPTOR_MODEL)):
+        if not Path(path).is_file():
+            raise WeightsError(f"no weights for {name} at {path}: train them with `alike_ros train`")
+    return KeyNetExtractor(load_keynet(detector_path), load_residual(descriptor_path), options)
+
+
+register(Registration(MODEL_NAME, "Key.Net keypoints with the sift-residual descriptor", 128, build))

@@ -255,6 +255,10 @@ def test_export_writes_a_valid_graph(tmp_path, capsys):
         (["{tmp}/missing/x.onnx"], "error: cannot write {tmp}/missing/x.onnx: the folder {tmp}/missing does not exist"),
         (["{tmp}"], "error: {tmp} is a folder: give the file to write"),
         (["--weights", "{tmp}/none.pth", "{tmp}/x.onnx"], "error: weights file {tmp}/none.pth does not exist"),
+        (
+            ["--model", "keynet", "{tmp}/x.onnx"],
+            "error: export writes the ALIKE networks (alike-t, alike-s, alike-n, alike-l); keynet runs in torch",
+        ),
     ],
 )
 def test_export_usage_errors_are_one_line_exit_2(argv, message, tmp_path, capsys):

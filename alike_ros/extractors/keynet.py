@@ -46,7 +46,13 @@ def export_config(net: KeyNet) -> dict:
 
 
 class KeyNetExtractor:
-    def __init__(self, detector_net: KeyNet, descriptor_net: ResidualDescriptorNet, options: Options):
+    def __init__(
+        self,
+        detector_net: KeyNet,
+        descriptor_net: ResidualDescriptorNet,
+        options: Options,
+        sift_size: float = SIFT_SIZE,
+    ):
         if options.runtime != "torch":
             raise ValueError(f"{MODEL_NAME} runs with runtime torch only, not {options.runtime}")
         if options.half:
@@ -61,6 +67,7 @@ class KeyNetExtractor:
         self.keynet = detector_net.to(self.device, memory_format=torch.channels_last).eval()
         self.describer = descriptor_net.to(self.device).eval()
         self.descriptor_dim = descriptor_net.cfg.dim
+        self.sift_size = sift_size
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
@@ -80,7 +87,7 @@ class KeyNetExtractor:
             order = torch.argsort(kp_scores, descending=True, stable=True)
             points, kp_scores = keypoints[order].cpu().numpy(), kp_scores[order].cpu().numpy()
         with timed(timings, self.device, "description"):
-            sift = torch.from_numpy(sift_at(gray, points, SIFT_SIZE)).to(self.device)
+            sift = torch.from_numpy(sift_at(gray, points, self.sift_size)).to(self.device)
             descriptors = self.describer.describe(dense, torch.from_numpy(points).to(self.device), sift)
             result = Features(
                 keypoints=to_original_pixels(points, image.shape[:2], (h, w)),

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 rclpy = pytest.importorskip("rclpy", reason="the node tests need rclpy")
 
@@ -500,6 +501,31 @@ def test_model_reload_swaps_safely(probe, canvas, alike_t_weights):
         (result,) = probe.set(model="alike-n")
         assert not result.successful and "does not fit" in result.reason
         assert probe.node.get_parameter("model").value == "alike-s"
+    finally:
+        probe.node.set_parameters_atomically(
+            [Parameter("model", value="alike-t"), Parameter("weights", value=str(alike_t_weights))]
+        )
+    assert decode_features(probe.send(frame_at(canvas, 0))).descriptors.shape[1] == 64
+
+
+def test_other_extractors_run_behind_the_same_message_contract(probe, canvas, alike_t_weights, tmp_path):
+    from alike_ros.model.residual import ResidualConfig, ResidualDescriptorNet
+
+    cfg = ResidualConfig(channels=(4, 4, 8, 8), head=8, cnn_dim=8, refine_dim=8)
+    weights = tmp_path / "sift-residual.pth"
+    config = {**cfg.__dict__, "channels": list(cfg.channels)}
+    state = ResidualDescriptorNet(cfg).state_dict()
+    torch.save({"state_dict": state, "model": "sift-residual", "step": 0, "config": config}, weights)
+    result = probe.node.set_parameters_atomically(
+        [Parameter("model", value="sift-residual"), Parameter("weights", value=str(weights))]
+    )
+    try:
+        assert result.successful, result.reason
+        features = decode_features(probe.send(frame_at(canvas, 0)))
+        assert features.descriptors.shape[1] == 16 and len(features.keypoints) > 0
+        assert np.all(np.diff(features.scores) <= 0)
+        (result,) = probe.set(runtime="onnxruntime")  # what sift-residual cannot do is refused with the reason
+        assert not result.successful and "runtime torch" in result.reason
     finally:
         probe.node.set_parameters_atomically(
             [Parameter("model", value="alike-t"), Parameter("weights", value=str(alike_t_weights))]

@@ -78,7 +78,10 @@ def test_unavailable_methods_become_rows(tmp_path):
     methods = build_methods(["ours", "upstream-alike-t", "sift"], "alike-t", str(tmp_path / "none.pth"), tmp_path)
     assert isinstance(methods[0], Unavailable) and "pending" in methods[0].reason
     assert isinstance(methods[1], Unavailable) and "skipped" in methods[1].reason
-    with pytest.raises(ValueError, match="unknown method"):
+    # another model of the package by its name: its bundled weights, or a row saying they are missing
+    (by_name,) = build_methods(["alike-l"], "alike-t", None, tmp_path)
+    assert isinstance(by_name, Unavailable) and by_name.name == "alike-l" and "alike-l.pth" in by_name.reason
+    with pytest.raises(ValueError, match="unknown method 'surf': use ours, alike-t, .*keynet"):
         build_methods(["surf"], "alike-t", None, tmp_path)
 
 

@@ -24,10 +24,19 @@ DEFAULT_METHODS = "ours,upstream-alike-t,upstream-alike-n,sift,orb"
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m alike_ros evaluate", description=__doc__)
     p.add_argument("--benchmarks", default=",".join(BENCHMARKS), help="comma-separated subset of %(default)s")
-    p.add_argument("--methods", default=DEFAULT_METHODS, help="ours, upstream-alike-{t,s,n,l}, sift, orb")
-    p.add_argument("--model", default="alike-t", help="variant of `ours`")
+    p.add_argument(
+        "--methods",
+        default=DEFAULT_METHODS,
+        help="ours (--model, --weights), a model by name (its bundled weights), upstream-alike-{t,s,n,l}, sift, orb",
+    )
+    p.add_argument("--model", default="alike-t", help="the model `ours` is")
     p.add_argument("--weights", help="weights of `ours` (default: the bundled weights of --model)")
-    p.add_argument("--alike-top-k", type=int, default=-1, help="ALIKE keeps its K best keypoints (<= 0: threshold)")
+    p.add_argument(
+        "--alike-top-k",
+        type=int,
+        default=-1,
+        help="every model of the package keeps its K best keypoints (<= 0: threshold)",
+    )
     p.add_argument(
         "--upstream-dir",
         type=Path,

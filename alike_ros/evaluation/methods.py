@@ -125,19 +125,18 @@ class Unavailable:
 def build_methods(
     names: list[str], model: str, weights: str | None, upstream_dir: Path | None, top_k: int = -1
 ) -> list[Method | Unavailable]:
-    """Methods by name: `ours`, `upstream-alike-X`, `sift`, `orb`; missing weights become Unavailable rows.
-    `top_k` > 0 makes every ALIKE method keep its k best keypoints instead of those above the threshold."""
+    """Methods by name: `ours` (`model` with `weights`), any other model of the package by its name (with its
+    bundled weights), `upstream-alike-X`, `sift`, `orb`; missing weights become Unavailable rows. `top_k` > 0
+    makes every method of the package keep its k best keypoints instead of those above the threshold."""
     methods: list[Method | Unavailable] = []
     for name in names:
-        if name == "ours":
-            label = f"ours ({model})"
-            path = Path(weights) if weights else bundled_weights_path(model)
+        if name == "ours" or name in extractors.names():
+            label = f"ours ({model})" if name == "ours" else name
+            model_name = model if name == "ours" else name
+            path = Path(weights) if weights and name == "ours" else bundled_weights_path(model_name)
             if path.is_file():
-                methods.append(
-                    ExtractorMethod(
-                        label, model, path, note=f"weights {path.name} (sha256 {_digest(path)})", top_k=top_k
-                    )
-                )
+                note = f"weights {path.name} (sha256 {_digest(path)})"
+                methods.append(ExtractorMethod(label, model_name, path, note=note, top_k=top_k))
             else:
                 methods.append(Unavailable(label, f"pending: {path} does not exist yet"))
         elif name.startswith("upstream-") and name.removeprefix("upstream-") in UPSTREAM_MODELS:
@@ -154,5 +153,6 @@ def build_methods(
         elif name == "orb":
             methods.append(OrbMethod())
         else:
-            raise ValueError(f"unknown method {name!r}: use ours, upstream-alike-{{t,s,n,l}}, sift, orb")
+            models = ", ".join(extractors.names())
+            raise ValueError(f"unknown method {name!r}: use ours, {models}, upstream-alike-{{t,s,n,l}}, sift, orb")
     return methods

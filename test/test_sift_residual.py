@@ -163,3 +163,20 @@ def test_training_smoke_export_validate_and_use(tmp_path: Path):
     assert train_main(["--config", str(config), "--validate", str(exported)]) == 0
     extractor = extractors.build(MODEL_NAME, extractors.Options(str(exported), "cpu"))
     assert extractor(make_textured_image()).descriptors.shape[1] == SMALL.dim
+
+
+def test_training_goes_on_through_batches_without_keypoints(tmp_path: Path):
+    """Flat photos give SIFT nothing to describe: such a batch has no loss to follow, and the run goes on."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(photos / f"{i}.png"), np.full((96, 128, 3), 90 + 10 * i, np.uint8))
+    config = tmp_path / "train.yaml"
+    config.write_text(
+        f"model: {MODEL_NAME}\nout_dir: {tmp_path / 'run'}\nsteps: 2\nbatch_size: 1\naccumulate: 1\nthreads: 1\n"
+        f"val_every: 2\nwarmup_steps: 1\nchannels_last: false\n"
+        f"data:\n  folder: {photos}\n  size: 64\n  cache_side: 128\n  val_images: 1\n  val_pairs: 1\n"
+        "residual:\n  channels: [4, 4, 8, 8]\n  head: 8\n  cnn_dim: 8\n  refine_hidden: 16\n  refine_dim: 8\n"
+    )
+    assert train_main(["--config", str(config)]) == 0
+    assert (tmp_path / "run" / "last.pt").is_file()

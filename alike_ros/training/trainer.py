@@ -400,7 +400,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
                     raise FloatingPointError(
                         f"non-finite loss at step {step}: { {k: v.item() for k, v in losses.items()} }"
                     )
-                (losses["total"] / cfg.accumulate).backward()
+                if losses["total"].requires_grad:  # else the batch gave no signal (e.g. no keypoint in view)
+                    (losses["total"] / cfg.accumulate).backward()
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v.item() / cfg.accumulate
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)

@@ -232,10 +232,19 @@ def plot_curves(out_dir: Path) -> None:
         if train and np.isfinite(train.get(key, [np.nan])).any():  # tr and cal only where their weight is on
             ax0.plot(train["step"], train[key], label=key)
     ax0.set(xlabel="step", ylabel="loss", title="training losses", yscale="log")
-    ax0.legend()
+    if ax0.lines:
+        ax0.legend()
     if val:
-        ax1.plot(val["step"], val["repeatability"], label="repeatability")
-        ax1.plot(val["step"], val["match_precision"], label="MNN precision")
+        # each task logs some of these (ALIKE: the first two; sift-residual and keynet: with plain SIFT's beside)
+        labels = {
+            "repeatability": "repeatability",
+            "match_precision": "MNN precision",
+            "sift_repeatability": "SIFT repeatability",
+            "sift_match_precision": "SIFT MNN precision",
+        }
+        for key, label in labels.items():
+            if np.isfinite(val.get(key, [np.nan])).any():
+                ax1.plot(val["step"], val[key], label=label, linestyle=":" if key.startswith("sift") else "-")
         ax1b = ax1.twinx()
         ax1b.plot(val["step"], val["correct_matches"], "k--", label="correct matches / pair")
         ax1b.set_ylabel("correct matches / pair")

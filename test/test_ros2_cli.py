@@ -64,6 +64,7 @@ from alike_ros.ros.conversions import array_to_image  # noqa: E402
 from alike_ros.ros.messages import decode_features  # noqa: E402
 
 TRACEBACK = "Traceback (most recent call last)"
+SHIPPED = ("alike-t", "alike-s", "alike-n", "sift-residual", "keynet")  # the models with bundled weights
 
 
 def source_files() -> list[str]:
@@ -229,24 +230,30 @@ def test_installed_share_folder_and_weights(workspace):
         assert (share / name).is_file(), f"{name} is not installed in {share}"
     # the installed package, not the checkout's editable install, is what runs; its bundled weights are there
     result = workspace.run(
-        "python3 -c 'import alike_ros; from alike_ros.model.weights import bundled_weights_path as w; "
-        'print(alike_ros.__file__); print(w("alike-t"))\'',
+        "python3 -c 'import sys, alike_ros; from alike_ros.model.weights import bundled_weights_path as w; "
+        "print(alike_ros.__file__); [print(w(m)) for m in sys.argv[1:]]' " + " ".join(SHIPPED),
         cwd=workspace.root.parent,
     )
     assert result.returncode == 0, result.stderr
-    module, weights = (Path(line) for line in result.stdout.split())
+    module, *weights = (Path(line) for line in result.stdout.split())
     assert module.is_relative_to(workspace.root / "install"), module
-    assert weights.is_relative_to(workspace.root / "install") and weights.is_file(), weights
+    assert len(weights) == len(SHIPPED)
+    for path in weights:
+        assert path.is_relative_to(workspace.root / "install") and path.is_file(), path
 
 
 def test_ros2_launch_features_and_parameters(workspace, probe, textured_image, tmp_path):
     log = tmp_path / "launch.log"
     process = workspace.start(
-        "ros2 launch alike_ros extractor.launch.py namespace:=camera image:=image_raw device:=cpu", log
+        # alike-n: the paper's normal variant starts from the install with no weights file given (issue 14)
+        "ros2 launch alike_ros extractor.launch.py namespace:=camera image:=image_raw device:=cpu model:=alike-n",
+        log,
     )
     feeder = Feeder(probe, "/camera", "image_raw", process, log)
     try:
-        check_features(*feeder.features(textured_image))
+        message, sent = feeder.features(textured_image)
+        check_features(message, sent)
+        assert decode_features(message).descriptors.shape[1] == 128  # alike-n's D
 
         output = param(workspace, "set", "detector.window_size", "7")
         assert "Set parameter successful" in output, output

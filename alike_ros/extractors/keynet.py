@@ -24,7 +24,7 @@ from ..model.weights import WeightsError, bundled_weights_path, safe_load
 from . import Options, Registration, register
 from .sift_residual import sift_at, to_gray_uint8
 
-SIFT_SIZE = 8.0  # px, the keypoint diameter SIFT describes Key.Net's points at (chosen by measurement: TRAINING.md)
+SIFT_SIZE = 4.0  # px, the keypoint diameter SIFT describes Key.Net's points at (chosen by measurement: TRAINING.md)
 
 
 def load_keynet(path: str | Path) -> KeyNet:

@@ -63,6 +63,16 @@ def make_textured_image(rectangles: bool = True) -> np.ndarray:
     return (np.clip(image / image.max(), 0, 1) * 255).astype(np.uint8)
 
 
+def write_textured_photos(folder: Path, n: int = 3) -> Path:
+    """`n` small textured photos (128 x 96), for training smoke tests."""
+    import cv2
+
+    folder.mkdir()
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i}.png"), cv2.resize(make_textured_image(i % 2 == 0), (128, 96)))
+    return folder
+
+
 @pytest.fixture
 def alike_t_weights() -> Path:
     """alike-t weights for behaviour tests: the bundled ones, else upstream's, else skip."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import make_textured_image
+from conftest import make_textured_image, write_textured_photos
 
 from alike_ros import extractors
 from alike_ros.detection.dkd import DetectorConfig
@@ -149,10 +148,7 @@ def test_weights_are_checked_and_the_registry_knows_the_model(tmp_path: Path):
 
 
 def test_training_smoke_export_and_validate(tmp_path: Path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(3):
-        cv2.imwrite(str(photos / f"{i}.png"), cv2.resize(make_textured_image(i % 2 == 0), (128, 96)))
+    photos = write_textured_photos(tmp_path / "photos")
     out = tmp_path / "run"
     config = tmp_path / "train.yaml"
     config.write_text(

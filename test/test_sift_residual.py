@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_textured_image
+from conftest import make_textured_image, write_textured_photos
 
 from alike_ros import extractors
 from alike_ros.detection.dkd import DetectorConfig
@@ -141,10 +141,7 @@ def test_it_is_a_model_of_the_registry_and_runs_through_the_frame_pipeline(weigh
 
 
 def test_training_smoke_export_validate_and_use(tmp_path: Path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(3):
-        cv2.imwrite(str(photos / f"{i}.png"), cv2.resize(make_textured_image(i % 2 == 0), (128, 96)))
+    photos = write_textured_photos(tmp_path / "photos")
     out = tmp_path / "run"
     config = tmp_path / "train.yaml"
     config.write_text(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..detection.dkd import DetectorConfig
-from ..extractor import Color, Features
+from ..extractor import Color, Features, resolve_device
 
 
 class FeatureExtractor(Protocol):
@@ -79,6 +79,20 @@ def registration(name: str) -> Registration:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_REGISTRY)}") from None
+
+
+def torch_float32(name: str, options: Options) -> tuple[torch.device, DetectorConfig, int]:
+    """(device, detector, max_side) of a model that runs in torch in float32 only; a ValueError naming what it
+    cannot do for any other option."""
+    if options.runtime != "torch":
+        raise ValueError(f"{name} runs with runtime torch only, not {options.runtime}")
+    if options.half:
+        raise ValueError(f"{name} runs in float32 only (half: false)")
+    if options.max_side < 0:
+        raise ValueError(f"max_side must be >= 0, got {options.max_side}")
+    detector = options.detector or DetectorConfig()
+    detector.validate()
+    return resolve_device(options.device), detector, options.max_side
 
 
 def build(name: str, options: Options | None = None) -> FeatureExtractor:

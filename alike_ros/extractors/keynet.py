@@ -15,13 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..detection.dkd import DetectorConfig, detect
-from ..extractor import STAGES, Color, Features, resolve_device, timed, to_original_pixels, to_rgb_float
+from ..detection.dkd import detect
+from ..extractor import STAGES, Color, Features, timed, to_original_pixels, to_rgb_float
 from ..model.keynet import MODEL_NAME, KeyNet, KeyNetConfig
 from ..model.residual import MODEL_NAME as DESCRIPTOR_MODEL
 from ..model.residual import ResidualDescriptorNet, load_residual
 from ..model.weights import WeightsError, bundled_weights_path, safe_load
-from . import Options, Registration, register
+from . import Options, Registration, register, torch_float32
 from .sift_residual import sift_at, to_gray_uint8
 
 SIFT_SIZE = 4.0  # px, the keypoint diameter SIFT describes Key.Net's points at (chosen by measurement: TRAINING.md)
@@ -53,16 +53,7 @@ class KeyNetExtractor:
         options: Options,
         sift_size: float = SIFT_SIZE,
     ):
-        if options.runtime != "torch":
-            raise ValueError(f"{MODEL_NAME} runs with runtime torch only, not {options.runtime}")
-        if options.half:
-            raise ValueError(f"{MODEL_NAME} runs in float32 only (half: false)")
-        self.device = resolve_device(options.device)
-        self.detector = options.detector or DetectorConfig()
-        self.detector.validate()
-        if options.max_side < 0:
-            raise ValueError(f"max_side must be >= 0, got {options.max_side}")
-        self.max_side = options.max_side
+        self.device, self.detector, self.max_side = torch_float32(MODEL_NAME, options)
         # channels-last: oneDNN's fastest layout for these few-channel 5x5 convolutions
         self.keynet = detector_net.to(self.device, memory_format=torch.channels_last).eval()
         self.describer = descriptor_net.to(self.device).eval()

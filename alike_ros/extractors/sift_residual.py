@@ -13,11 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..detection.dkd import DetectorConfig
-from ..extractor import STAGES, Color, Features, resolve_device, timed, to_original_pixels, to_rgb_float
+from ..extractor import STAGES, Color, Features, timed, to_original_pixels, to_rgb_float
 from ..model.residual import MODEL_NAME, ResidualDescriptorNet, load_residual
 from ..model.weights import WeightsError, bundled_weights_path
-from . import Options, Registration, register
+from . import Options, Registration, register, torch_float32
 
 
 def sift_features(gray: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,16 +49,7 @@ def to_gray_uint8(rgb: np.ndarray) -> np.ndarray:
 
 class SiftResidualExtractor:
     def __init__(self, net: ResidualDescriptorNet, options: Options):
-        if options.runtime != "torch":
-            raise ValueError(f"{MODEL_NAME} runs with runtime torch only, not {options.runtime}")
-        self.device = resolve_device(options.device)
-        if options.half:
-            raise ValueError(f"{MODEL_NAME} runs in float32 only (half: false)")
-        self.detector = options.detector or DetectorConfig()
-        self.detector.validate()
-        if options.max_side < 0:
-            raise ValueError(f"max_side must be >= 0, got {options.max_side}")
-        self.max_side = options.max_side
+        self.device, self.detector, self.max_side = torch_float32(MODEL_NAME, options)
         self.net = net.to(self.device).eval()
         self.descriptor_dim = net.cfg.dim
 

@@ -56,6 +56,30 @@ def to_original_pixels(points: np.ndarray, original: tuple[int, int], used: tupl
     return ((points + 0.5) * scale - 0.5).astype(np.float32)
 
 
+def padded_input(rgb: np.ndarray, device: torch.device, multiple: int) -> torch.Tensor:
+    """H x W x 3 float RGB as a 1 x 3 x H' x W' tensor on the device, zero-padded at the bottom/right to
+    multiples of `multiple` (what the network's strides need); host memory pinned for a CUDA copy."""
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+    if device.type == "cuda":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    h, w = rgb.shape[:2]
+    return F.pad(tensor, (0, -w % multiple, 0, -h % multiple))
+
+
+def finished(
+    points: np.ndarray,
+    scores: np.ndarray,
+    descriptors: np.ndarray,
+    original: tuple[int, int],
+    used: tuple[int, int],
+    timings: dict[str, float],
+) -> Features:
+    """One image's result, from keypoints in the pixels of the (resized) image the network saw: mapped back to
+    the image as given, with the total of the stage timings."""
+    timings["total"] = sum(timings[s] for s in STAGES)
+    return Features(to_original_pixels(points, original, used), scores, descriptors, original, timings)
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' picks the first CUDA device when there is one; 'cuda[:N]' must exist."""
     if device == "auto":
@@ -213,11 +237,7 @@ class Extractor:
 
     def _to_input(self, rgb: np.ndarray) -> torch.Tensor:
         """1 x 3 x H' x W' tensor on the device, zero-padded at the bottom/right to multiples of 32."""
-        tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
-        if self.device.type == "cuda":
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-        h, w = rgb.shape[:2]
-        tensor = F.pad(tensor, (0, -w % 32, 0, -h % 32)).contiguous(memory_format=self.memory_format)
+        tensor = padded_input(rgb, self.device, 32).contiguous(memory_format=self.memory_format)
         return tensor.half() if self.half else tensor
 
     def _prepare(self, image: np.ndarray, color: Color) -> tuple[tuple[int, int], torch.Tensor, tuple[int, int]]:
@@ -266,14 +286,7 @@ class Extractor:
             keypoints, kp_scores = detect(scores, self.detector)
             order = torch.argsort(kp_scores, descending=True, stable=True)
             keypoints, kp_scores = keypoints[order], kp_scores[order]
-        with timed(timings, self.device, "description"):
-            descriptors = describe(keypoints)
-            result = Features(
-                keypoints=to_original_pixels(keypoints.cpu().numpy(), original, (h, w)),
-                scores=kp_scores.cpu().numpy(),
-                descriptors=descriptors.cpu().numpy(),
-                image_size=original,
-                timings=timings,
-            )
-        timings["total"] = sum(timings[s] for s in STAGES)
-        return result
+        with timed(timings, self.device, "description"):  # the copies to the host are charged here, as before
+            descriptors = describe(keypoints).cpu().numpy()
+            points, values = keypoints.cpu().numpy(), kp_scores.cpu().numpy()
+        return finished(points, values, descriptors, original, (h, w), timings)

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..detection.dkd import detect
-from ..extractor import STAGES, Color, Features, timed, to_original_pixels, to_rgb_float
+from ..extractor import Color, Features, finished, padded_input, timed, to_rgb_float
 from ..model.keynet import MODEL_NAME, KeyNet, KeyNetConfig
 from ..model.residual import MODEL_NAME as DESCRIPTOR_MODEL
 from ..model.residual import ResidualDescriptorNet, load_residual
@@ -65,10 +64,8 @@ class KeyNetExtractor:
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
             rgb = to_rgb_float(image, color, self.max_side)
-            h, w = rgb.shape[:2]
             gray = to_gray_uint8(rgb)
-            tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(self.device)
-            tensor = F.pad(tensor, (0, -w % 8, 0, -h % 8))
+            tensor = padded_input(rgb, self.device, 8)  # the describer's cells must tile the input exactly
             grey = torch.from_numpy(gray.astype(np.float32) / 255.0)[None, None].to(self.device)
         with timed(timings, self.device, "network"):
             scores = torch.sigmoid(self.keynet(grey.contiguous(memory_format=torch.channels_last))[0, 0])
@@ -80,15 +77,8 @@ class KeyNetExtractor:
         with timed(timings, self.device, "description"):
             sift = torch.from_numpy(sift_at(gray, points, self.sift_size)).to(self.device)
             descriptors = self.describer.describe(dense, torch.from_numpy(points).to(self.device), sift)
-            result = Features(
-                keypoints=to_original_pixels(points, image.shape[:2], (h, w)),
-                scores=kp_scores,
-                descriptors=descriptors.cpu().numpy(),
-                image_size=image.shape[:2],
-                timings=timings,
-            )
-        timings["total"] = sum(timings[s] for s in STAGES)
-        return result
+            descriptors = descriptors.cpu().numpy()
+        return finished(points, kp_scores, descriptors, image.shape[:2], rgb.shape[:2], timings)
 
 
 def build(options: Options) -> KeyNetExtractor:

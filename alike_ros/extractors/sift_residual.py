@@ -11,9 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..extractor import STAGES, Color, Features, timed, to_original_pixels, to_rgb_float
+from ..extractor import Color, Features, finished, padded_input, timed, to_rgb_float
 from ..model.residual import MODEL_NAME, ResidualDescriptorNet, load_residual
 from ..model.weights import WeightsError, bundled_weights_path
 from . import Options, Registration, register, torch_float32
@@ -58,9 +57,7 @@ class SiftResidualExtractor:
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
             rgb = to_rgb_float(image, color, self.max_side)
-            h, w = rgb.shape[:2]
-            tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(self.device)
-            tensor = F.pad(tensor, (0, -w % 8, 0, -h % 8))  # the map's cells must tile the input exactly
+            tensor = padded_input(rgb, self.device, 8)  # the map's cells must tile the input exactly
         with timed(timings, self.device, "detection"):
             points, responses, sift = sift_features(to_gray_uint8(rgb), self.detector.limit)
         with timed(timings, self.device, "network"):
@@ -69,15 +66,8 @@ class SiftResidualExtractor:
             descriptors = self.net.describe(
                 dense, torch.from_numpy(points).to(self.device), torch.from_numpy(sift).to(self.device)
             )
-            result = Features(
-                keypoints=to_original_pixels(points, image.shape[:2], (h, w)),
-                scores=responses,
-                descriptors=descriptors.cpu().numpy(),
-                image_size=image.shape[:2],
-                timings=timings,
-            )
-        timings["total"] = sum(timings[s] for s in STAGES)
-        return result
+            descriptors = descriptors.cpu().numpy()
+        return finished(points, responses, descriptors, image.shape[:2], rgb.shape[:2], timings)
 
 
 def build(options: Options) -> SiftResidualExtractor:

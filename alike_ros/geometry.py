@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 Points = np.ndarray | torch.Tensor
 
@@ -51,3 +52,14 @@ def tilt_homography(size: tuple[int, int], tilt_deg: float, axis_deg: float) -> 
     pixel_to_plane = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]], np.float64)
     h = camera @ plane_to_camera @ pixel_to_plane
     return h / h[2, 2]
+
+
+def warp_map(values: torch.Tensor, h_to_other: torch.Tensor) -> torch.Tensor:
+    """A 1 x H x W map of the other view resampled at this view's pixels (H maps this view to the other)."""
+    _, height, width = values.shape
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
+    there = warp_points(h_to_other, torch.stack((xs.flatten(), ys.flatten()), 1))
+    grid = torch.stack((there[:, 0] / (width - 1), there[:, 1] / (height - 1)), 1) * 2 - 1
+    return F.grid_sample(values[None], grid.view(1, height, width, 2), align_corners=True)[0]

@@ -257,7 +257,7 @@ def test_export_writes_a_valid_graph(tmp_path, capsys):
         (["--weights", "{tmp}/none.pth", "{tmp}/x.onnx"], "error: weights file {tmp}/none.pth does not exist"),
         (
             ["--model", "keynet", "{tmp}/x.onnx"],
-            "error: export writes the ALIKE networks (alike-t, alike-s, alike-n, alike-l); keynet runs in torch",
+            "error: export writes the ALNet networks (alike-t, alike-s, alike-n, alike-l, mdnet); keynet runs in torch",
         ),
     ],
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import add_arguments, from_arguments
 from ..export import FORMATS, INPUT, OPSET, OUTPUTS, export_problem, write_onnx
-from ..model.alnet import MODEL_CONFIGS
+from ..model.alnet import ALNET_MODELS
 from ..model.sparse_head import SparseHeadALNet
 from ..model.weights import WeightsError, load_model
 from ..pipeline import PipelineConfig
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{args.out} is a folder: give the file to write")
     if not args.out.parent.is_dir():
         return fail(f"cannot write {args.out}: the folder {args.out.parent} does not exist")
-    if settings["model"] not in MODEL_CONFIGS:
-        return fail(f"export writes the ALIKE networks ({', '.join(MODEL_CONFIGS)}); {settings['model']} runs in torch")
+    if settings["model"] not in ALNET_MODELS:
+        return fail(f"export writes the ALNet networks ({', '.join(ALNET_MODELS)}); {settings['model']} runs in torch")
     try:
         net = SparseHeadALNet(load_model(settings["model"], settings["weights"] or None))
     except (ValueError, WeightsError) as exc:

@@ -31,14 +31,18 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     "alike-l": ModelConfig(32, 64, 128, 128, 128, False),
 }
 
+# every model of the package that runs on an ALNet: the ALIKE variants, and MD-Net's losses trained on alike-t's
+# network (training.mdnet), so the two sets of losses compare on one architecture
+ALNET_MODELS: dict[str, ModelConfig] = {**MODEL_CONFIGS, "mdnet": MODEL_CONFIGS["alike-t"]}
+
 UPSAMPLE_FACTORS = (2, 8, 32)  # branch strides of x2, x3, x4 relative to the input
 
 
 def model_config(name: str) -> ModelConfig:
     try:
-        return MODEL_CONFIGS[name]
+        return ALNET_MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODEL_CONFIGS)}") from None
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(ALNET_MODELS)}") from None
 
 
 def conv3x3(cin: int, cout: int) -> nn.Conv2d:

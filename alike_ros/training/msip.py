@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ..geometry import warp_points
+from ..geometry import warp_map
 
 
 @dataclass(frozen=True)
@@ -27,17 +26,6 @@ class MsipConfig:
     def __post_init__(self):
         if len(self.windows) != len(self.weights):
             raise ValueError(f"msip: {len(self.windows)} windows but {len(self.weights)} weights")
-
-
-def warp_map(values: torch.Tensor, h_to_other: torch.Tensor) -> torch.Tensor:
-    """A 1 x H x W map of the other view resampled at this view's pixels (H maps this view to the other)."""
-    _, height, width = values.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
-    )
-    there = warp_points(h_to_other, torch.stack((xs.flatten(), ys.flatten()), 1))
-    grid = torch.stack((there[:, 0] / (width - 1), there[:, 1] / (height - 1)), 1) * 2 - 1
-    return F.grid_sample(values[None], grid.view(1, height, width, 2), align_corners=True)[0]
 
 
 def windows_of(values: torch.Tensor, n: int) -> torch.Tensor:

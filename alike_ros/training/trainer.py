@@ -26,6 +26,7 @@ from ..model.weights import WeightsError, load_model, safe_load
 from .data import DataConfig, PairDataset, load_photos
 from .detection import soft_detect
 from .losses import LossConfig, mutual_matches, pair_losses
+from .mdnet_losses import MdnetConfig
 from .msip import MsipConfig
 
 
@@ -61,6 +62,7 @@ class TrainConfig:
     residual: ResidualConfig = field(default_factory=ResidualConfig)  # the network of sift-residual runs
     keynet: KeyNetConfig = field(default_factory=KeyNetConfig)  # the network of keynet runs
     msip: MsipConfig = field(default_factory=MsipConfig)  # the loss of keynet runs
+    mdnet: MdnetConfig = field(default_factory=MdnetConfig)  # the losses of mdnet runs
 
 
 def from_dict(cls: type, values: dict) -> object:
@@ -198,24 +200,29 @@ class AlikeTask:
 
 def task_for(model: str) -> Task:
     from .keynet import KeyNetTask  # these modules build on this one
+    from .mdnet import MdnetTask
     from .residual import ResidualTask
 
-    return {RESIDUAL_MODEL: ResidualTask, KEYNET_MODEL: KeyNetTask}.get(model, AlikeTask)()
+    return {RESIDUAL_MODEL: ResidualTask, KEYNET_MODEL: KeyNetTask, "mdnet": MdnetTask}.get(model, AlikeTask)()
 
 
-TRAIN_FIELDS = ["step", "elapsed_s", "step_time_s", "lr", "total", "rp", "pk", "ds", "sp", "tr", "cal", "matches"]
-VAL_FIELDS = ["step", "elapsed_s", "repeatability", "match_precision", "correct_matches", "kp_above_0.2", "val_loss"]
-# sift-residual: plain SIFT at the same keypoints; keynet: SIFT's detector at the same number of points
-VAL_FIELDS += ["sift_match_precision", "sift_correct_matches", "sift_repeatability"]
-
-
-def append_csv(path: Path, fields: list[str], row: dict[str, float]) -> None:
+def append_csv(path: Path, row: dict[str, float]) -> None:
+    """Append a row; a new file takes the row's keys as its columns, an existing one keeps its own (a resumed
+    run's log stays one table)."""
     new = not path.exists()
+    if new:
+        fields = list(row)
+    else:
+        with path.open(newline="") as f:
+            fields = next(csv.reader(f))
     with path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+NOT_LOSSES = {"step", "elapsed_s", "step_time_s", "lr", "matches"}
 
 
 def plot_curves(out_dir: Path) -> None:
@@ -228,9 +235,9 @@ def plot_curves(out_dir: Path) -> None:
     train = _read_csv(out_dir / "train.csv")
     val = _read_csv(out_dir / "val.csv")
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("total", "rp", "pk", "ds", "sp", "tr", "cal"):
-        if train and np.isfinite(train.get(key, [np.nan])).any():  # tr and cal only where their weight is on
-            ax0.plot(train["step"], train[key], label=key)
+    for key, values in train.items():  # every loss the task logs (those with weight 0 are empty)
+        if key not in NOT_LOSSES and np.isfinite(values).any():
+            ax0.plot(train["step"], values, label=key)
     ax0.set(xlabel="step", ylabel="loss", title="training losses", yscale="log")
     if ax0.lines:
         ax0.legend()
@@ -422,15 +429,11 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
             bar.set_postfix({k: f"{sums[k]:.3g}" for k in ("total", "ds", "matches") if k in sums})
             if state["step"] % cfg.log_every == 0:
                 row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                append_csv(
-                    out / "train.csv", TRAIN_FIELDS, {**row, "step": state["step"], "elapsed_s": state["elapsed_s"]}
-                )
+                append_csv(out / "train.csv", {"step": state["step"], "elapsed_s": state["elapsed_s"], **row})
                 window.clear()
             if state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps:
                 metrics = task.validate(net, val_pairs, cfg)
-                append_csv(
-                    out / "val.csv", VAL_FIELDS, {**metrics, "step": state["step"], "elapsed_s": state["elapsed_s"]}
-                )
+                append_csv(out / "val.csv", {"step": state["step"], "elapsed_s": state["elapsed_s"], **metrics})
                 bar.write(f"step {state['step']}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
                 plot_curves(out)
                 if metrics["correct_matches"] > state["best"]:

@@ -1,0 +1,51 @@
+"""Training `mdnet` (training.mdnet_losses): ALNet built, validated and loaded as ALIKE's, trained with MD-Net's
+losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..geometry import warp_map
+from .mdnet_losses import peaky_loss, similarity_loss, triplet_loss
+from .trainer import AlikeTask, TrainConfig, collate, validate
+
+
+class MdnetTask(AlikeTask):
+    """ALNet (built, validated and loaded as ALIKE's) trained with MD-Net's losses."""
+
+    def losses(self, net, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> dict[str, torch.Tensor]:
+        n = len(batch["H"])
+        images = torch.cat((batch["image0"], batch["image1"]))
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        scores, descs = net.dense_maps(images)
+        md = cfg.mdnet
+        parts = {"sim": [], "pk": [], "tr": []}
+        for i in range(n):
+            h01 = batch["H"][i]
+            # maskK: the pixels of view K the other view sees
+            for this, other, h, seen in (
+                (i, i + n, h01, batch["mask0"][i]),
+                (i + n, i, h01.inverse(), batch["mask1"][i]),
+            ):
+                warped = warp_map(scores[other], h)
+                parts["sim"].append(similarity_loss(scores[this][None], warped[None], seen[None, None], md.patch))
+                parts["tr"].append(triplet_loss(descs[this], descs[other], h, md))
+            parts["pk"].append(peaky_loss(scores[[i, i + n]], md.patch))
+        means = {k: torch.stack(v).mean() for k, v in parts.items()}
+        total = md.w_similarity * means["sim"] + md.w_peaky * means["pk"] + md.w_triplet * means["tr"]
+        return {"total": total, **{k: v.detach() for k, v in means.items()}}
+
+    @torch.no_grad()
+    def validate(self, net, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig) -> dict[str, float]:
+        """ALIKE's inference-path metrics, with MD-Net's losses (BatchNorm in eval mode) as the validation loss."""
+        metrics = validate(net, pairs, cfg)
+        was_training = net.training
+        net.eval()
+        torch_state = torch.get_rng_state()  # the same anchors at every validation, and training's draws untouched
+        torch.manual_seed(cfg.seed + 1)
+        metrics["val_loss"] = float(np.mean([self.losses(net, collate([p]), cfg)["total"].item() for p in pairs]))
+        torch.set_rng_state(torch_state)
+        net.train(was_training)
+        return metrics

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 
 def _corner_pixels(points: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,3 +57,13 @@ def pixels_of(dense: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         flat = dense.view(c, h * w)
         return lambda px: flat.index_select(1, px[:, 1] * w + px[:, 0]).T
     return lambda px: dense[:, px[:, 1], px[:, 0]].T
+
+
+def at_cells(dense: torch.Tensor, points: torch.Tensor, stride: int) -> torch.Tensor:
+    """Bilinear samples (N x C) of a C x h x w map whose cells each cover stride x stride pixels of the image, at
+    N image points (x, y); cell i's centre is at pixel stride * i + (stride - 1) / 2. Outside the outermost cell
+    centres the samples fade towards zero, which only scales a descriptor that is normalised afterwards."""
+    _, hc, wc = dense.shape
+    # pixel (x, y) with centres at integers -> grid_sample's [-1, 1] over the map's extent (align_corners=False)
+    grid = torch.stack(((points[:, 0] + 0.5) / (stride * wc), (points[:, 1] + 0.5) / (stride * hc)), 1) * 2 - 1
+    return F.grid_sample(dense[None], grid[None, None].to(dense.dtype), align_corners=False)[0, :, 0].T

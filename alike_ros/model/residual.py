@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..sampling import at_cells
 from .weights import WeightsError, safe_load
 
 MODEL_NAME = "sift-residual"
@@ -78,10 +79,7 @@ class ResidualDescriptorNet(nn.Module):
     def describe(self, dense: torch.Tensor, keypoints: torch.Tensor, sift: torch.Tensor | None) -> torch.Tensor:
         """Unit descriptors (N x dim) of N keypoints (x, y pixels of the B = 1 input) from one image's
         cnn_dim x H/8 x W/8 map and their L2-normalised SIFT descriptors (N x 128)."""
-        _, hc, wc = dense.shape
-        # pixel (x, y) with centres at integers -> grid_sample's [-1, 1] over the map's extent (align_corners=False)
-        grid = torch.stack(((keypoints[:, 0] + 0.5) / (8 * wc), (keypoints[:, 1] + 0.5) / (8 * hc)), 1) * 2 - 1
-        cnn = F.grid_sample(dense[None], grid[None, None].to(dense.dtype), align_corners=False)[0, :, 0].T
+        cnn = at_cells(dense, keypoints, 8)
         parts = [cnn]
         if self.refine is not None:
             if sift is None:

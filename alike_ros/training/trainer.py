@@ -22,12 +22,15 @@ from ..model.keynet import MODEL_NAME as KEYNET_MODEL
 from ..model.keynet import KeyNetConfig
 from ..model.residual import MODEL_NAME as RESIDUAL_MODEL
 from ..model.residual import ResidualConfig
+from ..model.unsuperpoint import MODEL_NAME as UNSUPERPOINT_MODEL
+from ..model.unsuperpoint import UnsuperPointConfig
 from ..model.weights import WeightsError, load_model, safe_load
 from .data import DataConfig, PairDataset, load_photos
 from .detection import soft_detect
 from .losses import LossConfig, mutual_matches, pair_losses
 from .mdnet_losses import MdnetConfig
 from .msip import MsipConfig
+from .unsuperpoint_losses import UnsuperPointLossConfig
 
 
 @dataclass
@@ -63,6 +66,8 @@ class TrainConfig:
     keynet: KeyNetConfig = field(default_factory=KeyNetConfig)  # the network of keynet runs
     msip: MsipConfig = field(default_factory=MsipConfig)  # the loss of keynet runs
     mdnet: MdnetConfig = field(default_factory=MdnetConfig)  # the losses of mdnet runs
+    unsuperpoint: UnsuperPointConfig = field(default_factory=UnsuperPointConfig)  # the network of unsuperpoint runs
+    unsuperpoint_loss: UnsuperPointLossConfig = field(default_factory=UnsuperPointLossConfig)
 
 
 def from_dict(cls: type, values: dict) -> object:
@@ -113,6 +118,28 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
 
 
+def pair_metrics(
+    k0: torch.Tensor, f0: torch.Tensor, k1: torch.Tensor, f1: torch.Tensor, h01: torch.Tensor, size: int, px: float
+) -> dict[str, float]:
+    """Repeatability of two keypoint sets (both directions) and mutual-NN matching of their unit descriptors
+    (precision and count of matches within `px` of the truth) on a size x size pair."""
+    w01, w10 = warp_points(h01, k0), warp_points(torch.linalg.inv(h01), k1)
+    vis0, vis1 = inside(w01, (size, size), margin=0.5), inside(w10, (size, size), margin=0.5)
+    rep = []
+    if vis0.any() and vis1.any():
+        rep = [
+            (torch.cdist(w01[vis0], k1).min(1).values < px).float().mean().item(),
+            (torch.cdist(w10[vis1], k0).min(1).values < px).float().mean().item(),
+        ]
+    i, j = mutual_matches(-(f0 @ f1.T))
+    correct = (w01[i] - k1[j]).norm(dim=1) < px
+    return {
+        "repeatability": float(np.mean(rep)) if rep else 0.0,
+        "match_precision": correct.float().mean().item() if len(i) else 0.0,
+        "correct_matches": float(correct.sum()),
+    }
+
+
 @torch.no_grad()
 def validate(net: ALNet, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig) -> dict[str, float]:
     """Inference-path metrics on held-out pairs: repeatability, mutual-NN matching precision and count, and
@@ -125,28 +152,15 @@ def validate(net: ALNet, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig)
         batch = collate([pair])
         scores, descs = net.dense_maps(torch.cat((batch["image0"], batch["image1"])))
         h01 = pair["H"]
-        size = scores.shape[-1]
         (k0, _), (k1, _) = detect(scores[0, 0], det), detect(scores[1, 0], det)
         f0, f1 = describe_dense(descs[0], k0), describe_dense(descs[1], k1)
-        w01, w10 = warp_points(h01, k0), warp_points(torch.linalg.inv(h01), k1)
-        vis0, vis1 = inside(w01, (size, size), margin=0.5), inside(w10, (size, size), margin=0.5)
-        rep = []
-        if vis0.any() and vis1.any():
-            rep = [
-                (torch.cdist(w01[vis0], k1).min(1).values < cfg.val_match_px).float().mean().item(),
-                (torch.cdist(w10[vis1], k0).min(1).values < cfg.val_match_px).float().mean().item(),
-            ]
-        i, j = mutual_matches(-(f0 @ f1.T))
-        correct = (w01[i] - k1[j]).norm(dim=1) < cfg.val_match_px
         outs = [
             soft_detect(scores[j, 0], descs[j], cfg.top_k, cfg.window_size, cfg.temperature, cfg.border) for j in (0, 1)
         ]
         losses = pair_losses(outs[0], outs[1], (scores[0, 0], scores[1, 0], descs[0], descs[1]), h01, cfg.loss)
         rows.append(
             {
-                "repeatability": float(np.mean(rep)) if rep else 0.0,
-                "match_precision": correct.float().mean().item() if len(i) else 0.0,
-                "correct_matches": float(correct.sum()),
+                **pair_metrics(k0, f0, k1, f1, h01, scores.shape[-1], cfg.val_match_px),
                 "kp_above_0.2": _count_above(scores, 0.2),
                 "val_loss": losses["total"].item(),
             }
@@ -202,8 +216,15 @@ def task_for(model: str) -> Task:
     from .keynet import KeyNetTask  # these modules build on this one
     from .mdnet import MdnetTask
     from .residual import ResidualTask
+    from .unsuperpoint import UnsuperPointTask
 
-    return {RESIDUAL_MODEL: ResidualTask, KEYNET_MODEL: KeyNetTask, "mdnet": MdnetTask}.get(model, AlikeTask)()
+    tasks = {
+        RESIDUAL_MODEL: ResidualTask,
+        KEYNET_MODEL: KeyNetTask,
+        "mdnet": MdnetTask,
+        UNSUPERPOINT_MODEL: UnsuperPointTask,
+    }
+    return tasks.get(model, AlikeTask)()
 
 
 def append_csv(path: Path, row: dict[str, float]) -> None:

@@ -1,0 +1,57 @@
+"""`unsuperpoint`: one scored, sub-pixel keypoint per 8 x 8 cell (model.unsuperpoint), described there.
+
+There is no NMS: the detector's `score_threshold`, `top_k`, `max_keypoints` and `border` select among the cells'
+keypoints; `window_size` and `temperature` do not apply. D = 128 with the bundled weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..extractor import Color, Features, finished, padded_input, timed, to_rgb_float
+from ..geometry import inside
+from ..model.unsuperpoint import CELL, MODEL_NAME, UnsuperPoint, UnsuperPointConfig, describe, load_unsuperpoint
+from ..model.weights import WeightsError, bundled_weights_path
+from . import Options, Registration, register, torch_float32
+
+
+class UnsuperPointExtractor:
+    def __init__(self, net: UnsuperPoint, options: Options):
+        self.device, self.detector, self.max_side = torch_float32(MODEL_NAME, options)
+        self.net = net.to(self.device, memory_format=torch.channels_last).eval()
+        self.descriptor_dim = net.cfg.dim
+
+    @torch.inference_mode()
+    def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
+        timings: dict[str, float] = {}
+        with timed(timings, self.device, "preprocessing"):
+            rgb = to_rgb_float(image, color, self.max_side)
+            tensor = padded_input(rgb, self.device, CELL).contiguous(memory_format=torch.channels_last)
+        with timed(timings, self.device, "network"):
+            scores, _, points, dense = self.net.cells(tensor)
+        with timed(timings, self.device, "detection"):
+            scores, points = scores[0], points[0]
+            # cells of the padding hold no image; the border is kept clear as DKD keeps it
+            keep = inside(points, rgb.shape[:2], margin=self.detector.border + 0.5)
+            keep &= scores > self.detector.score_threshold
+            scores, points = scores[keep], points[keep]
+            order = torch.argsort(scores, descending=True, stable=True)[: self.detector.limit]
+            scores, points = scores[order], points[order]
+        with timed(timings, self.device, "description"):
+            descriptors = describe(dense[0], points).cpu().numpy()
+            points, scores = points.cpu().numpy(), scores.cpu().numpy()
+        return finished(points, scores, descriptors, image.shape[:2], rgb.shape[:2], timings)
+
+
+def build(options: Options) -> UnsuperPointExtractor:
+    path = options.weights or bundled_weights_path(MODEL_NAME)
+    if not Path(path).is_file():
+        raise WeightsError(f"no weights for {MODEL_NAME} at {path}: train them with `alike_ros train`")
+    return UnsuperPointExtractor(load_unsuperpoint(path), options)
+
+
+SUMMARY = "UnsuperPoint: one scored sub-pixel keypoint per 8x8 cell, no NMS"
+register(Registration(MODEL_NAME, SUMMARY, UnsuperPointConfig().dim, build))

@@ -3,13 +3,8 @@
 For a window size N the response map is cut into N x N windows; in each, a spatial softmax (base e) of the
 response gives a soft, differentiable keypoint position (the index proposal). The other view's response is
 warped into this view, and in the same window its hard maximum is the target: the loss is the squared
-distance between the two, over the windows entirely inside the common area, in both directions, weighted by
-the paper's alpha: the scores there (this view's expected score in the window plus the other view's at its
-maximum). The weights are normalised over the windows, so no score level is preferred and an all-zero response
-is no way out, and this view's part of them carries gradient: a window whose proposal lands far from the other
-view's loses score to the windows that land close, so the response learns which points repeat, which is what
-top-k selection needs. (With the weights detached, our first version, validation repeatability peaked after 100
-steps and then fell while the loss kept falling: TRAINING.md.) M-SIP sums it over
+distance between the two, weighted by the scores there (normalised over the windows, so no score level is
+preferred), over the windows entirely inside the common area, in both directions. M-SIP sums it over
 windows of 8, 16, 24, 32 and 40 px with weights 256, 64, 16, 4 and 1 (the paper's). A flat response cannot
 satisfy it: its soft position is the window centre, while the target is wherever the other view peaks.
 """
@@ -52,7 +47,7 @@ def ip_loss(logits: torch.Tensor, other_scores: torch.Tensor, scores: torch.Tens
     if not whole.any():
         return logits.new_zeros(())
     own = (torch.softmax(windows_of(logits, n), -1) * windows_of(scores, n)).sum(-1)  # expected own score
-    alpha = (own + target_scores.gather(-1, best[..., None])[..., 0])[whole]
+    alpha = (own + target_scores.gather(-1, best[..., None])[..., 0]).detach()[whole]
     alpha = alpha / alpha.mean().clamp_min(1e-6)
     return (alpha * ((soft - hard)[whole] ** 2).sum(-1)).mean()
 

@@ -137,3 +137,14 @@ def test_shared_data_comes_from_the_environment_not_the_repository_layout(monkey
     args = cli.parse_args([])
     assert args.photos == tmp_path / "data" / "photos" / "eval"
     assert args.upstream_dir == tmp_path / "reference" / "weights"
+
+
+def test_top_k_gives_sift_and_orb_the_same_budget(photo, tmp_path, capsys):
+    sift, orb = build_methods(["sift", "orb"], "alike-t", None, tmp_path, top_k=30, handcrafted_top_k=30)
+    assert "nfeatures=30" in sift.note and "nfeatures=30" in orb.note
+    # OpenCV's SIFT keeps every orientation of its strongest nfeatures points, and ties: a few more than 30
+    assert 30 <= len(sift.detect(photo).keypoints) <= 40 and 0 < len(orb.detect(photo).keypoints) <= 30
+    (default,) = build_methods(["sift"], "alike-t", None, tmp_path, top_k=30)  # --alike-top-k: SIFT keeps 5000
+    assert len(default.detect(photo).keypoints) > 60
+    assert main(["--top-k", "30", "--alike-top-k", "30", "--methods", "sift"]) == 2
+    assert "give one" in capsys.readouterr().err

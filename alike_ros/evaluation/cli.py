@@ -35,7 +35,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--alike-top-k",
         type=int,
         default=-1,
-        help="every model of the package keeps its K best keypoints (<= 0: threshold)",
+        help="every model of the package keeps its K best keypoints (<= 0: threshold); SIFT and ORB keep 5000",
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=-1,
+        help="every method keeps its K best keypoints: the models of the package and SIFT and ORB (nfeatures)",
     )
     p.add_argument(
         "--upstream-dir",
@@ -142,9 +148,12 @@ def to_json(sections: list[report.Section]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    methods = build_methods(
-        [m for m in args.methods.split(",") if m], args.model, args.weights, args.upstream_dir, args.alike_top_k
-    )
+    if args.top_k > 0 and args.alike_top_k > 0:
+        print("error: --top-k sets every method's budget, --alike-top-k only the package's: give one", file=sys.stderr)
+        return 2
+    package_top_k = args.top_k if args.top_k > 0 else args.alike_top_k
+    requested = [m for m in args.methods.split(",") if m]
+    methods = build_methods(requested, args.model, args.weights, args.upstream_dir, package_top_k, args.top_k)
     sections, skipped = run(args, methods)
     names = [m.name for m in methods]
     ours = next((n for n in names if n.startswith("ours")), None)

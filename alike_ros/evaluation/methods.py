@@ -64,10 +64,10 @@ class ExtractorMethod(Method):
 
 class SiftMethod(Method):
     name = "SIFT"
-    note = f"OpenCV SIFT, nfeatures={MAX_FEATURES}, descriptors L2-normalised"
 
-    def __init__(self):
-        self.sift = cv2.SIFT_create(nfeatures=MAX_FEATURES)
+    def __init__(self, nfeatures: int = MAX_FEATURES):
+        self.note = f"OpenCV SIFT, nfeatures={nfeatures}, descriptors L2-normalised"
+        self.sift = cv2.SIFT_create(nfeatures=nfeatures)
 
     def detect(self, image: np.ndarray) -> Detections:
         keypoints, desc = self.sift.detectAndCompute(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), None)
@@ -76,10 +76,10 @@ class SiftMethod(Method):
 
 class OrbMethod(Method):
     name = "ORB"
-    note = f"OpenCV ORB, nfeatures={MAX_FEATURES}, Hamming mutual NN (BFMatcher crossCheck)"
 
-    def __init__(self):
-        self.orb = cv2.ORB_create(nfeatures=MAX_FEATURES)
+    def __init__(self, nfeatures: int = MAX_FEATURES):
+        self.note = f"OpenCV ORB, nfeatures={nfeatures}, Hamming mutual NN (BFMatcher crossCheck)"
+        self.orb = cv2.ORB_create(nfeatures=nfeatures)
         self.matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
 
     def detect(self, image: np.ndarray) -> Detections:
@@ -123,11 +123,18 @@ class Unavailable:
 
 
 def build_methods(
-    names: list[str], model: str, weights: str | None, upstream_dir: Path | None, top_k: int = -1
+    names: list[str],
+    model: str,
+    weights: str | None,
+    upstream_dir: Path | None,
+    top_k: int = -1,
+    handcrafted_top_k: int = -1,
 ) -> list[Method | Unavailable]:
     """Methods by name: `ours` (`model` with `weights`), any other model of the package by its name (with its
     bundled weights), `upstream-alike-X`, `sift`, `orb`; missing weights become Unavailable rows. `top_k` > 0
-    makes every method of the package keep its k best keypoints instead of those above the threshold."""
+    makes every method of the package keep its k best keypoints instead of those above the threshold;
+    `handcrafted_top_k` > 0 gives SIFT and ORB that `nfeatures` (their strongest k) instead of MAX_FEATURES."""
+    nfeatures = handcrafted_top_k if handcrafted_top_k > 0 else MAX_FEATURES
     methods: list[Method | Unavailable] = []
     for name in names:
         if name == "ours" or name in extractors.names():
@@ -149,9 +156,9 @@ def build_methods(
             else:
                 methods.append(Unavailable(f"upstream {variant}", f"skipped: {path} is absent"))
         elif name == "sift":
-            methods.append(SiftMethod())
+            methods.append(SiftMethod(nfeatures))
         elif name == "orb":
-            methods.append(OrbMethod())
+            methods.append(OrbMethod(nfeatures))
         else:
             models = ", ".join(extractors.names())
             raise ValueError(f"unknown method {name!r}: use ours, {models}, upstream-alike-{{t,s,n,l}}, sift, orb")

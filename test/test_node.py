@@ -533,6 +533,24 @@ def test_other_extractors_run_behind_the_same_message_contract(probe, canvas, al
     assert decode_features(probe.send(frame_at(canvas, 0))).descriptors.shape[1] == 64
 
 
+@pytest.mark.parametrize(("model", "dim"), [("unsuperpoint", 128)])
+def test_a_model_by_name_alone_runs_on_its_bundled_weights(probe, canvas, alike_t_weights, model, dim):
+    """Issue 12's models: `model` set with no weights file, as a user switches in a running node; the detector
+    settings still select (top_k caps what a model without NMS keeps)."""
+    result = probe.node.set_parameters_atomically([Parameter("model", value=model), Parameter("weights", value="")])
+    try:
+        assert result.successful, result.reason
+        assert all(r.successful for r in probe.set(detector__top_k=50, detector__score_threshold=0.0))
+        features = decode_features(probe.send(frame_at(canvas, 0)))
+        assert features.descriptors.shape == (50, dim) and np.all(np.diff(features.scores) <= 0)
+    finally:
+        probe.set(detector__top_k=-1, detector__score_threshold=0.2)
+        probe.node.set_parameters_atomically(
+            [Parameter("model", value="alike-t"), Parameter("weights", value=str(alike_t_weights))]
+        )
+    assert decode_features(probe.send(frame_at(canvas, 0))).descriptors.shape[1] == 64
+
+
 def test_vins_output(probe, canvas):
     info = CameraInfo(width=SIZE[1], height=SIZE[0], distortion_model="plumb_bob", d=[0.0] * 5)
     info.k = [200.0, 0.0, 160.0, 0.0, 200.0, 120.0, 0.0, 0.0, 1.0]

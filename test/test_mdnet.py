@@ -51,6 +51,21 @@ def test_triplet_loss_is_zero_for_distinct_matching_descriptors_and_high_when_sh
     assert triplet_loss(dense, shuffled, shift, cfg) > cfg.margin
 
 
+def test_peak_anchors_are_the_score_maps_strongest_points():
+    torch.manual_seed(0)
+    dense = F.normalize(F.avg_pool2d(torch.randn(1, 32, 68, 68), 5, 1)[0], dim=0)
+    scores = torch.zeros(64, 64)
+    scores[8::12, 8::12] = 1.0  # 25 isolated peaks
+    cfg = MdnetConfig(anchors=25, anchor_sampling="peaks")
+    shift = torch.tensor([[1.0, 0, 2], [0, 1, 0], [0, 0, 1]])
+    moved = torch.roll(dense, 2, dims=2)
+    assert triplet_loss(dense, moved, shift, cfg, (scores, torch.roll(scores, 2, dims=1))) < 0.05
+    shuffled = dense[:, torch.randperm(64)][:, :, torch.randperm(64)]
+    assert triplet_loss(dense, shuffled, shift, cfg, (scores, scores)) > cfg.margin
+    with pytest.raises(ValueError, match="anchor_sampling"):
+        MdnetConfig(anchor_sampling="grid")
+
+
 def test_mdnet_is_alike_t_network_behind_the_registry(tmp_path: Path):
     assert "mdnet" in extractors.names()
     assert model_config("mdnet") == model_config("alike-t")

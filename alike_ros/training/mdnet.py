@@ -31,7 +31,7 @@ class MdnetTask(AlikeTask):
             ):
                 warped = warp_map(scores[other], h)
                 parts["sim"].append(similarity_loss(scores[this][None], warped[None], seen[None, None], md.patch))
-                parts["tr"].append(triplet_loss(descs[this], descs[other], h, md))
+                parts["tr"].append(triplet_loss(descs[this], descs[other], h, md, (scores[this, 0], scores[other, 0])))
             parts["pk"].append(peaky_loss(scores[[i, i + n]], md.patch))
         means = {k: torch.stack(v).mean() for k, v in parts.items()}
         total = md.w_similarity * means["sim"] + md.w_peaky * means["pk"] + md.w_triplet * means["tr"]

@@ -8,10 +8,12 @@ known warp. Its detection losses are R2D2's, which it builds on:
 - peaky: 1 - (max - mean) of the score map in the 17 x 17 window around every pixel (R2D2's N + 1 window, so
   it has a centre), averaged over both views.
 
-Description: the triplet loss [m - S(a, p) + S(a, n)]+ on cosine scores with m = 0.5. Anchors are random
-positions of view 0 that view 1 sees; the positive is view 1's descriptor at the true position, the negative
-the hardest (most similar) of view 1's descriptors at every other anchor's true position and at as many random
-positions, excluding those within `negative_radius` px of the positive.
+Description: the triplet loss [m - S(a, p) + S(a, n)]+ on cosine scores with m = 0.5. The positive of an
+anchor of view 0 is view 1's descriptor at its true position; the negative is the hardest (most similar) of
+view 1's candidates farther than `negative_radius` px from it: every other anchor's positive, and as many points
+of view 1. The slides say anchors are "randomly sampled" keypoints and leave open where: `anchors: random` takes
+random positions anywhere in view 0 (and random points of view 1), `anchors: peaks` the strongest NMS peaks of
+view 0's score map (and of view 1's), the points matching will compare at run time (TRAINING.md measures both).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..detection.dkd import describe_dense
+from ..detection.dkd import DetectorConfig, describe_dense, detect
 from ..geometry import inside, warp_points
 
 
@@ -33,7 +35,12 @@ class MdnetConfig:
     w_triplet: float = 1.0
     margin: float = 0.5  # on cosine scores in [-1, 1]
     anchors: int = 512  # per pair and direction
+    anchor_sampling: str = "random"  # "random": anywhere in the view; "peaks": the strongest score-map peaks
     negative_radius: float = 8.0  # px around the positive where no negative is taken
+
+    def __post_init__(self):
+        if self.anchor_sampling not in ("random", "peaks"):
+            raise ValueError(f"mdnet.anchor_sampling must be random or peaks, got {self.anchor_sampling!r}")
 
 
 def similarity_loss(scores: torch.Tensor, warped: torch.Tensor, seen: torch.Tensor, patch: int) -> torch.Tensor:
@@ -55,20 +62,31 @@ def peaky_loss(scores: torch.Tensor, patch: int) -> torch.Tensor:
     return 1 - (peak - mean).mean()
 
 
-def triplet_loss(desc0: torch.Tensor, desc1: torch.Tensor, h01: torch.Tensor, cfg: MdnetConfig) -> torch.Tensor:
-    """MD-Net's triplet loss from view 0 to view 1 of one pair; descriptor maps D x H x W, unit per pixel.
-    Positions are drawn from torch's global generator (seeded, and saved in checkpoints)."""
+def triplet_loss(
+    desc0: torch.Tensor,
+    desc1: torch.Tensor,
+    h01: torch.Tensor,
+    cfg: MdnetConfig,
+    scores: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """MD-Net's triplet loss from view 0 to view 1 of one pair; descriptor maps D x H x W, unit per pixel, and
+    (for `anchor_sampling: peaks`) the two views' H x W score maps. Random positions are drawn from torch's
+    global generator (seeded, and saved in checkpoints)."""
     _, height, width = desc0.shape
-    size = torch.tensor([width - 1, height - 1], dtype=torch.float32)
-    anchors = torch.rand(cfg.anchors, 2) * size
+    if cfg.anchor_sampling == "peaks":
+        strongest = DetectorConfig(top_k=cfg.anchors, score_threshold=0.0, max_keypoints=cfg.anchors)
+        anchors, candidates = (detect(s.detach(), strongest)[0] for s in scores)
+    else:
+        size = torch.tensor([width - 1, height - 1], dtype=torch.float32)
+        anchors, candidates = torch.rand(cfg.anchors, 2) * size, torch.rand(cfg.anchors, 2) * size
     truth = warp_points(h01, anchors)
     seen = inside(truth, (height, width), margin=0.5)
     anchors, truth = anchors[seen], truth[seen]
     if len(anchors) < 2:
         return desc0.new_zeros(())
-    others = torch.cat((truth, torch.rand(len(truth), 2) * size))
-    a, candidates = describe_dense(desc0, anchors), describe_dense(desc1, others)
-    similarity = a @ candidates.T  # column i < len(truth) is anchor i's positive
+    others = torch.cat((truth, candidates))
+    a, described = describe_dense(desc0, anchors), describe_dense(desc1, others)
+    similarity = a @ described.T  # column i < len(truth) is anchor i's positive
     positive = similarity.diagonal()
     near = torch.cdist(truth, others) < cfg.negative_radius
     negative = similarity.masked_fill(near, -2.0).max(1).values

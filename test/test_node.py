@@ -533,7 +533,7 @@ def test_other_extractors_run_behind_the_same_message_contract(probe, canvas, al
     assert decode_features(probe.send(frame_at(canvas, 0))).descriptors.shape[1] == 64
 
 
-@pytest.mark.parametrize(("model", "dim"), [("unsuperpoint", 128)])
+@pytest.mark.parametrize(("model", "dim"), [("unsuperpoint", 128), ("mdnet", 64)])
 def test_a_model_by_name_alone_runs_on_its_bundled_weights(probe, canvas, alike_t_weights, model, dim):
     """Issue 12's models: `model` set with no weights file, as a user switches in a running node; the detector
     settings still select (top_k caps what a model without NMS keeps)."""

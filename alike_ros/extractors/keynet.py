@@ -8,7 +8,6 @@ sub-pixel refinement); Key.Net's own evaluation used an NMS window of 15 (`detec
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from ..extractor import Color, Features, finished, padded_input, timed, to_rgb_f
 from ..model.keynet import MODEL_NAME, KeyNet, KeyNetConfig
 from ..model.residual import MODEL_NAME as DESCRIPTOR_MODEL
 from ..model.residual import ResidualDescriptorNet, load_residual
-from ..model.weights import WeightsError, bundled_weights_path, safe_load
+from ..model.weights import WeightsError, bundled_weights_path, load_configured
 from . import Options, Registration, register, torch_float32
 from .sift_residual import sift_at, to_gray_uint8
 
@@ -27,21 +26,8 @@ SIFT_SIZE = 4.0  # px, the keypoint diameter SIFT describes Key.Net's points at 
 
 
 def load_keynet(path: str | Path) -> KeyNet:
-    """Key.Net from an exported weights file or a training checkpoint ("config" holds it under "keynet")."""
-    saved = safe_load(path)
-    if not (isinstance(saved, dict) and saved.get("model") == MODEL_NAME and isinstance(saved.get("config"), dict)):
-        raise WeightsError(f"{path} is not a {MODEL_NAME} weights file (exported by `alike_ros train --export`)")
-    config = saved["config"].get("keynet", saved["config"])
-    try:
-        net = KeyNet(KeyNetConfig(**config))
-        net.load_state_dict(saved["state_dict"], strict=True)
-    except (TypeError, RuntimeError) as exc:
-        raise WeightsError(f"{path} does not fit {MODEL_NAME}: {exc}") from exc
-    return net.eval()
-
-
-def export_config(net: KeyNet) -> dict:
-    return asdict(net.cfg)
+    """Key.Net from an exported weights file or a training checkpoint (its config under "keynet")."""
+    return load_configured(path, MODEL_NAME, "keynet", KeyNetConfig, KeyNet)
 
 
 class KeyNetExtractor:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..sampling import at_cells
-from .weights import WeightsError, safe_load
+from .weights import load_configured
 
 MODEL_NAME = "sift-residual"
 SIFT_DIM = 128
@@ -89,15 +89,5 @@ class ResidualDescriptorNet(nn.Module):
 
 
 def load_residual(path: str | Path) -> ResidualDescriptorNet:
-    """The network of an exported weights file (`{"state_dict", "model", "config": the network's, ...}`) or of a
-    training checkpoint (whose "config" is the whole training config, the network's under "residual"), eval mode."""
-    saved = safe_load(path)
-    if not (isinstance(saved, dict) and saved.get("model") == MODEL_NAME and isinstance(saved.get("config"), dict)):
-        raise WeightsError(f"{path} is not a {MODEL_NAME} weights file (exported by `alike_ros train --export`)")
-    config = saved["config"].get("residual", saved["config"])
-    try:
-        net = ResidualDescriptorNet(ResidualConfig(**{**config, "channels": tuple(config["channels"])}))
-        net.load_state_dict(saved["state_dict"], strict=True)
-    except (TypeError, KeyError, RuntimeError) as exc:
-        raise WeightsError(f"{path} does not fit {MODEL_NAME}: {exc}") from exc
-    return net.eval()
+    """The network of an exported weights file or a training checkpoint (its config under "residual")."""
+    return load_configured(path, MODEL_NAME, "residual", ResidualConfig, ResidualDescriptorNet)

@@ -9,7 +9,7 @@ sub-pixel keypoint with its unit descriptor. The paper's widths (32-32-64-64-128
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..sampling import at_cells
-from .weights import WeightsError, safe_load
+from .weights import load_configured
 
 MODEL_NAME = "unsuperpoint"
 CELL = 8  # px: three 2x2 poolings
@@ -100,20 +100,5 @@ def describe(dense: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 def load_unsuperpoint(path: str | Path) -> UnsuperPoint:
-    """The network of an exported weights file or a training checkpoint ("config" holds it under "unsuperpoint")."""
-    saved = safe_load(path)
-    if not (isinstance(saved, dict) and saved.get("model") == MODEL_NAME and isinstance(saved.get("config"), dict)):
-        raise WeightsError(f"{path} is not a {MODEL_NAME} weights file (exported by `alike_ros train --export`)")
-    config = saved["config"].get(MODEL_NAME, saved["config"])
-    try:
-        net = UnsuperPoint(UnsuperPointConfig(**{**config, "channels": tuple(config["channels"])}))
-        net.load_state_dict(saved["state_dict"], strict=True)
-    except (TypeError, KeyError, RuntimeError) as exc:
-        raise WeightsError(f"{path} does not fit {MODEL_NAME}: {exc}") from exc
-    return net.eval()
-
-
-def export_config(checkpoint: dict) -> dict:
-    """The network's config of a training checkpoint, as an exported weights file stores it."""
-    config = checkpoint.get("config", {}).get(MODEL_NAME) or asdict(UnsuperPointConfig())
-    return {"config": {**config, "channels": list(config["channels"])}}
+    """The network of an exported weights file or a training checkpoint (its config under "unsuperpoint")."""
+    return load_configured(path, MODEL_NAME, MODEL_NAME, UnsuperPointConfig, UnsuperPoint)

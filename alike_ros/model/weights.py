@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .alnet import ALNet, model_config
 
@@ -76,3 +78,26 @@ def load_model(model: str, weights: str | Path | None = None) -> ALNet:
     except RuntimeError as exc:
         raise WeightsError(f"{path} does not fit {model}: {exc}") from exc
     return net.eval()
+
+
+def load_configured(path: str | Path, model: str, section: str, config_cls: type, network_cls: type) -> nn.Module:
+    """In eval mode, the network of a model whose weights carry its config: an exported weights file
+    (`{"state_dict", "model", "config": the network's}`, as `saved_config` writes it) or a training checkpoint
+    (whose "config" is the whole training config, the network's under `section`)."""
+    saved = safe_load(path)
+    if not (isinstance(saved, dict) and saved.get("model") == model and isinstance(saved.get("config"), dict)):
+        raise WeightsError(f"{path} is not a {model} weights file (exported by `alike_ros train --export`)")
+    config = saved["config"].get(section, saved["config"])
+    try:
+        net = network_cls(config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))
+        net.load_state_dict(saved["state_dict"], strict=True)
+    except (TypeError, RuntimeError) as exc:
+        raise WeightsError(f"{path} does not fit {model}: {exc}") from exc
+    return net.eval()
+
+
+def saved_config(checkpoint: dict, section: str, config_cls: type) -> dict:
+    """`{"config": the network's config}` of a training checkpoint (its `section`), as an exported weights file
+    stores it: plain lists, no tuples."""
+    config = checkpoint.get("config", {}).get(section) or asdict(config_cls())
+    return {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}}

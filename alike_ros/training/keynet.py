@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,8 @@ from ..detection.dkd import DetectorConfig, detect
 from ..extractors.keynet import load_keynet
 from ..extractors.sift_residual import sift_features, to_gray_uint8
 from ..geometry import inside, warp_points
-from ..model.keynet import KeyNet
+from ..model.keynet import KeyNet, KeyNetConfig
+from ..model.weights import saved_config
 from .msip import msip_loss
 from .trainer import TrainConfig
 
@@ -84,4 +84,4 @@ class KeyNetTask:
         return load_keynet(path)
 
     def export_fields(self, checkpoint: dict) -> dict:
-        return {"config": checkpoint["config"].get("keynet") or asdict(KeyNet().cfg)}
+        return saved_config(checkpoint, "keynet", KeyNetConfig)

@@ -9,7 +9,6 @@ max(0, d(a, p) - d(a, n) + m) on unit descriptors, with the paper's m = 2 (`loss
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from ..extractors.sift_residual import sift_features, to_gray_uint8
 from ..geometry import inside, warp_points
 from ..model.residual import ResidualConfig, ResidualDescriptorNet, load_residual
+from ..model.weights import saved_config
 from .losses import mutual_matches, triplet_loss
 from .trainer import TrainConfig
 
@@ -95,5 +95,4 @@ class ResidualTask:
         return load_residual(path)
 
     def export_fields(self, checkpoint: dict) -> dict:
-        config = checkpoint.get("config", {}).get("residual") or asdict(ResidualConfig())
-        return {"config": {**config, "channels": list(config["channels"])}}
+        return saved_config(checkpoint, "residual", ResidualConfig)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.unsuperpoint import UnsuperPoint, export_config, load_unsuperpoint
+from ..model.unsuperpoint import UnsuperPoint, UnsuperPointConfig, load_unsuperpoint
+from ..model.weights import saved_config
 from .trainer import TrainConfig, pair_metrics
 from .unsuperpoint_losses import pair_losses
 
@@ -56,4 +57,4 @@ class UnsuperPointTask:
         return load_unsuperpoint(path)
 
     def export_fields(self, checkpoint: dict) -> dict:
-        return export_config(checkpoint)
+        return saved_config(checkpoint, "unsuperpoint", UnsuperPointConfig)

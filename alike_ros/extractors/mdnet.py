@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from ..model.alnet import ALNET_MODELS
+from ..model.alnet import ALNET_MODELS, MDNET_MODEL
 from . import Registration, register
 from .alike import build
 
 SUMMARY = "MD-Net's losses on alike-t's network"
-register(Registration("mdnet", SUMMARY, ALNET_MODELS["mdnet"].dim, partial(build, "mdnet")))
+register(Registration(MDNET_MODEL, SUMMARY, ALNET_MODELS[MDNET_MODEL].dim, partial(build, MDNET_MODEL)))

@@ -33,7 +33,8 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
 
 # every model of the package that runs on an ALNet: the ALIKE variants, and MD-Net's losses trained on alike-t's
 # network (training.mdnet), so the two sets of losses compare on one architecture
-ALNET_MODELS: dict[str, ModelConfig] = {**MODEL_CONFIGS, "mdnet": MODEL_CONFIGS["alike-t"]}
+MDNET_MODEL = "mdnet"
+ALNET_MODELS: dict[str, ModelConfig] = {**MODEL_CONFIGS, MDNET_MODEL: MODEL_CONFIGS["alike-t"]}
 
 UPSAMPLE_FACTORS = (2, 8, 32)  # branch strides of x2, x3, x4 relative to the input
 

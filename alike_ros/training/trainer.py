@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..detection.dkd import DetectorConfig, describe_dense, detect
 from ..geometry import inside, warp_points
-from ..model.alnet import ALNet, model_config
+from ..model.alnet import MDNET_MODEL, ALNet, model_config
 from ..model.keynet import MODEL_NAME as KEYNET_MODEL
 from ..model.keynet import KeyNetConfig
 from ..model.residual import MODEL_NAME as RESIDUAL_MODEL
@@ -221,7 +221,7 @@ def task_for(model: str) -> Task:
     tasks = {
         RESIDUAL_MODEL: ResidualTask,
         KEYNET_MODEL: KeyNetTask,
-        "mdnet": MdnetTask,
+        MDNET_MODEL: MdnetTask,
         UNSUPERPOINT_MODEL: UnsuperPointTask,
     }
     return tasks.get(model, AlikeTask)()

@@ -138,7 +138,8 @@ def test_the_extractor_keeps_the_contract_and_the_detector_settings(tmp_path: Pa
     border = DetectorConfig().border
     assert np.all((features.keypoints >= border) & (features.keypoints <= [316 - border, 236 - border]))
     assert np.array_equal(every(image).descriptors, features.descriptors)  # deterministic
-    # the descriptors are the network's own at the same points (described inside the network in training)
+    # the network's own points and descriptors (described inside it in training), though the extractor runs a
+    # BatchNorm-folded copy
     rgb = np.pad(np.repeat(image[..., None], 3, 2), ((0, 3), (0, 3), (0, 0)))  # padded to multiples of 8
     with torch.no_grad():
         cells = net(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)

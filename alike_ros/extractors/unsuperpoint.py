@@ -13,7 +13,15 @@ import torch
 
 from ..extractor import Color, Features, finished, padded_input, timed, to_rgb_float
 from ..geometry import inside
-from ..model.unsuperpoint import CELL, MODEL_NAME, UnsuperPoint, UnsuperPointConfig, describe, load_unsuperpoint
+from ..model.unsuperpoint import (
+    CELL,
+    MODEL_NAME,
+    UnsuperPoint,
+    UnsuperPointConfig,
+    describe,
+    fold_batchnorm,
+    load_unsuperpoint,
+)
 from ..model.weights import WeightsError, bundled_weights_path
 from . import Options, Registration, register, torch_float32
 
@@ -21,7 +29,8 @@ from . import Options, Registration, register, torch_float32
 class UnsuperPointExtractor:
     def __init__(self, net: UnsuperPoint, options: Options):
         self.device, self.detector, self.max_side = torch_float32(MODEL_NAME, options)
-        self.net = net.to(self.device, memory_format=torch.channels_last).eval()
+        # BatchNorm folded into the convolutions: the same outputs (to float rounding) for fewer passes over memory
+        self.net = fold_batchnorm(net).to(self.device, memory_format=torch.channels_last)
         self.descriptor_dim = net.cfg.dim
 
     @torch.inference_mode()

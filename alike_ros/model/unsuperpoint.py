@@ -9,12 +9,14 @@ sub-pixel keypoint with its unit descriptor. The paper's widths (32-32-64-64-128
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..sampling import at_cells
 from .weights import load_configured
@@ -92,6 +94,16 @@ class UnsuperPoint(nn.Module):
         scores, offsets, points, dense = self.cells(images)
         descriptors = torch.stack([describe(dense[i], points[i]) for i in range(len(dense))])
         return CellKeypoints(scores, points, descriptors, offsets)
+
+
+def fold_batchnorm(net: UnsuperPoint) -> UnsuperPoint:
+    """A copy of `net` (eval mode only) with each convolution and the BatchNorm after it fused into one."""
+    fused = copy.deepcopy(net).eval()
+    for layers in (fused.encoder, fused.score, fused.position, fused.descriptor):
+        for i in range(len(layers) - 1):
+            if isinstance(layers[i], nn.Conv2d) and isinstance(layers[i + 1], nn.BatchNorm2d):
+                layers[i], layers[i + 1] = fuse_conv_bn_eval(layers[i], layers[i + 1]), nn.Identity()
+    return fused
 
 
 def describe(dense: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -26,8 +26,21 @@ from .matching.tracker import TrackedFrame, Tracker
 
 STAGES = (*EXTRACTOR_STAGES, "matching")
 # Settings a running pipeline cannot take: a new extractor must be built (and warmed up) for them.
-REBUILD_SETTINGS = frozenset({"model", "weights", "device", "half", "runtime", "warmup_frames"})
-WARM_UP_SIZE = (480, 640)  # (height, width)
+REBUILD_SETTINGS = frozenset({"model", "weights", "device", "half", "runtime", "warmup_frames", "warmup_sizes"})
+MAX_IMAGE_SIDE = 16_384
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """Parse "640x480,1280x720" into [(480, 640), (720, 1280)], (height, width); ValueError names a bad entry."""
+    sizes = []
+    for entry in text.split(","):
+        width, x, height = entry.strip().lower().partition("x")
+        if not (x and width.isdigit() and height.isdigit()):
+            raise ValueError(f"warmup_sizes: {entry.strip()!r} is not WIDTHxHEIGHT (e.g. 640x480)")
+        if not (1 <= int(width) <= MAX_IMAGE_SIDE and 1 <= int(height) <= MAX_IMAGE_SIDE):
+            raise ValueError(f"warmup_sizes: {entry.strip()!r} has a side outside 1..{MAX_IMAGE_SIDE}")
+        sizes.append((int(height), int(width)))
+    return sizes
 
 
 @dataclass
@@ -45,12 +58,18 @@ class PipelineConfig:
     max_side: int = setting(
         0,
         "downscale so the longer side is at most this before the network (keypoints stay in input pixels); 0: native",
-        range=(0, 16_384),
+        range=(0, MAX_IMAGE_SIDE),
     )
     warmup_frames: int = setting(
         2,
-        "inferences on a synthetic image after (re)loading the model, so the first frames are not outliers",
+        "frames of a synthetic image per warm-up size run through extraction and matching after (re)loading the "
+        "model, so the first frames are not outliers",
         range=(0, 100),
+    )
+    warmup_sizes: str = setting(
+        "640x480",
+        "image sizes the warm-up runs at, WIDTHxHEIGHT comma-separated: every size the cameras send (the first "
+        "frame of a size not warmed up costs about twice a steady one)",
     )
     matching: bool = setting(True, "match each frame to the previous one; off: no matches, every track new")
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -59,6 +78,7 @@ class PipelineConfig:
     def validate(self) -> None:
         """Raise ValueError with the reason the first bad setting is bad."""
         check(self)
+        parse_sizes(self.warmup_sizes)
         self.detector.validate()
         self.matcher.validate()
         if self.weights and not Path(self.weights).expanduser().is_file():
@@ -84,7 +104,7 @@ class FrameResult:
     reset: str = ""  # why the tracks restarted at this frame ("" when they did not)
 
 
-def warm_up_image(height: int = WARM_UP_SIZE[0], width: int = WARM_UP_SIZE[1]) -> np.ndarray:
+def warm_up_image(height: int, width: int) -> np.ndarray:
     """Smooth noise: enough structure that detection and description run at full size."""
     rng = np.random.default_rng(0)
     coarse = rng.random((height // 16 + 1, width // 16 + 1)).astype(np.float32)
@@ -92,23 +112,19 @@ def warm_up_image(height: int = WARM_UP_SIZE[0], width: int = WARM_UP_SIZE[1]) -
 
 
 def build_extractor(config: PipelineConfig) -> FeatureExtractor:
-    """Load the model and run the warm-up inferences; ValueError or WeightsError when the settings cannot work."""
+    """Load the model (not warmed up); ValueError or WeightsError when the settings cannot work."""
     config.validate()
     options = Options(
         config.weights or None, config.device, config.half, config.detector, config.max_side, config.runtime
     )
-    extractor = build_model(config.model, options)
-    image = warm_up_image()
-    for _ in range(config.warmup_frames):
-        extractor(image)
-    return extractor
+    return build_model(config.model, options)
 
 
 class FramePipeline:
     """Frames of one camera, in order: features, tracks and matches against the previous frame.
 
-    Several cameras may share one extractor (`FramePipeline(config, extractor=other.extractor)`); each keeps
-    its own tracker and reset state.
+    A new pipeline builds its extractor and warms it up (`warm_up`). Several cameras may share one extractor
+    (`FramePipeline(config, extractor=other.extractor)`, already warm); each keeps its own tracker and reset state.
     """
 
     def __init__(self, config: PipelineConfig, extractor: FeatureExtractor | None = None):
@@ -117,6 +133,17 @@ class FramePipeline:
         self.tracker = Tracker(Matcher(config.matcher, self.extractor.device))
         self._previous_stamp_ns: int | None = None
         self._previous_size: tuple[int, int] | None = None
+        if extractor is None:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """Run `warmup_frames` frames at each of `warmup_sizes` through extraction and matching, then forget them:
+        the first use of an image size or a keypoint count pays for allocations and oneDNN kernel selection."""
+        for height, width in parse_sizes(self.config.warmup_sizes):
+            image = warm_up_image(height, width)
+            for _ in range(self.config.warmup_frames):
+                self.tracker.update(self.extractor(image))
+            self.tracker.reset()
 
     def reconfigure(self, config: PipelineConfig) -> None:
         """Apply detector, matcher, max_side and matching changes from the next frame on."""

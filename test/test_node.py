@@ -443,6 +443,7 @@ def test_parameter_rejection_keeps_the_old_value(probe, tmp_path):
         "weights": str(tmp_path / "missing.pth"),
         "input__transport": "carrier-pigeon",
         "matching__ratio": 0.0,
+        "warmup_sizes": "VGA",
     }
     for name, value in bad.items():
         before = probe.node.get_parameter(name.replace("__", ".")).value

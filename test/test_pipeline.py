@@ -13,7 +13,7 @@ from alike_ros.config import settings_of
 from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.matching.matcher import MatcherConfig
 from alike_ros.model.weights import bundled_weights_path
-from alike_ros.pipeline import STAGES, FramePipeline, PipelineConfig
+from alike_ros.pipeline import STAGES, FramePipeline, PipelineConfig, parse_sizes
 
 SECOND = 10**9
 
@@ -76,6 +76,31 @@ def test_cameras_can_share_one_extractor(pipeline_config, frames):
     assert second.extractor is first.extractor
     first(frames[0], "rgb", SECOND)
     assert second(frames[1], "rgb", SECOND).previous_stamp_ns is None  # its own tracks
+
+
+def test_warm_up_runs_extraction_and_matching_at_every_size_then_forgets(pipeline_config, frames):
+    config = PipelineConfig(**{**vars(pipeline_config), "warmup_frames": 2, "warmup_sizes": "200x100, 96X64"})
+    assert parse_sizes(config.warmup_sizes) == [(100, 200), (64, 96)]
+    pipeline = FramePipeline(config)
+    extract, update = pipeline.extractor, pipeline.tracker.update
+    sizes, matched = [], []
+
+    def watched_extract(image, *args):
+        sizes.append(image.shape[:2])
+        return extract(image, *args)
+
+    def watched_update(features):
+        tracked = update(features)
+        matched.append(tracked.previous is not None)
+        return tracked
+
+    pipeline.extractor, pipeline.tracker.update = watched_extract, watched_update
+    pipeline.warm_up()  # what the constructor ran, watched
+    assert sizes == [(100, 200)] * 2 + [(64, 96)] * 2
+    assert matched == [False, True, False, True]  # each size's second frame goes through matching
+    first = pipeline(frames[0], "rgb", SECOND)  # nothing of the warm-up is left: new tracks, no previous frame
+    assert first.previous_stamp_ns is None and len(first.tracked.matches) == 0
+    assert first.tracked.track_lengths.max() == 1
 
 
 def test_every_parameter_default_and_range_comes_from_one_declaration():

@@ -60,6 +60,9 @@ def test_defaults_are_valid_and_descriptors_carry_ranges():
         ("input.transport", "theora", "one of"),
         ("matching.min_similarity", 2.0, "min_similarity"),
         ("diagnostics.period", 0, "must be a float"),
+        ("warmup_sizes", "640*480", "not WIDTHxHEIGHT"),
+        ("warmup_sizes", "640x480,", "not WIDTHxHEIGHT"),
+        ("warmup_sizes", "640x0", "outside 1..16384"),
     ],
 )
 def test_validate_names_the_reason(name, value, reason):

@@ -86,7 +86,7 @@ class ExtractorNode(Node):
         self._pipeline = FramePipeline(parameters.pipeline_config(self._values))
         self.get_logger().info(
             f"{self._values['model']} on {self._pipeline.extractor.device}, "
-            f"{self._values['warmup_frames']} warm-up inference(s) done"
+            f"warmed up with {self._values['warmup_frames']} frame(s) at {self._values['warmup_sizes']}"
         )
 
         out_qos = params.qos_profile(self._values["output.qos.reliability"], self._values["output.qos.depth"])

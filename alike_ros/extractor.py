@@ -24,6 +24,7 @@ from .sampling import interpolate
 Color = Literal["rgb", "bgr"]
 STAGES = ("preprocessing", "network", "detection", "description")
 MAX_PIXELS = 50_000_000  # ~ 8K x 6K; beyond this the dense maps alone need several GiB
+PIXEL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}  # integer images: white; float: 1
 
 
 @dataclass
@@ -56,14 +57,37 @@ def to_original_pixels(points: np.ndarray, original: tuple[int, int], used: tupl
     return ((points + 0.5) * scale - 0.5).astype(np.float32)
 
 
-def padded_input(rgb: np.ndarray, device: torch.device, multiple: int) -> torch.Tensor:
-    """H x W x 3 float RGB as a 1 x 3 x H' x W' tensor on the device, zero-padded at the bottom/right to
-    multiples of `multiple` (what the network's strides need); host memory pinned for a CUDA copy."""
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+def network_input(
+    image: np.ndarray,
+    color: Color,
+    max_side: int,
+    device: torch.device,
+    multiple: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """An image as the network's input: 1 x 3 x H' x W' float32 RGB in [0, 1] on the device, zero-padded at the
+    bottom/right to multiples of `multiple` (what the network's strides need), and the (height, width) of the
+    image in it (after the `max_side` downscaling).
+
+    The values are `to_rgb_float`'s exactly (float32 division by 255 or 65535), written by one division straight
+    into a channels-last buffer: an 8-bit H x W x 3 image is already channels-last, so no transposed or float
+    copy of the image is made first. On CUDA the raw pixels are copied (pinned), a quarter of the float bytes."""
+    image = prepared(image, color, max_side)
+    h, w = image.shape[:2]
+    scale = PIXEL_SCALE.get(image.dtype, 1.0)
+    if image.dtype == np.uint16:
+        image = image.astype(np.int32)  # torch divides no uint16; exact
+    source = torch.from_numpy(np.ascontiguousarray(image))
     if device.type == "cuda":
-        tensor = tensor.pin_memory().to(device, non_blocking=True)
-    h, w = rgb.shape[:2]
-    return F.pad(tensor, (0, -w % multiple, 0, -h % multiple))
+        source = source.pin_memory().to(device, non_blocking=True)
+    padded = torch.empty(1, h + -h % multiple, w + -w % multiple, 3, device=device)
+    padded[:, h:], padded[:, :h, w:] = 0, 0
+    if source.ndim == 3 and color == "rgb":
+        torch.div(source, scale, out=padded[0, :h, :w])
+    else:  # grey to three channels, or BGR channel by channel (torch has no negative strides to flip with)
+        for c, channel in enumerate((2, 1, 0) if color == "bgr" else (0, 1, 2)):
+            torch.div(source if source.ndim == 2 else source[..., channel], scale, out=padded[0, :h, :w, c])
+    return padded.permute(0, 3, 1, 2).contiguous(memory_format=memory_format), (h, w)
 
 
 def finished(
@@ -136,22 +160,22 @@ def _check_size(shape: tuple[int, ...], max_side: int) -> None:
     )
 
 
-def to_rgb_float(image: np.ndarray, color: Color = "rgb", max_side: int = 0) -> np.ndarray:
-    """Validate an image and return it as H x W x 3 float32 RGB in [0, 1], downscaled by `resized_for(max_side)`.
+def prepared(image: np.ndarray, color: Color = "rgb", max_side: int = 0) -> np.ndarray:
+    """Validate an image and downscale it by `resized_for(max_side)`, in its own dtype (float16 becomes float32
+    where it is resized: cv2.resize has no float16).
 
-    The downscaling runs on the validated array in its own dtype, before the float conversion, so a large
-    8-bit image never exists as full-size float32; an image that needs no downscaling is converted as is."""
+    The downscaling runs before any float conversion, so a large 8-bit image never exists as full-size float32."""
     image = _validated(image, color)
     _check_size(image.shape, max_side)
     if image.dtype == np.float16 and resized_size(*image.shape[:2], max_side) != image.shape[:2]:
-        image = image.astype(np.float32)  # cv2.resize has no float16
-    image = resized_for(image, max_side)
-    if image.dtype == np.uint8:
-        rgb = image.astype(np.float32) / 255.0
-    elif image.dtype == np.uint16:
-        rgb = image.astype(np.float32) / 65535.0
-    else:
-        rgb = image.astype(np.float32)
+        image = image.astype(np.float32)
+    return resized_for(image, max_side)
+
+
+def to_rgb_float(image: np.ndarray, color: Color = "rgb", max_side: int = 0) -> np.ndarray:
+    """Validate an image and return it as H x W x 3 float32 RGB in [0, 1], downscaled by `resized_for(max_side)`."""
+    image = prepared(image, color, max_side)
+    rgb = image.astype(np.float32) / np.float32(PIXEL_SCALE.get(image.dtype, 1.0))
     if rgb.ndim == 2:
         return np.repeat(rgb[..., None], 3, axis=2)
     return rgb[..., ::-1] if color == "bgr" else rgb
@@ -235,15 +259,10 @@ class Extractor:
         if half:
             self.net = self.net.half()
 
-    def _to_input(self, rgb: np.ndarray) -> torch.Tensor:
-        """1 x 3 x H' x W' tensor on the device, zero-padded at the bottom/right to multiples of 32."""
-        tensor = padded_input(rgb, self.device, 32).contiguous(memory_format=self.memory_format)
-        return tensor.half() if self.half else tensor
-
     def _prepare(self, image: np.ndarray, color: Color) -> tuple[tuple[int, int], torch.Tensor, tuple[int, int]]:
         """The (height, width) of the image as given, the network input, and the (height, width) it has."""
-        small = to_rgb_float(image, color, self.max_side)
-        return image.shape[:2], self._to_input(small), small.shape[:2]
+        tensor, size = network_input(image, color, self.max_side, self.device, 32, self.memory_format)
+        return image.shape[:2], tensor.half() if self.half else tensor, size
 
     def _network(self, tensor: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, Callable]:
         """The H x W sigmoid score map and a function giving unit descriptors at sub-pixel keypoints."""

@@ -29,7 +29,7 @@ from alike_ros.evaluation.benchmarks import Timer, evaluate_video, video_frames
 from alike_ros.evaluation.methods import Detections, ExtractorMethod, Method, SiftMethod
 from alike_ros.evaluation.metrics import match_errors
 from alike_ros.evaluation.synthetic import synthetic_pairs
-from alike_ros.extractor import Extractor, to_rgb_float
+from alike_ros.extractor import Extractor
 from alike_ros.extractors.keynet import KeyNetExtractor, load_keynet
 from alike_ros.geometry import inside, warp_points
 from alike_ros.model.residual import load_residual
@@ -59,9 +59,8 @@ class KeyNetWithAlike(Method):
     @torch.inference_mode()
     def detect(self, image: np.ndarray) -> Detections:
         points = self.keynet(image).keypoints
-        rgb = to_rgb_float(image)
-        tensor = self.alike._to_input(rgb)
-        _, describe = self.alike._network(tensor, *rgb.shape[:2])
+        _, tensor, (h, w) = self.alike._prepare(image, "rgb")
+        _, describe = self.alike._network(tensor, h, w)
         return Detections(points, describe(torch.from_numpy(points)).numpy())
 
 

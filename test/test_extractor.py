@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from alike_ros.detection.dkd import DetectorConfig
-from alike_ros.extractor import MAX_PIXELS, Extractor, read_rgb, resolve_device, to_rgb_float
+from alike_ros.extractor import MAX_PIXELS, Extractor, network_input, read_rgb, resolve_device, to_rgb_float
 from alike_ros.model.weights import WeightsError, load_model
 
 
@@ -227,3 +227,33 @@ class _Payload:
 
     def __reduce__(self):
         return (self.marker.touch, ())
+
+
+@pytest.mark.parametrize(
+    ("dtype", "channels", "color"),
+    [
+        (np.uint8, 3, "rgb"),
+        (np.uint8, 3, "bgr"),
+        (np.uint8, 0, "rgb"),
+        (np.uint16, 3, "bgr"),
+        (np.float16, 3, "rgb"),
+        (np.float64, 3, "bgr"),
+        (np.float32, 1, "rgb"),
+    ],
+)
+@pytest.mark.parametrize("max_side", [0, 20])
+def test_network_input_is_the_rgb_float_image_padded(dtype, channels, color, max_side):
+    rng = np.random.default_rng(0)
+    shape = (37, 45, channels) if channels else (37, 45)
+    if np.issubdtype(dtype, np.integer):
+        image = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+        image.flat[:2] = (0, np.iinfo(dtype).max)  # both ends of the range
+    else:
+        image = rng.random(shape).astype(dtype)
+    tensor, (h, w) = network_input(image, color, max_side, torch.device("cpu"), 32, torch.channels_last)
+    expected = to_rgb_float(image, color, max_side)
+    assert tensor.dtype == torch.float32 and tensor.is_contiguous(memory_format=torch.channels_last)
+    assert (h, w) == expected.shape[:2] and tuple(tensor.shape[2:]) == (-(-h // 32) * 32, -(-w // 32) * 32)
+    hwc = tensor[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(hwc[:h, :w], expected)  # bit for bit
+    assert not hwc[h:].any() and not hwc[:, w:].any()

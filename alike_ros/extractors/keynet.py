@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..detection.dkd import detect
-from ..extractor import Color, Features, finished, padded_input, timed, to_rgb_float
+from ..extractor import Color, Features, finished, network_input, timed, to_rgb_float
 from ..model.keynet import MODEL_NAME, KeyNet, KeyNetConfig
 from ..model.residual import MODEL_NAME as DESCRIPTOR_MODEL
 from ..model.residual import ResidualDescriptorNet, load_residual
@@ -51,7 +51,9 @@ class KeyNetExtractor:
         with timed(timings, self.device, "preprocessing"):
             rgb = to_rgb_float(image, color, self.max_side)
             gray = to_gray_uint8(rgb)
-            tensor = padded_input(rgb, self.device, 8)  # the describer's cells must tile the input exactly
+            tensor = network_input(rgb, "rgb", 0, self.device, 8)[
+                0
+            ]  # the describer's cells must tile the input exactly
             grey = torch.from_numpy(gray.astype(np.float32) / 255.0)[None, None].to(self.device)
         with timed(timings, self.device, "network"):
             scores = torch.sigmoid(self.keynet(grey.contiguous(memory_format=torch.channels_last))[0, 0])

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..extractor import Color, Features, finished, padded_input, timed, to_rgb_float
+from ..extractor import Color, Features, finished, network_input, timed, to_rgb_float
 from ..model.residual import MODEL_NAME, ResidualDescriptorNet, load_residual
 from ..model.weights import WeightsError, bundled_weights_path
 from . import Options, Registration, register, torch_float32
@@ -57,7 +57,7 @@ class SiftResidualExtractor:
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
             rgb = to_rgb_float(image, color, self.max_side)
-            tensor = padded_input(rgb, self.device, 8)  # the map's cells must tile the input exactly
+            tensor = network_input(rgb, "rgb", 0, self.device, 8)[0]  # the map's cells must tile the input exactly
         with timed(timings, self.device, "detection"):
             points, responses, sift = sift_features(to_gray_uint8(rgb), self.detector.limit)
         with timed(timings, self.device, "network"):

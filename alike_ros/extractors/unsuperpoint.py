@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..extractor import Color, Features, finished, padded_input, timed, to_rgb_float
+from ..extractor import Color, Features, finished, network_input, timed
 from ..geometry import inside
 from ..model.unsuperpoint import (
     CELL,
@@ -37,14 +37,13 @@ class UnsuperPointExtractor:
     def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
-            rgb = to_rgb_float(image, color, self.max_side)
-            tensor = padded_input(rgb, self.device, CELL).contiguous(memory_format=torch.channels_last)
+            tensor, size = network_input(image, color, self.max_side, self.device, CELL, torch.channels_last)
         with timed(timings, self.device, "network"):
             scores, _, points, dense = self.net.cells(tensor)
         with timed(timings, self.device, "detection"):
             scores, points = scores[0], points[0]
             # cells of the padding hold no image; the border is kept clear as DKD keeps it
-            keep = inside(points, rgb.shape[:2], margin=self.detector.border + 0.5)
+            keep = inside(points, size, margin=self.detector.border + 0.5)
             keep &= scores > self.detector.score_threshold
             scores, points = scores[keep], points[keep]
             order = torch.argsort(scores, descending=True, stable=True)[: self.detector.limit]
@@ -52,7 +51,7 @@ class UnsuperPointExtractor:
         with timed(timings, self.device, "description"):
             descriptors = describe(dense[0], points).cpu().numpy()
             points, scores = points.cpu().numpy(), scores.cpu().numpy()
-        return finished(points, scores, descriptors, image.shape[:2], rgb.shape[:2], timings)
+        return finished(points, scores, descriptors, image.shape[:2], size, timings)
 
 
 def build(options: Options) -> UnsuperPointExtractor:

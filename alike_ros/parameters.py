@@ -2,9 +2,9 @@
 
 Names map onto the core configs, whose declarations give defaults, ranges and help: `detector.*` onto
 `DetectorConfig`, `matching.*` onto `MatcherConfig`, and model, weights, device, half, runtime, input.max_side,
-warmup_frames, warmup_sizes and matching.enabled onto `PipelineConfig`. The others concern the live node only
-(transport, QoS, outputs, diagnostics) and are declared here. No ROS import: the bag tool and the tests read the
-same table.
+threads, warmup_frames, warmup_sizes and matching.enabled onto `PipelineConfig`. The others concern the live node
+only (transport, QoS, outputs, diagnostics) and are declared here. No ROS import: the bag tool and the tests read
+the same table.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ PIPELINE_FIELDS = {
     "half": "half",
     "runtime": "runtime",
     "input.max_side": "max_side",
+    "threads": "threads",
     "warmup_frames": "warmup_frames",
     "warmup_sizes": "warmup_sizes",
     "matching.enabled": "matching",
@@ -102,6 +103,7 @@ PARAMETERS: tuple[Param, ...] = (
         "diagnostics.stale_timeout",
         Spec(3.0, "ERROR when an image publisher exists but no frame came for this long (s)", range=(0.1, 86_400.0)),
     ),
+    Param("threads", _pipeline["threads"]),
     Param("warmup_frames", _pipeline["warmup_frames"]),
     Param("warmup_sizes", _pipeline["warmup_sizes"]),
 )

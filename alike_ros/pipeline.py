@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .config import check, setting
 from .detection.dkd import DetectorConfig
@@ -59,6 +60,12 @@ class PipelineConfig:
         0,
         "downscale so the longer side is at most this before the network (keypoints stay in input pixels); 0: native",
         range=(0, MAX_IMAGE_SIDE),
+    )
+    threads: int = setting(
+        0,
+        "CPU threads torch runs the network on (process-wide); 0: torch's default, one per core. Fewer than the "
+        "cores left free by the other processes keeps the latency steady on a shared CPU",
+        range=(0, 1024),
     )
     warmup_frames: int = setting(
         2,
@@ -111,9 +118,16 @@ def warm_up_image(height: int, width: int) -> np.ndarray:
     return np.kron(coarse, np.ones((16, 16), np.float32))[:height, :width]
 
 
+def use_threads(threads: int) -> None:
+    """torch's intra-op thread count for this process (0: leave torch's default)."""
+    if threads and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+
+
 def build_extractor(config: PipelineConfig) -> FeatureExtractor:
     """Load the model (not warmed up); ValueError or WeightsError when the settings cannot work."""
     config.validate()
+    use_threads(config.threads)
     options = Options(
         config.weights or None, config.device, config.half, config.detector, config.max_side, config.runtime
     )
@@ -146,10 +160,11 @@ class FramePipeline:
             self.tracker.reset()
 
     def reconfigure(self, config: PipelineConfig) -> None:
-        """Apply detector, matcher, max_side and matching changes from the next frame on."""
+        """Apply detector, matcher, max_side, matching and thread changes from the next frame on."""
         if config.needs_rebuild(self.config):
             raise ValueError(f"{sorted(REBUILD_SETTINGS)} need a new FramePipeline")
         config.validate()
+        use_threads(config.threads)
         # Attribute swaps: each is read once per frame, so a frame never sees a half-made config.
         self.extractor.detector = replace(config.detector)
         self.extractor.max_side = config.max_side

@@ -173,9 +173,12 @@ def base_env() -> dict[str, str]:
     return env
 
 
-def start_node(log: Path) -> subprocess.Popen:
+def start_node(log: Path, params: list[str], env: list[str]) -> subprocess.Popen:
+    """The node with extra `-p NAME:=VALUE` parameters and KEY=VALUE environment variables."""
+    command = NODE_COMMAND + [arg for param in params for arg in ("-p", param)]
+    extra = dict(item.split("=", 1) for item in env)
     with open(log, "w") as out:
-        return subprocess.Popen(NODE_COMMAND, cwd=ROOT, env=base_env(), stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, cwd=ROOT, env={**base_env(), **extra}, stdout=out, stderr=subprocess.STDOUT)
 
 
 def camera_command(size: str, rate: float, reliability: str, seconds: float) -> list[str]:
@@ -303,7 +306,8 @@ def section(results: list[Result], soak: Result | None, args: argparse.Namespace
         "",
         f"Date: {datetime.date.today().isoformat()}. Machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores shared with other work (load average at the end {load[0]:.1f}), torch "
-        f"{torch.__version__}, node on cpu with the package defaults (`{' '.join(NODE_COMMAND[1:])}`), alike-t, "
+        f"{torch.__version__}, node on cpu with the package defaults (`{' '.join(NODE_COMMAND[1:])}`"
+        f"{''.join(f' -p {p}' for p in args.node_param)}{''.join(f'; env {e}' for e in args.node_env)}), alike-t, "
         f"Fast DDS, ROS_AUTOMATIC_DISCOVERY_RANGE={os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE', '')}. Camera "
         "(`python -m alike_ros camera`), node and probe each in its own process; "
         f"{args.seconds:g} s per scenario.",
@@ -363,6 +367,12 @@ def main() -> int:
     parser.add_argument(
         "--domain", type=int, default=140 + os.getpid() % 10, help="ROS_DOMAIN_ID of the three processes"
     )
+    parser.add_argument(
+        "--node-param", action="append", default=[], metavar="NAME:=VALUE", help="a node parameter (repeatable)"
+    )
+    parser.add_argument(
+        "--node-env", action="append", default=[], metavar="KEY=VALUE", help="the node's environment (repeatable)"
+    )
     parser.add_argument("--write", type=Path, help="markdown file whose '## Node across processes' section gets it")
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
@@ -374,7 +384,7 @@ def main() -> int:
     rclpy.init(context=context, domain_id=args.domain)
     probe = Probe(context)
     log = Path(tempfile.mkdtemp(prefix="bench_transport_")) / "node.log"
-    node = start_node(log)
+    node = start_node(log, args.node_param, args.node_env)
     results: list[Result] = []
     soak = None
     try:

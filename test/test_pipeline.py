@@ -6,6 +6,7 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_textured_image
 
 from alike_ros import parameters
@@ -101,6 +102,19 @@ def test_warm_up_runs_extraction_and_matching_at_every_size_then_forgets(pipelin
     first = pipeline(frames[0], "rgb", SECOND)  # nothing of the warm-up is left: new tracks, no previous frame
     assert first.previous_stamp_ns is None and len(first.tracked.matches) == 0
     assert first.tracked.track_lengths.max() == 1
+
+
+def test_threads_apply_at_build_and_on_reconfigure(pipeline_config):
+    before = torch.get_num_threads()
+    try:
+        pipeline = FramePipeline(PipelineConfig(**{**vars(pipeline_config), "threads": 1}))
+        assert torch.get_num_threads() == 1
+        pipeline.reconfigure(PipelineConfig(**{**vars(pipeline_config), "threads": 2}))
+        assert torch.get_num_threads() == 2
+        pipeline.reconfigure(PipelineConfig(**{**vars(pipeline_config), "threads": 0}))  # 0 leaves it as it is
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_every_parameter_default_and_range_comes_from_one_declaration():

@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help="weights file (overrides the params file)")
     s.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the params file)")
     s.add_argument("--debug-image", action="store_true", help="also write NS/debug_image")
-    s.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 helps on a busy machine)")
+    s.add_argument("--threads", type=int, help="CPU threads for torch (overrides the params file)")
     s.add_argument("--storage", choices=sorted(STORAGES), help="output storage (default: the input's)")
     s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -113,12 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             from ..parameters import Settings, read_params
             from .process import process_bag
 
-            if args.threads:
-                import torch
-
-                torch.set_num_threads(args.threads)
             params = read_params(args.params) if args.params else {}
-            params.update({k: v for k, v in (("weights", args.weights), ("device", args.device)) if v})
+            overrides = (("weights", args.weights), ("device", args.device), ("threads", args.threads))
+            params.update({k: v for k, v in overrides if v})
             settings = Settings.from_params(params)
             summary = process_bag(
                 args.inp,

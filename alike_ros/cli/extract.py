@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (8 or 16 bit, grey or colour)")
     p.add_argument("--out", required=True, type=Path, help="output folder (created if needed) for <image stem>.npz")
     # the settings, their defaults, ranges and help are the core configs' own, as for the node and the bag tool
-    add_arguments(p, PipelineConfig, only=("model", "weights", "device", "half", "runtime", "max_side"))
+    add_arguments(p, PipelineConfig, only=("model", "weights", "device", "half", "runtime", "max_side", "threads"))
     add_arguments(p, DetectorConfig)
     return p
 

@@ -76,7 +76,7 @@ class PipelineConfig:
     warmup_sizes: str = setting(
         "640x480",
         "image sizes the warm-up runs at, WIDTHxHEIGHT comma-separated: every size the cameras send (the first "
-        "frame of a size not warmed up costs about twice a steady one)",
+        "frame of a size not warmed up is slower than a steady one: BENCHMARKS.md, First frame)",
     )
     matching: bool = setting(True, "match each frame to the previous one; off: no matches, every track new")
     detector: DetectorConfig = field(default_factory=DetectorConfig)

@@ -25,6 +25,7 @@ from alike_ros.training.data import (
 )
 from alike_ros.training.detection import soft_detect
 from alike_ros.training.losses import (
+    LossConfig,
     calibration_loss,
     nre_loss,
     peaky_loss,
@@ -234,6 +235,27 @@ def test_reliability_is_zero_for_perfect_descriptors_and_higher_for_shuffled_one
     shuffled = reliability_loss(*similarity_at(desc[[1, 2, 3, 0]], dmap, kp), scores, scores, temperature=0.1)
     assert perfect.item() == pytest.approx(0.0, abs=1e-5)
     assert shuffled > 0.5
+
+
+def test_matching_probability_reliability_also_punishes_look_alikes():
+    """A keypoint whose descriptor appears again elsewhere in the other map survives the warp as well as a
+    distinctive one (same similarity reliability), but only half of its matching probability is at its ground
+    truth."""
+    dmap, kp, desc = descriptor_case()
+    scores = torch.full((len(kp),), 0.8)
+    twin = dmap.clone()
+    twin[:, 20, 2] = desc[0]  # keypoint 0's descriptor again, far from its ground truth
+    losses = {}
+    for name, m in (("distinctive", dmap), ("look-alike", twin)):
+        sim_gt, w = similarity_at(desc[:1], m, kp[:1])
+        losses[name, "similarity"] = reliability_loss(sim_gt, w, scores[:1], scores[:1], 0.02).item()
+        sim = similarity_map(desc[:1], m)
+        losses[name, "probability"] = reliability_loss(sim_gt, w, scores[:1], scores[:1], 0.02, sim).item()
+    assert losses["distinctive", "similarity"] == pytest.approx(losses["look-alike", "similarity"], abs=1e-6)
+    assert losses["distinctive", "probability"] < 0.05
+    assert losses["look-alike", "probability"] == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ValueError, match="reliability"):
+        LossConfig(reliability="psychic")
 
 
 def test_calibration_rewards_high_scores_exactly_where_matches_are_correct():

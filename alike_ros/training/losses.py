@@ -15,6 +15,8 @@ from ..geometry import inside, warp_points
 from ..sampling import bilinear_corners, interpolate, pixels_of
 from .detection import SoftKeypoints
 
+RELIABILITIES = ("similarity", "probability")
+
 
 @dataclass
 class LossConfig:
@@ -27,12 +29,20 @@ class LossConfig:
     calibration_px: float = 3.0  # a match is correct within this distance, as in validation and evaluation
     t_des: float = 0.02
     t_rel: float = 1.0
+    # what the reliability reads at a keypoint's ground truth: "similarity", exp((s_gt - 1) / t_rel), high for a
+    # descriptor that survives the warp; "probability", the matching probability softmax(s / t_rel) over every
+    # pixel of the other image (the paper's "normalised similarity map"), also low where other pixels look alike
+    reliability: str = "similarity"
     score_threshold: float = 0.1  # keypoints below this score are left out of the peak and reprojection losses
     match_threshold: float = 5.0  # pixels; mutual nearest warped keypoints farther apart are no correspondence
     reprojection_norm: int = 1  # 1: L1, 2: L2 distance
     outside_bin: bool = True  # NRE: keypoints warped out of view must match an extra "outside" bin
     triplet_margin: float = 1.0
     triplet_radius: float = 5.0  # pixels; closer negatives are not negatives
+
+    def __post_init__(self) -> None:
+        if self.reliability not in RELIABILITIES:
+            raise ValueError(f"loss.reliability must be one of {', '.join(RELIABILITIES)}; got {self.reliability!r}")
 
 
 def clamp_to_view(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -135,15 +145,26 @@ def nre_loss(
 
 
 def reliability_loss(
-    sim_gt: torch.Tensor, weights_gt: torch.Tensor, scores: torch.Tensor, gt_scores: torch.Tensor, temperature: float
+    sim_gt: torch.Tensor,
+    weights_gt: torch.Tensor,
+    scores: torch.Tensor,
+    gt_scores: torch.Tensor,
+    temperature: float,
+    sim: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Score-weighted unreliability: sum((1 - r) s) / sum(s), with r = exp((sim at gt - 1) / t_rel) (detached,
-    bilinear from the 4 corner similarities) and s = score of the keypoint x score of the other map at its
-    ground truth. Minimising it moves score mass to keypoints whose descriptors match. Inputs are for
-    keypoints visible in the other image."""
+    """Score-weighted unreliability: sum((1 - r) s) / sum(s), with s = score of the keypoint x score of the other
+    map at its ground truth and r its reliability (detached), bilinear from the 4 corner similarities `sim_gt`:
+    exp((sim at gt - 1) / t_rel), or, given the keypoints' similarity maps `sim` (N x H*W), the matching
+    probability there (softmax of sim / t_rel over the other image). Minimising it moves score mass to keypoints
+    whose descriptors match. Inputs are for keypoints visible in the other image."""
     if len(scores) == 0:
         return scores.new_zeros(())
-    r = (((sim_gt.detach() - 1.0) / temperature).exp() * weights_gt).sum(1)
+    sim_gt = sim_gt.detach()
+    if sim is None:
+        r = (((sim_gt - 1.0) / temperature).exp() * weights_gt).sum(1)
+    else:
+        log_p = torch.logsumexp(sim_gt / temperature + weights_gt.log(), dim=1)
+        r = (log_p - torch.logsumexp(sim.detach() / temperature, dim=1)).exp()
     s = scores * gt_scores
     return ((1.0 - r) * s).sum() / s.sum().clamp_min(1e-6)
 
@@ -222,7 +243,8 @@ def pair_losses(
         sim_gt, w_gt = similarity_at(a.descriptors, db, clamp_to_view(gt, height, width))
         ds.append(nre_loss(sim, sim_gt, w_gt, vis, cfg.t_des, cfg.outside_bin))
         gt_scores = interpolate(pixels_of(sb[None]), gt[vis], height, width)[:, 0]
-        sp.append(reliability_loss(sim_gt[vis], w_gt[vis], a.scores[vis], gt_scores, cfg.t_rel))
+        maps_for_r = sim[vis] if cfg.reliability == "probability" else None
+        sp.append(reliability_loss(sim_gt[vis], w_gt[vis], a.scores[vis], gt_scores, cfg.t_rel, maps_for_r))
         if cfg.w_cal > 0:
             cal.append(
                 calibration_loss(

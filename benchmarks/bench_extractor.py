@@ -47,16 +47,21 @@ def weights_for(model: str) -> Path:
     return bundled if bundled.is_file() else REFERENCE / "weights" / f"{model}.pth"
 
 
-def time_paths(extractors: dict[str, Extractor], frames: list[np.ndarray], runs: int) -> dict[str, dict[str, float]]:
-    """Median per-stage ms of each extractor; runs are interleaved so a change in machine load hits all alike."""
+def time_paths(
+    extractors: dict[str, Extractor], frames: list[np.ndarray], runs: int, block: int = 1
+) -> dict[str, dict[str, float]]:
+    """Median per-stage ms of each extractor over `runs` frames; the extractors take turns of `block` frames, so
+    a change in machine load hits all alike. With `block` > 1 only the first frame of a turn follows the other
+    path (whose large maps evict the caches), as it never would in a node that runs one path."""
     for extractor in extractors.values():
         for frame in frames:  # warm-up: allocator, oneDNN primitive caches
             extractor(frame, color="bgr")
     samples = {name: {s: [] for s in (*STAGES, "total")} for name in extractors}
-    for i in range(runs):
+    for start in range(0, runs, block):
         for name, extractor in extractors.items():
-            for stage, ms in extractor(frames[i % len(frames)], color="bgr").timings.items():
-                samples[name][stage].append(ms)
+            for i in range(start, min(start + block, runs)):
+                for stage, ms in extractor(frames[i % len(frames)], color="bgr").timings.items():
+                    samples[name][stage].append(ms)
     return {name: {s: statistics.median(v) for s, v in per.items()} for name, per in samples.items()}
 
 
@@ -66,6 +71,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--top-k", type=int, default=1000)
+    p.add_argument("--block", type=int, default=1, help="frames per turn of each path (1: frame by frame)")
     p.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     p.add_argument(
         "--runtimes", default="", help="e.g. torch,onnxruntime: compare the fast path under these runtimes instead"
@@ -82,14 +88,15 @@ def main() -> int:
             name: Extractor(model, weights_for(model), "cpu", detector=detector, fast=fast)
             for name, fast in (("port", False), ("fast", True))
         }
-        result = time_paths(extractors, frames, args.runs)
+        result = time_paths(extractors, frames, args.runs, args.block)
         rows.append((model, result))
         print(model, {k: {s: round(v, 1) for s, v in r.items()} for k, r in result.items()}, flush=True)
 
     lines = [
         f"Command: `{' '.join(['python', 'benchmarks/bench_extractor.py', *sys.argv[1:]])}`  ",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} interleaved runs (ms); "
+        f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} runs interleaved "
+        f"{'frame by frame' if args.block == 1 else f'in turns of {args.block} frames'} (ms); "
         f"load average at the end {os.getloadavg()[0]:.1f} (other jobs on the machine inflate absolute times).",
         "",
         "| model | path | preprocessing | network | detection | description | total | speed-up |",
@@ -117,7 +124,8 @@ def compare_runtimes(args: argparse.Namespace, frames: list[np.ndarray], detecto
     lines = [
         f"Command: `{' '.join(['python', 'benchmarks/bench_extractor.py', *sys.argv[1:]])}`  ",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {runtime_versions()}, "
-        f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} interleaved runs (ms); "
+        f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} runs interleaved "
+        f"{'frame by frame' if args.block == 1 else f'in turns of {args.block} frames'} (ms); "
         f"load average at the end {os.getloadavg()[0]:.1f}.",
         "",
         f"| model | runtime | {' | '.join(STAGES)} | total | network speed-up | total speed-up |",

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extractor import test_frames  # noqa: E402
-from sections import replace_section  # noqa: E402
+from sections import publish  # noqa: E402
 
 
 def run_case(model: str, size: str, warmup_sizes: str, warmup_frames: int, frames: int, threads: int) -> dict:
@@ -104,10 +104,7 @@ def main() -> None:
             )
             print(row, flush=True)
             lines.append(row)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        replace_section(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", text)
+    publish("\n".join(lines) + "\n", args.write)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from alike_ros.model.weights import bundled_weights_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extractor import test_frames  # noqa: E402
-from sections import replace_section  # noqa: E402
+from sections import publish  # noqa: E402
 
 
 def main() -> None:
@@ -70,10 +70,7 @@ def main() -> None:
         medians = [statistics.median(per[s]) for s in (*STAGES, "total")]
         dim = built[name].descriptor_dim
         lines.append(f"| {name} | {dim} | {first[name]:.0f} | " + " | ".join(f"{m:.1f}" for m in medians) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        replace_section(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", text)
+    publish("\n".join(lines) + "\n", args.write)
 
 
 if __name__ == "__main__":

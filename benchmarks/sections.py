@@ -17,3 +17,13 @@ def replace_section(path: Path, section: str) -> None:
     block = section.rstrip("\n") + "\n\n"
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
     path.write_text(text.rstrip("\n") + "\n")
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+
+
+def publish(section: str, write: bool) -> None:
+    """Print a benchmark's section, and with `write` put it into BENCHMARKS.md in place of its old one."""
+    print(section)
+    if write:
+        replace_section(BENCHMARKS, section)

@@ -51,9 +51,7 @@ class KeyNetExtractor:
         with timed(timings, self.device, "preprocessing"):
             rgb = to_rgb_float(image, color, self.max_side)
             gray = to_gray_uint8(rgb)
-            tensor = network_input(rgb, "rgb", 0, self.device, 8)[
-                0
-            ]  # the describer's cells must tile the input exactly
+            tensor, _ = network_input(rgb, "rgb", 0, self.device, 8)  # the describer's cells must tile it exactly
             grey = torch.from_numpy(gray.astype(np.float32) / 255.0)[None, None].to(self.device)
         with timed(timings, self.device, "network"):
             scores = torch.sigmoid(self.keynet(grey.contiguous(memory_format=torch.channels_last))[0, 0])

@@ -57,7 +57,7 @@ class SiftResidualExtractor:
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
             rgb = to_rgb_float(image, color, self.max_side)
-            tensor = network_input(rgb, "rgb", 0, self.device, 8)[0]  # the map's cells must tile the input exactly
+            tensor, _ = network_input(rgb, "rgb", 0, self.device, 8)  # the map's cells must tile the input exactly
         with timed(timings, self.device, "detection"):
             points, responses, sift = sift_features(to_gray_uint8(rgb), self.detector.limit)
         with timed(timings, self.device, "network"):

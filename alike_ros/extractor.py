@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .detection.dkd import DetectorConfig, describe_dense, detect
 from .export import RUNTIMES, OnnxNetwork
+from .memory import keep_freed_memory
 from .model.sparse_head import SparseHeadALNet
 from .model.weights import load_model
 from .sampling import interpolate
@@ -230,6 +231,7 @@ class Extractor:
         runtime: str = "torch",
     ):
         self.model_name = model
+        keep_freed_memory()  # frame after frame, the same large buffers: keep them instead of faulting them in again
         self.device = resolve_device(device)
         if half and self.device.type != "cuda":
             raise ValueError("half precision is supported on CUDA devices only")

@@ -7,7 +7,8 @@ channels-last) at 640x480:
 - `eager`: what the extractor runs;
 - `fused`: every conv+ReLU one oneDNN call with a ReLU post-op, and each ResBlock's conv2+shortcut add+ReLU one
   call with an add and a ReLU post-op (`torch.ops.mkldnn._convolution_pointwise`), so no separate ReLU or add pass
-  over the maps;
+  over the maps; then the same score logits;
+- `branches only`: the eager branches without the score logits (what the logits cost is the difference);
 - `jit-frozen`: `torch.jit.trace` + `torch.jit.freeze`;
 - `jit-optimized`: the same + `torch.jit.optimize_for_inference` (oneDNN blocked layouts, its own fusions).
 Each variant's outputs are compared with eager's (largest absolute difference); timings are median / minimum ms
@@ -91,16 +92,24 @@ def main() -> None:
         frozen = torch.jit.freeze(torch.jit.trace(eager, image))
         optimized = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(eager, image)))
     fused = fused_branches(sparse.net)
+
+    def fused_outputs(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        maps = fused(x)
+        return (sparse.score_logits(maps), *maps)
+
     variants = {
-        "eager": lambda x: eager(x)[1:],
-        "fused": fused,
-        "jit-frozen": lambda x: frozen(x)[1:],
-        "jit-optimized": lambda x: optimized(x)[1:],
+        "eager": eager,
+        "fused": fused_outputs,
+        "jit-frozen": frozen,
+        "jit-optimized": optimized,
+        "branches only": sparse.net.branches,
     }
     with torch.inference_mode():
         reference = variants["eager"](image)
         for name, function in variants.items():
-            diff = max(float((a - b).abs().max()) for a, b in zip(reference, function(image), strict=True))
+            outputs = function(image)
+            outputs = outputs if len(outputs) == len(reference) else (reference[0], *outputs)  # branches only
+            diff = max(float((a - b).abs().max()) for a, b in zip(reference, outputs, strict=True))
             print(f"{name}: largest difference from eager {diff:.2g}")
             timed(function, image, 5)  # warm-up
         print(f"\n{args.model}, 640x480, {args.threads} threads, median / min ms of {args.runs} runs:")

@@ -257,3 +257,16 @@ def test_network_input_is_the_rgb_float_image_padded(dtype, channels, color, max
     hwc = tensor[0].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(hwc[:h, :w], expected)  # bit for bit
     assert not hwc[h:].any() and not hwc[:, w:].any()
+
+
+def test_freed_frame_buffers_are_kept_for_reuse():
+    """The allocator keeps the per-frame maps (mallopt on glibc, the C library of every supported ROS platform)."""
+    import platform
+
+    from alike_ros import memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    memory.keep_freed_memory.cache_clear()
+    assert memory.keep_freed_memory() is True
+    assert memory.keep_freed_memory.cache_info().currsize == 1  # once per process

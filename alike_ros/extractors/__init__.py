@@ -19,6 +19,7 @@ import torch
 
 from ..detection.dkd import DetectorConfig
 from ..extractor import Color, Features, resolve_device
+from ..memory import keep_freed_memory
 
 
 class FeatureExtractor(Protocol):
@@ -97,4 +98,5 @@ def torch_float32(name: str, options: Options) -> tuple[torch.device, DetectorCo
 
 def build(name: str, options: Options | None = None) -> FeatureExtractor:
     """The extractor for a model name; ValueError (or WeightsError) when the options cannot work for it."""
+    keep_freed_memory()  # frame after frame, the same large buffers: keep them instead of faulting them in again
     return registration(name).build(options or Options())

@@ -55,6 +55,10 @@ class SparseHeadALNet(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, Branches]:
         """Score logits (1 x 1 x H x W) and the branches that `descriptors_at` needs."""
         maps = self.net.branches(image)
+        return self.score_logits(maps), Branches(maps, image.shape[2], image.shape[3])
+
+    def score_logits(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """Score logits (1 x 1 x H x W) of the four branches."""
         if self.single_head:
             parts = self.score_weight.chunk(4, dim=1)  # the score row split per branch
             logits = F.conv2d(maps[0], parts[0])
@@ -62,7 +66,7 @@ class SparseHeadALNet(nn.Module):
                 logits = logits + upsample(F.conv2d(branch, part), factor)
         else:
             logits = F.conv2d(self.net.aggregate(maps), self.score_weight)
-        return logits, Branches(maps, image.shape[2], image.shape[3])
+        return logits
 
     def features_at(self, branches: Branches, pixels: torch.Tensor) -> torch.Tensor:
         """Aggregated head input (M x dim) at integer pixels (M x 2, (x, y)) of the padded image."""

@@ -45,7 +45,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sections import replace_section
 from sensor_msgs.msg import PointCloud2
 
-from alike_ros.ros.diagnostics import frame_counters
+from alike_ros.monitoring import END_TO_END, STAGES
+from alike_ros.ros.diagnostics import frame_counters, stage_medians
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "config" / "fastdds_large_data.xml"
@@ -231,21 +232,11 @@ def run_camera(
         describe(publishing[-1]) if publishing else "(no diagnostics received)",
         describe(max(reversed(publishing), key=level_of)) if publishing else "",
         rss,
-        stage_p50s(publishing[-1]) if publishing else {},
+        stage_medians({kv.key: kv.value for kv in publishing[-1].values}) if publishing else {},
     )
 
 
-NODE_STAGES = (
-    "conversion", "preprocessing", "network", "detection", "description", "matching", "publishing", "end_to_end",
-)  # fmt: skip
-
-
-def stage_p50s(status: DiagnosticStatus) -> dict[str, float]:
-    """The node's median ms per stage over its diagnostics window (`latency.<stage>.p50_ms`)."""
-    values = {kv.key: kv.value for kv in status.values}
-    return {
-        stage: float(values[f"latency.{stage}.p50_ms"]) for stage in NODE_STAGES if f"latency.{stage}.p50_ms" in values
-    }
+NODE_STAGES = (*STAGES, END_TO_END)
 
 
 def describe(status: DiagnosticStatus) -> str:

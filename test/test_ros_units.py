@@ -21,7 +21,7 @@ from alike_ros.matching.matcher import Matches  # noqa: E402
 from alike_ros.matching.tracker import TrackedFrame  # noqa: E402
 from alike_ros.monitoring import END_TO_END, STAGES, Level, Statistics, assess, transport_cause  # noqa: E402
 from alike_ros.ros import params  # noqa: E402
-from alike_ros.ros.diagnostics import to_status  # noqa: E402
+from alike_ros.ros.diagnostics import stage_medians, to_status  # noqa: E402
 from alike_ros.ros.node import LatestFrame  # noqa: E402
 from alike_ros.ros.vins import LAYOUTS, CameraModel, encode_vins  # noqa: E402
 
@@ -120,6 +120,9 @@ def test_statistics_and_levels():
     status = to_status(failed, "/x/extractor: alike extractor", "cpu")
     keys = {kv.key for kv in status.values}
     assert {"frames.dropped.model_failure", "latency.end_to_end.p95_ms", "rate.input_hz"} <= keys
+    medians = stage_medians({kv.key: kv.value for kv in status.values})  # what the status's readers take back
+    assert medians["network"] == pytest.approx(failed.latency["network"].p50, abs=1e-3)
+    assert medians[END_TO_END] == pytest.approx(45.0, abs=1e-3) and set(medians) == set(failed.latency)
 
 
 @pytest.mark.parametrize(

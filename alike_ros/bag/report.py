@@ -32,7 +32,9 @@ from std_msgs.msg import Float64MultiArray
 
 from ..drawing import LONG_TRACK, track_colours
 from ..geometry import warp_points
+from ..monitoring import END_TO_END
 from ..ros.conversions import compressed_to_array, image_to_array, to_bgr8
+from ..ros.diagnostics import stage_medians
 from ..ros.messages import decode_features, decode_matches
 from .storage import READ_ERRORS, BagError, open_bag, read_custom_data
 
@@ -336,12 +338,8 @@ def describe_diagnostics(values: dict[str, str], processed: int | None) -> str:
     """The node's own figures: its counts (and whether its last message came before the last frames) and the
     median of each stage. Its end_to_end is left out: it runs from the header stamp on the node clock, which
     under use_sim_time is bag time, held still by a --lockstep replay while the node works."""
-    stages = [
-        k.removeprefix("latency.").removesuffix(".p50_ms")
-        for k in values
-        if k.endswith(".p50_ms") and not k.startswith("latency.end_to_end.")
-    ]
-    medians = ", ".join(f"{s} {float(values[f'latency.{s}.p50_ms']):.1f}" for s in stages)
+    stages = stage_medians(values)
+    medians = ", ".join(f"{stage} {ms:.1f}" for stage, ms in stages.items() if stage != END_TO_END)
     counts = (
         f"{values.get('frames.received')} received, {values.get('frames.processed')} processed, "
         f"{values.get('frames.dropped')} dropped"

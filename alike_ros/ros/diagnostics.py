@@ -41,3 +41,13 @@ def frame_counters(status: DiagnosticStatus) -> dict[str, int]:
     counts = {"received": values["frames.received"], "processed": values["frames.processed"]}
     counts |= {reason: values[f"frames.dropped.{reason}"] for reason in DROP_REASONS}
     return {name: int(value) for name, value in counts.items()}
+
+
+def stage_medians(values: dict[str, str]) -> dict[str, float]:
+    """The median ms of each stage in the key/value pairs of a status `to_status` wrote, in the status's order."""
+    prefix, suffix = "latency.", ".p50_ms"
+    return {
+        key.removeprefix(prefix).removesuffix(suffix): float(value)
+        for key, value in values.items()
+        if key.startswith(prefix) and key.endswith(suffix)
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -98,3 +99,31 @@ def test_fundamental_inliers_separate_outliers():
     count, ratio = metrics.fundamental_inliers(pts0, pts1)
     assert 80 <= count <= 85 and ratio == count / 100
     assert metrics.fundamental_inliers(pts0[:7], pts1[:7]) == (0, 0.0)
+
+
+def test_track_follows_a_real_shift_of_a_textured_frame():
+    rng = np.random.default_rng(0)
+    frame0 = cv2.GaussianBlur(rng.integers(0, 256, (120, 160)).astype(np.float32), (0, 0), 2.0)
+    frame0 = cv2.normalize(frame0, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    shifted = np.float64([[1, 0, 2.4], [0, 1, -1.3]])
+    frame1 = cv2.warpAffine(frame0, shifted, (160, 120), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    points = np.stack(np.meshgrid(np.arange(30, 131, 10), np.arange(30, 91, 10)), -1).reshape(-1, 2).astype(np.float32)
+    truth, trusted = metrics.track(frame0, frame1, points)
+    assert trusted.mean() > 0.9
+    np.testing.assert_allclose(truth[trusted], points[trusted] + [2.4, -1.3], atol=0.1)
+    empty, none = metrics.track(frame0, frame1, np.zeros((0, 2), np.float32))
+    assert empty.shape == (0, 2) and none.shape == (0,)
+
+
+def test_max_correct_matches_is_a_maximum_matching_not_a_greedy_one():
+    # a0 is nearest to b0, which a1 also needs: greedy nearest-first pairs a0-b0 and leaves a1 alone;
+    # the maximum pairs a0-b1 and a1-b0. a2 sits exactly on b2 (distance 0 is an edge); a3 is not trusted.
+    truth = np.float32([[0.5, 0], [2, 0], [50, 50], [-2, 0]])
+    kp1 = np.float32([[1, 0], [-2, 0], [50, 50]])
+    trusted = np.array([True, True, True, False])
+    assert metrics.max_correct_matches(truth, trusted, kp1) == 3
+    assert metrics.max_correct_matches(truth, trusted, kp1, px=0.6) == 2  # a0-b0 and a2-b2 only
+    assert metrics.max_correct_matches(truth, np.zeros(4, bool), kp1) == 0
+    matches = np.array([[0, 0], [1, 0], [3, 1], [2, 1]])
+    assert metrics.correct_matches(truth, trusted, kp1, matches) == 2  # a3-b1 is exact but untrusted
+    assert metrics.correct_matches(truth, trusted, kp1, np.zeros((0, 2), np.int64)) == 0

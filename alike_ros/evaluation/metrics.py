@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy.sparse.csgraph import maximum_bipartite_matching
+from scipy.spatial import cKDTree
 
 from ..geometry import inside, warp_points
 
@@ -16,6 +18,7 @@ MHA_THRESHOLDS = (1, 3, 5)  # px of mean corner error
 CORRECT_PX = 3.0  # a keypoint repeats / a match is correct within this distance (SuperPoint, D2-Net practice)
 RANSAC_PX = 3.0  # cv2.findHomography's default reprojection threshold, as upstream's eval
 F_RANSAC_PX = 1.0  # epipolar distance for the fundamental matrix on video frames
+TRACK_ROUNDTRIP_PX = 0.5  # a Lucas-Kanade track counts as ground truth only if it comes back this close
 SEED = 0  # OpenCV's RANSAC draws from its global RNG; reseeding makes every estimate reproducible
 
 
@@ -125,3 +128,37 @@ def fundamental_inliers(pts0: np.ndarray, pts1: np.ndarray, threshold: float = F
         return 0, 0.0
     count = int(mask.ravel().astype(bool).sum())
     return count, count / len(pts0)
+
+
+def track(gray0: np.ndarray, gray1: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where `points` of uint8 frame 0 lie in frame 1 (pyramidal Lucas-Kanade), and which of them to trust: those
+    whose backward track returns within TRACK_ROUNDTRIP_PX. The ground truth of real video, where no homography
+    relates the frames."""
+    if len(points) == 0:
+        return np.zeros((0, 2), np.float32), np.zeros(0, bool)
+    lk = {"winSize": (21, 21), "maxLevel": 3}
+    start = np.float32(points).reshape(-1, 1, 2)
+    ahead, found, _ = cv2.calcOpticalFlowPyrLK(gray0, gray1, start, None, **lk)
+    back, returned, _ = cv2.calcOpticalFlowPyrLK(gray1, gray0, ahead, None, **lk)
+    roundtrip = np.linalg.norm((back - start)[:, 0], axis=1)
+    return ahead[:, 0], (found[:, 0] == 1) & (returned[:, 0] == 1) & (roundtrip <= TRACK_ROUNDTRIP_PX)
+
+
+def correct_matches(truth: np.ndarray, trusted: np.ndarray, kp1: np.ndarray, matches: np.ndarray, px=CORRECT_PX):
+    """How many matches (M x 2 indices) land within px of the true position of their keypoint of image 0
+    (`truth`, N x 2 in image 1), counting only keypoints whose truth is `trusted`."""
+    if len(matches) == 0:
+        return 0
+    error = np.linalg.norm(truth[matches[:, 0]] - kp1[matches[:, 1]], axis=1)
+    return int(((error <= px) & trusted[matches[:, 0]]).sum())
+
+
+def max_correct_matches(truth: np.ndarray, trusted: np.ndarray, kp1: np.ndarray, px: float = CORRECT_PX) -> int:
+    """The most correct matches any descriptor could give at these keypoints: a maximum one-to-one matching of
+    image 0's trusted keypoints to image 1's keypoints within px of their true position."""
+    if not trusted.any() or len(kp1) == 0:
+        return 0
+    near = cKDTree(truth[trusted]).sparse_distance_matrix(cKDTree(kp1), px, output_type="coo_matrix").tocsr()
+    near.data[:] = 1  # a pair at distance 0 is stored as a zero: make every stored pair an edge
+    near.eliminate_zeros()
+    return int((maximum_bipartite_matching(near, perm_type="column") >= 0).sum())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,10 @@ import torch.nn.functional as F
 from conftest import make_textured_image, write_textured_photos
 
 from alike_ros import extractors
-from alike_ros.model.alnet import model_config
+from alike_ros.model.alnet import ALNet, model_config
 from alike_ros.model.weights import WeightsError
 from alike_ros.training.cli import main as train_main
+from alike_ros.training.mdnet import mean_cosine, project_out_shared_direction
 from alike_ros.training.mdnet_losses import MdnetConfig, peaky_loss, similarity_loss, triplet_loss
 
 
@@ -51,6 +53,41 @@ def test_triplet_loss_is_zero_for_distinct_matching_descriptors_and_high_when_sh
     assert triplet_loss(dense, shuffled, shift, cfg) > cfg.margin
 
 
+def test_a_random_negative_pool_takes_an_easier_negative_and_rejects_a_negative_size():
+    torch.manual_seed(0)
+    dense = F.normalize(torch.randn(16, 40, 40), dim=0)  # no spatial smoothness: the positives are far from 1
+    moved = F.normalize(dense + 0.8 * torch.randn_like(dense), dim=0)
+    cfg = MdnetConfig(anchors=256)
+    hardest = triplet_loss(dense, moved, torch.eye(3), cfg)
+    pooled = triplet_loss(dense, moved, torch.eye(3), dataclasses.replace(cfg, negative_pool=4))
+    assert pooled < hardest - 0.1  # the hardest of ~4 is less similar than the hardest of ~500
+    # a collapsed map costs the margin whatever the pool: only a descriptor better than that lowers the loss
+    flat = F.normalize(torch.ones(16, 40, 40), dim=0)
+    assert triplet_loss(flat, flat, torch.eye(3), dataclasses.replace(cfg, negative_pool=4)).item() == pytest.approx(
+        cfg.margin, abs=0.02
+    )
+    with pytest.raises(ValueError, match="negative_pool"):
+        MdnetConfig(negative_pool=-1)
+
+
+def test_the_shared_descriptor_direction_is_projected_out_of_the_head_and_the_score_is_untouched():
+    torch.manual_seed(0)
+    net = ALNet(model_config("alike-t")).train()
+    head = net.convhead2.weight
+    with torch.no_grad():  # collapse: every raw descriptor gets a large component along one direction
+        shared = F.normalize(torch.randn(64), dim=0)
+        head[:64, :, 0, 0] += 20 * torch.outer(shared, torch.ones(head.shape[1]))
+    score_row = head[64].clone()
+    images = torch.rand(2, 3, 64, 64)
+    before, after = project_out_shared_direction(net, images)
+    assert before > 0.95 and after < 0.2
+    torch.testing.assert_close(head[64], score_row)  # the score logit's row is left alone
+    assert net.training  # and the mode is restored
+    with torch.no_grad():
+        _, raw = net.eval()(images)
+    assert mean_cosine(raw.permute(0, 2, 3, 1).reshape(-1, 64)) == pytest.approx(after, abs=1e-4)
+
+
 def test_peak_anchors_are_the_score_maps_strongest_points():
     torch.manual_seed(0)
     dense = F.normalize(F.avg_pool2d(torch.randn(1, 32, 68, 68), 5, 1)[0], dim=0)
@@ -81,7 +118,7 @@ def test_training_smoke_export_and_run(tmp_path: Path):
         f"model: mdnet\nout_dir: {out}\nsteps: 2\nbatch_size: 1\naccumulate: 2\nval_top_k: 16\nthreads: 1\n"
         f"log_every: 1\nval_every: 2\nwarmup_steps: 1\n"
         f"data:\n  folder: {photos}\n  size: 64\n  cache_side: 128\n  val_images: 1\n  val_pairs: 1\n"
-        "mdnet:\n  anchors: 64\n"
+        "mdnet:\n  anchors: 64\n  centre_init: true\n"
     )
     assert train_main(["--config", str(config)]) == 0
     losses = next(csv.DictReader((out / "train.csv").open()))

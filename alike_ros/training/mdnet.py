@@ -7,8 +7,36 @@ import numpy as np
 import torch
 
 from ..geometry import warp_map
+from ..model.alnet import ALNet
+from .data import PairDataset
 from .mdnet_losses import peaky_loss, similarity_loss, triplet_loss
 from .trainer import AlikeTask, TrainConfig, collate, validate
+
+CENTRE_PAIRS = 16  # training pairs whose first views estimate the shared descriptor direction
+
+
+def mean_cosine(desc: torch.Tensor) -> float:
+    """Mean cosine similarity of the rows of an N x D matrix to each other (self-pairs included)."""
+    unit = torch.nn.functional.normalize(desc, dim=1)
+    return float((unit.mean(0) ** 2).sum())
+
+
+@torch.no_grad()
+def project_out_shared_direction(net: ALNet, images: torch.Tensor) -> tuple[float, float]:
+    """Remove from the raw descriptors of `images` (B x 3 x H x W) the direction they all share, the first right
+    singular vector of the uncentred raw descriptors, by projecting it out of the head's descriptor rows: the same
+    bias-free 1x1 convolution, so the network is unchanged in kind. Returns the mean cosine of the descriptors
+    before and after."""
+    was_training = net.training
+    net.eval()  # BatchNorm's running statistics stay untouched
+    _, raw = net(images)
+    net.train(was_training)
+    raw = raw.permute(0, 2, 3, 1).reshape(-1, raw.shape[1])
+    shared = torch.linalg.svd(raw, full_matrices=False).Vh[0]
+    projection = torch.eye(len(shared)) - torch.outer(shared, shared)
+    rows = net.convhead2.weight[: len(shared), :, 0, 0]
+    rows.copy_(projection @ rows)
+    return mean_cosine(raw), mean_cosine(raw @ projection)
 
 
 class MdnetTask(AlikeTask):
@@ -36,6 +64,12 @@ class MdnetTask(AlikeTask):
         means = {k: torch.stack(v).mean() for k, v in parts.items()}
         total = md.w_similarity * means["sim"] + md.w_peaky * means["pk"] + md.w_triplet * means["tr"]
         return {"total": total, **{k: v.detach() for k, v in means.items()}}
+
+    def prepare(self, net, data: PairDataset, cfg: TrainConfig) -> None:
+        if cfg.mdnet.centre_init:
+            images = torch.stack([data[i]["image0"] for i in range(CENTRE_PAIRS)])
+            before, after = project_out_shared_direction(net, images)
+            print(f"mdnet: shared descriptor direction projected out, mean cosine {before:.4f} -> {after:.4f}")
 
     @torch.no_grad()
     def validate(self, net, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig) -> dict[str, float]:

@@ -8,12 +8,13 @@ known warp. Its detection losses are R2D2's, which it builds on:
 - peaky: 1 - (max - mean) of the score map in the 17 x 17 window around every pixel (R2D2's N + 1 window, so
   it has a centre), averaged over both views.
 
-Description: the triplet loss [m - S(a, p) + S(a, n)]+ on cosine scores with m = 0.5. The positive of an
-anchor of view 0 is view 1's descriptor at its true position; the negative is the hardest (most similar) of
-view 1's candidates farther than `negative_radius` px from it: every other anchor's positive, and as many points
-of view 1. The slides say anchors are "randomly sampled" keypoints and leave open where: `anchors: random` takes
-random positions anywhere in view 0 (and random points of view 1), `anchors: peaks` the strongest NMS peaks of
-view 0's score map (and of view 1's), the points matching will compare at run time (TRAINING.md measures both).
+Description: the triplet loss [m - S(a, p) + S(a, n)]+ on cosine scores with m = 0.5. The positive of an anchor of
+view 0 is view 1's descriptor at its true position; the negative is the hardest (most similar) of view 1's
+candidates farther than `negative_radius` px from it: every other anchor's positive, and as many points of view 1
+(with `negative_pool: k`, the hardest of about k of those drawn at random for each anchor). The slides say anchors
+are "randomly sampled" keypoints and leave open where: `anchors: random` takes random positions anywhere in view 0
+(and random points of view 1), `anchors: peaks` the strongest NMS peaks of view 0's score map (and of view 1's),
+the points matching will compare at run time (TRAINING.md measures both).
 """
 
 from __future__ import annotations
@@ -37,10 +38,19 @@ class MdnetConfig:
     anchors: int = 512  # per pair and direction
     anchor_sampling: str = "random"  # "random": anywhere in the view; "peaks": the strongest score-map peaks
     negative_radius: float = 8.0  # px around the positive where no negative is taken
+    # > 0: each anchor's negative is the hardest of about this many candidates drawn at random (the slides' "set of
+    # non matching descriptors sampled randomly"); 0: the hardest of all of them. Against the hardest of all, a
+    # collapsed descriptor (every score equal: loss = margin) beats every early descriptor (TRAINING.md)
+    negative_pool: int = 0
+    # Before a new run, project the direction all descriptors share out of the head (training.mdnet): at a shared
+    # direction the triplet's gradient vanishes, and the descriptors stay collapsed (TRAINING.md)
+    centre_init: bool = False
 
     def __post_init__(self):
         if self.anchor_sampling not in ("random", "peaks"):
             raise ValueError(f"mdnet.anchor_sampling must be random or peaks, got {self.anchor_sampling!r}")
+        if self.negative_pool < 0:
+            raise ValueError(f"mdnet.negative_pool must be >= 0 (0: every candidate), got {self.negative_pool}")
 
 
 def similarity_loss(scores: torch.Tensor, warped: torch.Tensor, seen: torch.Tensor, patch: int) -> torch.Tensor:
@@ -88,6 +98,8 @@ def triplet_loss(
     a, described = describe_dense(desc0, anchors), describe_dense(desc1, others)
     similarity = a @ described.T  # column i < len(truth) is anchor i's positive
     positive = similarity.diagonal()
-    near = torch.cdist(truth, others) < cfg.negative_radius
-    negative = similarity.masked_fill(near, -2.0).max(1).values
+    excluded = torch.cdist(truth, others) < cfg.negative_radius
+    if cfg.negative_pool > 0:
+        excluded |= torch.rand(similarity.shape) >= cfg.negative_pool / similarity.shape[1]
+    negative = similarity.masked_fill(excluded, -2.0).max(1).values
     return F.relu(cfg.margin - positive + negative).mean()

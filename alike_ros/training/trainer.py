@@ -195,6 +195,8 @@ class Task(Protocol):
     def export_fields(self, checkpoint: dict) -> dict:
         """Fields the exported weights file needs besides state_dict, model, step and note."""
 
+    # Optional: prepare(net, data, cfg) sets up the network of a new run (not a resumed one) before its first step.
+
 
 class AlikeTask:
     """ALNet with the ALIKE losses (the functions above)."""
@@ -413,6 +415,8 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
     data = PairDataset(train_photos, cfg.data, cfg.seed)
     val_set = PairDataset(val_photos, cfg.data, cfg.seed + 1)
     val_pairs = [val_set[i] for i in range(cfg.data.val_pairs)]
+    if not resume and hasattr(task, "prepare"):  # a task's own set-up of a new run's network (e.g. mdnet's)
+        task.prepare(net, data, cfg)
     net.train()
 
     # SIGTERM (e.g. `kill PID`) ends the run like Ctrl-C: with a checkpoint

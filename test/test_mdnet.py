@@ -16,8 +16,9 @@ from alike_ros import extractors
 from alike_ros.model.alnet import ALNet, model_config
 from alike_ros.model.weights import WeightsError
 from alike_ros.training.cli import main as train_main
-from alike_ros.training.mdnet import mean_cosine, project_out_shared_direction
+from alike_ros.training.mdnet import project_out_shared_direction
 from alike_ros.training.mdnet_losses import MdnetConfig, peaky_loss, similarity_loss, triplet_loss
+from alike_ros.training.trainer import mean_cosine
 
 
 def test_similarity_is_zero_for_equal_maps_and_counts_only_patches_the_other_view_sees():
@@ -126,6 +127,7 @@ def test_training_smoke_export_and_run(tmp_path: Path):
     # MD-Net's losses as the validation loss, beside ALIKE's inference-path metrics
     validation = next(csv.DictReader((out / "val.csv").open()))
     assert 0 < float(validation["val_loss"]) < 3 and "repeatability" in validation
+    assert 0 <= float(validation["descriptor_mean_cos"]) <= 1  # the collapse diagnostic
     exported = tmp_path / "mdnet.pth"
     assert train_main(["--export", str(out / "last.pt"), "--out", str(exported)]) == 0
     built = extractors.build("mdnet", extractors.Options(weights=str(exported), device="cpu"))

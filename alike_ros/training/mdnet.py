@@ -10,15 +10,9 @@ from ..geometry import warp_map
 from ..model.alnet import ALNet
 from .data import PairDataset
 from .mdnet_losses import peaky_loss, similarity_loss, triplet_loss
-from .trainer import AlikeTask, TrainConfig, collate, validate
+from .trainer import AlikeTask, TrainConfig, collate, mean_cosine, validate
 
 CENTRE_PAIRS = 16  # training pairs whose first views estimate the shared descriptor direction
-
-
-def mean_cosine(desc: torch.Tensor) -> float:
-    """Mean cosine similarity of the rows of an N x D matrix to each other (self-pairs included)."""
-    unit = torch.nn.functional.normalize(desc, dim=1)
-    return float((unit.mean(0) ** 2).sum())
 
 
 @torch.no_grad()

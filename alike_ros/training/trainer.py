@@ -122,7 +122,8 @@ def pair_metrics(
     k0: torch.Tensor, f0: torch.Tensor, k1: torch.Tensor, f1: torch.Tensor, h01: torch.Tensor, size: int, px: float
 ) -> dict[str, float]:
     """Repeatability of two keypoint sets (both directions) and mutual-NN matching of their unit descriptors
-    (precision and count of matches within `px` of the truth) on a size x size pair."""
+    (precision and count of matches within `px` of the truth) on a size x size pair; and the descriptors' mean
+    cosine, which nears 1 when they collapse onto one direction."""
     w01, w10 = warp_points(h01, k0), warp_points(torch.linalg.inv(h01), k1)
     vis0, vis1 = inside(w01, (size, size), margin=0.5), inside(w10, (size, size), margin=0.5)
     rep = []
@@ -137,7 +138,14 @@ def pair_metrics(
         "repeatability": float(np.mean(rep)) if rep else 0.0,
         "match_precision": correct.float().mean().item() if len(i) else 0.0,
         "correct_matches": float(correct.sum()),
+        "descriptor_mean_cos": mean_cosine(torch.cat((f0, f1))) if len(f0) + len(f1) else 0.0,
     }
+
+
+def mean_cosine(desc: torch.Tensor) -> float:
+    """Mean cosine similarity of the rows of an N x D matrix to each other (self-pairs included)."""
+    unit = torch.nn.functional.normalize(desc.detach(), dim=1)
+    return float((unit.mean(0) ** 2).sum())
 
 
 @torch.no_grad()

@@ -159,6 +159,5 @@ def max_correct_matches(truth: np.ndarray, trusted: np.ndarray, kp1: np.ndarray,
     if not trusted.any() or len(kp1) == 0:
         return 0
     near = cKDTree(truth[trusted]).sparse_distance_matrix(cKDTree(kp1), px, output_type="coo_matrix").tocsr()
-    near.data[:] = 1  # a pair at distance 0 is stored as a zero: make every stored pair an edge
-    near.eliminate_zeros()
+    near.data[:] = 1  # a pair at distance 0 is stored with the value 0: every stored pair is an edge
     return int((maximum_bipartite_matching(near, perm_type="column") >= 0).sum())

@@ -5,13 +5,15 @@ The graph is what our own DKD and sub-pixel description need, no more (the fast 
 - input `image`: 1 x 3 x H x W float32, RGB in [0, 1], H and W multiples of 32 (the extractor pads the image at the
   bottom/right with zeros to get there); H and W are dynamic, one graph serves every size;
 - output `scores`: 1 x 1 x H x W float32, the sigmoid score map (DKD runs on its top-left crop of the image's size);
-- outputs `branch1` .. `branch4`: the four aggregation branches after their 1x1 conv and ReLU, dim/4 channels each,
-  at 1/1, 1/2, 1/8 and 1/32 of H x W. The descriptor at a sub-pixel keypoint is computed from them
-  (`SparseHeadALNet.descriptors_at`: the coarse branches interpolated at the keypoint's four integer neighbours,
-  the head's descriptor rows applied, normalised, then bilinear between the four), exactly what the dense
-  descriptor map would give there. A dense descriptor output (dim x H x W, 4x the bytes of `branch1`, and a
-  full-resolution head convolution) would cost more than the whole rest of the network at 640x480, for the
-  few thousand pixels that are ever read.
+- output `block1`: the first block's output, c1 channels at H x W (the fine branch's 1x1 conv and ReLU are applied
+  only at the pixels described, so that branch is never stored);
+- outputs `branch2` .. `branch4`: the coarse aggregation branches after their 1x1 conv and ReLU, dim/4 channels
+  each, at 1/2, 1/8 and 1/32 of H x W. The descriptor at a sub-pixel keypoint is computed from these
+  (`SparseHeadALNet.descriptors_at`: the fine branch at the keypoint's four integer neighbours, the coarse ones
+  interpolated there, the head's descriptor rows applied, normalised, then bilinear between the four), exactly
+  what the dense descriptor map would give there. A dense descriptor output (dim x H x W, and a full-resolution
+  head convolution) would cost more than the whole rest of the network at 640x480, for the few thousand pixels
+  that are ever read.
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ from .model.sparse_head import Branches, SparseHeadALNet
 FORMATS = ("onnx",)
 OPSET = 17
 INPUT = "image"
-OUTPUTS = ("scores", "branch1", "branch2", "branch3", "branch4")
+OUTPUTS = ("scores", "block1", "branch2", "branch3", "branch4")
 RUNTIMES = ("torch", "onnxruntime")
 EXAMPLE_SIZE = (64, 96)  # (height, width) traced; any multiple of 32 works after export
 
 
 class NetworkGraph(nn.Module):
-    """What the exported graph computes: the sigmoid score map and the four branches of the fast path."""
+    """What the exported graph computes: the sigmoid score map and the fast path's `Branches`."""
 
     def __init__(self, net: SparseHeadALNet):
         super().__init__()
@@ -151,5 +153,5 @@ class OnnxNetwork:
         """Sigmoid scores (1 x 1 x H x W) and the branches, as torch tensors on the extractor's device."""
         array = np.ascontiguousarray(image.detach().to("cpu", torch.float32).numpy())
         outputs = self.session.run(list(OUTPUTS), {INPUT: array})
-        scores, *maps = (torch.from_numpy(o).to(self.device) for o in outputs)
-        return scores, Branches(maps, array.shape[2], array.shape[3])
+        scores, fine, *coarse = (torch.from_numpy(o).to(self.device) for o in outputs)
+        return scores, Branches(fine, coarse, array.shape[2], array.shape[3])

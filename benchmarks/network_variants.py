@@ -2,7 +2,7 @@
 
     python benchmarks/network_variants.py [--model alike-t] [--runs 30] [--threads 2] [--repeats 3]
 
-The network alone (the four branch maps and the score logits of `SparseHeadALNet`, BatchNorm folded,
+The network alone (the branch maps and the score logits of `SparseHeadALNet`, BatchNorm folded,
 channels-last) at 640x480:
 - `eager`: what the extractor runs;
 - `fused`: every conv+ReLU one oneDNN call with a ReLU post-op, and each ResBlock's conv2+shortcut add+ReLU one
@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from alike_ros.extractor import Extractor
 from alike_ros.model.alnet import ALNet, ResBlock
+from alike_ros.model.sparse_head import Branches, max_pool
 
 POINTWISE = torch.ops.mkldnn._convolution_pointwise
 
@@ -44,14 +44,14 @@ def res_block(x: torch.Tensor, block: ResBlock) -> torch.Tensor:
     return POINTWISE.binary(out, block.downsample(x), conv.weight, conv.bias, *args, "add", None, "relu", [], "")
 
 
-def fused_branches(net: ALNet) -> Callable[[torch.Tensor], list[torch.Tensor]]:
-    def branches(image: torch.Tensor) -> list[torch.Tensor]:
+def fused_branches(net: ALNet) -> Callable[[torch.Tensor], Branches]:
+    def branches(image: torch.Tensor) -> Branches:
         x1 = conv_relu(conv_relu(image, net.block1.conv1), net.block1.conv2)
-        x2 = res_block(F.max_pool2d(x1, 2), net.block2)
-        x3 = res_block(F.max_pool2d(x2, 4), net.block3)
-        x4 = res_block(F.max_pool2d(x3, 4), net.block4)
-        convs = (net.conv1, net.conv2, net.conv3, net.conv4)
-        return [conv_relu(x, c) for c, x in zip(convs, (x1, x2, x3, x4), strict=True)]
+        x2 = res_block(max_pool(x1, 2), net.block2)
+        x3 = res_block(max_pool(x2, 4), net.block3)
+        x4 = res_block(max_pool(x3, 4), net.block4)
+        coarse = [conv_relu(x, c) for c, x in zip((net.conv2, net.conv3, net.conv4), (x2, x3, x4), strict=True)]
+        return Branches(x1, coarse, image.shape[2], image.shape[3])
 
     return branches
 
@@ -94,15 +94,15 @@ def main() -> None:
     fused = fused_branches(sparse.net)
 
     def fused_outputs(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        maps = fused(x)
-        return (sparse.score_logits(maps), *maps)
+        branches = fused(x)
+        return (sparse.score_logits(branches), *branches.maps)
 
     variants = {
         "eager": eager,
         "fused": fused_outputs,
         "jit-frozen": frozen,
         "jit-optimized": optimized,
-        "branches only": sparse.net.branches,
+        "branches only": lambda x: sparse.branches(x).maps,
     }
     with torch.inference_mode():
         reference = variants["eager"](image)

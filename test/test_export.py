@@ -100,7 +100,7 @@ def test_the_graph_is_opset_17_with_dynamic_height_and_width(alike_t_net):
     assert dims(model.graph.input[0]) == [1, 3, "height", "width"]
     assert [o.name for o in model.graph.output] == list(OUTPUTS)
     shapes = {o.name: dims(o) for o in model.graph.output}
-    assert shapes["scores"] == [1, 1, "height", "width"] and shapes["branch1"] == [1, 16, "height", "width"]
+    assert shapes["scores"] == [1, 1, "height", "width"] and shapes["block1"] == [1, 8, "height", "width"]
     assert all(isinstance(d, str) for name in OUTPUTS for d in shapes[name][2:])  # no size baked in
 
 

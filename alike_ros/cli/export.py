@@ -2,10 +2,11 @@
 
 The graph (opset 17) is the network part of the fast path, BatchNorm folded: input `image`, 1 x 3 x H x W float32
 RGB in [0, 1] with H and W multiples of 32 (pad the image at the bottom/right with zeros), dynamic; outputs
-`scores` (1 x 1 x H x W sigmoid score map) and `branch1`..`branch4` (the four aggregation branches, dim/4 channels
-at 1/1, 1/2, 1/8 and 1/32 of H x W), from which our detection (DKD) and sub-pixel description run as in the
-extractor (`runtime: onnxruntime` does exactly that). Needs the onnx package (pip install onnx). Exit status: 0,
-or 2 for a usage problem (unknown format, onnx not installed, unreadable weights, OUT not writable)."""
+`scores` (1 x 1 x H x W sigmoid score map), `block1` (the first block's output, c1 channels at H x W) and
+`branch2`..`branch4` (the coarse aggregation branches, dim/4 channels at 1/2, 1/8 and 1/32 of H x W), from which
+our detection (DKD) and sub-pixel description run as in the extractor (`runtime: onnxruntime` does exactly that).
+Needs the onnx package (pip install onnx). Exit status: 0, or 2 for a usage problem (unknown format, onnx not
+installed, unreadable weights, OUT not writable)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ and the score logit as the *last* channel of `convhead2`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,8 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
 # network (training.mdnet), so the two sets of losses compare on one architecture
 MDNET_MODEL = "mdnet"
 ALNET_MODELS: dict[str, ModelConfig] = {**MODEL_CONFIGS, MDNET_MODEL: MODEL_CONFIGS["alike-t"]}
+
+Pool = Callable[[torch.Tensor, int], torch.Tensor]
 
 UPSAMPLE_FACTORS = (2, 8, 32)  # branch strides of x2, x3, x4 relative to the input
 
@@ -103,16 +106,21 @@ class ALNet(nn.Module):
             self.convhead1 = conv1x1(dim, dim)
         self.convhead2 = conv1x1(dim, dim + 1)
 
+    def blocks(self, image: torch.Tensor, pool: Pool = F.max_pool2d) -> list[torch.Tensor]:
+        """The four blocks' outputs at 1/1, 1/2, 1/8 and 1/32 of the input (`pool(x, k)`: a k x k max-pool)."""
+        x1 = self.block1(image)
+        x2 = self.block2(pool(x1, 2))
+        x3 = self.block3(pool(x2, 4))
+        return [x1, x2, x3, self.block4(pool(x3, 4))]
+
+    def branch_convs(self) -> tuple[nn.Conv2d, ...]:
+        """The 1x1 convolution of each block's output into its aggregation branch (ReLU follows)."""
+        return self.conv1, self.conv2, self.conv3, self.conv4
+
     def branches(self, image: torch.Tensor) -> list[torch.Tensor]:
         """The four aggregation branches (after their 1x1 conv and ReLU) at their own resolutions."""
-        x1 = self.block1(image)
-        x2 = self.block2(F.max_pool2d(x1, 2))
-        x3 = self.block3(F.max_pool2d(x2, 4))
-        x4 = self.block4(F.max_pool2d(x3, 4))
-        return [
-            F.relu(conv(x), inplace=True)
-            for conv, x in zip((self.conv1, self.conv2, self.conv3, self.conv4), (x1, x2, x3, x4), strict=True)
-        ]
+        blocks = self.blocks(image)
+        return [F.relu(conv(x), inplace=True) for conv, x in zip(self.branch_convs(), blocks, strict=True)]
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         """Full-resolution aggregated features (dim channels), the input of the head."""

@@ -6,6 +6,8 @@ Two identities make this exact (up to float rounding):
   at the branch's own resolution and upsampled as one channel.
 - Descriptors are only sampled at keypoints, so the head runs at each keypoint's four integer neighbours,
   where the coarse branches are bilinearly interpolated exactly as the dense upsampling would.
+- The full-resolution branch (block1's 1x1 conv and ReLU, dim/4 channels) is never stored: its score part is
+  computed a band of rows at a time, which stays in the cache, and the descriptors recompute it at their pixels.
 Eval-mode BatchNorm is folded into the convolutions first.
 """
 
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..sampling import interpolate, pixels_of
+from ..sampling import pixels_of
 from .alnet import UPSAMPLE_FACTORS, ALNet, upsample
 
 
@@ -33,13 +35,39 @@ def fold_batchnorm(net: ALNet) -> ALNet:
     return fused
 
 
+# rows of pixels per band in `fine_score`: about 16k pixels at 640 px wide, whose dim/4 channels fit in L2
+BAND_PIXELS = 16384
+
+
+def max_pool(x: torch.Tensor, k: int) -> torch.Tensor:
+    """`F.max_pool2d(x, k)`, the 2 x 2 pool of a channels-last CPU map as two maxima of strided views: about half
+    the time of torch's pool there (which also computes indices). Maxima are exact, so is the result."""
+    n, c, h, w = x.shape
+    if k != 2 or n != 1 or h % 2 or w % 2 or x.device.type != "cpu" or not channels_last(x):
+        return F.max_pool2d(x, k)
+    rows = x.permute(0, 2, 3, 1).reshape(h // 2, 2, w // 2, 2 * c)  # pixel pairs of a row side by side
+    pairs = torch.maximum(rows[:, 0], rows[:, 1]).view(h // 2, w // 2, 2, c)
+    return torch.maximum(pairs[:, :, 0], pairs[:, :, 1])[None].permute(0, 3, 1, 2)
+
+
+def channels_last(x: torch.Tensor) -> bool:
+    return x.permute(0, 2, 3, 1).is_contiguous()
+
+
 @dataclass
 class Branches:
-    """The four aggregation branches of one image (1 x C x h x w each) and the padded input size."""
+    """What describing needs of one image: block1's output (1 x c1 x H x W, before the fine branch's 1x1 conv),
+    the three coarse aggregation branches (1 x dim/4 x h x w each) and the padded input size."""
 
-    maps: list[torch.Tensor]
+    fine: torch.Tensor
+    coarse: list[torch.Tensor]
     height: int
     width: int
+
+    @property
+    def maps(self) -> list[torch.Tensor]:
+        """Every map, finest first: what the exported graph outputs after the scores."""
+        return [self.fine, *self.coarse]
 
 
 class SparseHeadALNet(nn.Module):
@@ -47,6 +75,7 @@ class SparseHeadALNet(nn.Module):
         super().__init__()
         self.net = fold_batchnorm(net)
         self.single_head = net.cfg.single_head
+        self.register_buffer("fine_weight", self.net.conv1.weight.detach()[:, :, 0, 0].clone())  # dim/4 x c1
         head = self.net.convhead2.weight.detach()[:, :, 0, 0]  # (dim + 1) x dim
         self.register_buffer("desc_weight", head[:-1].clone())
         # the score row split per branch, as 1x1 conv weights, for the single-head shortcut
@@ -54,31 +83,55 @@ class SparseHeadALNet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, Branches]:
         """Score logits (1 x 1 x H x W) and the branches that `descriptors_at` needs."""
-        maps = self.net.branches(image)
-        return self.score_logits(maps), Branches(maps, image.shape[2], image.shape[3])
+        branches = self.branches(image)
+        return self.score_logits(branches), branches
 
-    def score_logits(self, maps: list[torch.Tensor]) -> torch.Tensor:
-        """Score logits (1 x 1 x H x W) of the four branches."""
-        if self.single_head:
-            parts = self.score_weight.chunk(4, dim=1)  # the score row split per branch
-            logits = F.conv2d(maps[0], parts[0])
-            for part, branch, factor in zip(parts[1:], maps[1:], UPSAMPLE_FACTORS, strict=True):
-                logits = logits + upsample(F.conv2d(branch, part), factor)
-        else:
-            logits = F.conv2d(self.net.aggregate(maps), self.score_weight)
+    def branches(self, image: torch.Tensor) -> Branches:
+        fine, *blocks = self.net.blocks(image, max_pool)
+        convs = self.net.branch_convs()[1:]
+        coarse = [F.relu(conv(x), inplace=True) for conv, x in zip(convs, blocks, strict=True)]
+        return Branches(fine, coarse, image.shape[2], image.shape[3])
+
+    def fine_branch(self, fine: torch.Tensor) -> torch.Tensor:
+        """The full-resolution aggregation branch from block1's output, pixels last: (..., c1) -> (..., dim/4)."""
+        return F.relu(F.linear(fine, self.fine_weight), inplace=True)
+
+    def fine_score(self, fine: torch.Tensor) -> torch.Tensor:
+        """The fine branch's part of the score logits (1 x 1 x H x W), on the CPU a band of rows at a time, so
+        the dim/4-channel full-resolution branch is never stored (it would be the network's largest map)."""
+        row = self.score_weight.chunk(4, dim=1)[0][:, :, 0, 0]
+        pixels = fine.permute(0, 2, 3, 1)  # 1 x H x W x c1, a view where the map is channels-last
+
+        def score(band: torch.Tensor) -> torch.Tensor:
+            return F.linear(self.fine_branch(band), row)
+
+        rows = max(1, BAND_PIXELS // fine.shape[3])
+        if fine.device.type != "cpu" or not channels_last(fine) or torch.jit.is_tracing():
+            return score(pixels).permute(0, 3, 1, 2)
+        bands = [score(pixels[:, r : r + rows]) for r in range(0, fine.shape[2], rows)]
+        return torch.cat(bands, dim=1).permute(0, 3, 1, 2)
+
+    def score_logits(self, branches: Branches) -> torch.Tensor:
+        """Score logits (1 x 1 x H x W) of an image's branches."""
+        if not self.single_head:
+            fine = self.fine_branch(branches.fine.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            return F.conv2d(self.net.aggregate([fine, *branches.coarse]), self.score_weight)
+        logits = self.fine_score(branches.fine)
+        rows = self.score_weight[:, :, 0, 0].chunk(4, dim=1)[1:]
+        for row, branch, factor in zip(rows, branches.coarse, UPSAMPLE_FACTORS, strict=True):
+            # a product over the channels-last pixels: half the time of a one-channel 1x1 convolution here
+            logits = logits + upsample(F.linear(branch.permute(0, 2, 3, 1), row).permute(0, 3, 1, 2), factor)
         return logits
 
     def features_at(self, branches: Branches, pixels: torch.Tensor) -> torch.Tensor:
         """Aggregated head input (M x dim) at integer pixels (M x 2, (x, y)) of the padded image."""
-        x, y = pixels[:, 0].float(), pixels[:, 1].float()
-        fine, *coarse = branches.maps
-        parts = [fine[0, :, pixels[:, 1], pixels[:, 0]].T]
-        for branch in coarse:
-            h, w = branch.shape[2:]
-            # align_corners=True upsampling reads source coordinate dst * (in - 1) / (out - 1)
-            sx = x * ((w - 1) / (branches.width - 1))
-            sy = y * ((h - 1) / (branches.height - 1))
-            parts.append(interpolate(pixels_of(branch[0]), torch.stack((sx, sy), 1), h, w))
+        parts = [self.fine_branch(pixels_of(branches.fine[0])(pixels))]
+        # align_corners=True upsampling reads source coordinate dst * (in - 1) / (out - 1) of every branch, which
+        # is grid_sample's align_corners=True grid dst / (out - 1) * 2 - 1, one grid for all three
+        size = pixels.new_tensor([branches.width - 1, branches.height - 1], dtype=torch.float32)
+        grid = (pixels.float() / size * 2 - 1)[None, None].to(branches.coarse[0].dtype)
+        for branch in branches.coarse:
+            parts.append(F.grid_sample(branch, grid, padding_mode="border", align_corners=True)[0, :, 0].T)
         feats = torch.cat(parts, dim=1)
         if not self.single_head:
             feats = F.relu(F.linear(feats, self.net.convhead1.weight[:, :, 0, 0]))

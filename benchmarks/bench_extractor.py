@@ -2,26 +2,37 @@
 
     python benchmarks/bench_extractor.py [--models alike-t,alike-n] [--runs 20] [--threads 2] [--write]
     python benchmarks/bench_extractor.py --runtimes torch,onnxruntime [--models alike-t] [--runs 40]
+    python benchmarks/bench_extractor.py --baseline COMMIT [--models alike-t,alike-n] [--runs 40] [--block 5]
 
 Both paths run in the same process on the same frames, so their ratio is measured under identical
 conditions. Weights: the bundled ones, or upstream checkpoints from ../shared/reference when a variant
 ships none (speed does not depend on the weight values). `--write` updates BENCHMARKS.md.
 `--runtimes` compares the fast path under each runtime instead (the network stage is what differs; detection
-and description are the same code), interleaved in the same way.
+and description are the same code), interleaved in the same way. `--baseline` compares the fast path of another
+commit (its package taken from git, with its own bundled weights) with this tree's, and first prints how far
+apart their keypoints and descriptors are.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.extractor import STAGES, Extractor
@@ -76,12 +87,15 @@ def main() -> int:
     p.add_argument(
         "--runtimes", default="", help="e.g. torch,onnxruntime: compare the fast path under these runtimes instead"
     )
+    p.add_argument("--baseline", default="", help="a git commit: compare its fast path with this tree's instead")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     frames = test_frames()
     detector = DetectorConfig(top_k=args.top_k, score_threshold=0.0)
     if args.runtimes:
         return compare_runtimes(args, frames, detector)
+    if args.baseline:
+        return compare_baseline(args, frames, detector)
     rows = []
     for model in args.models.split(","):
         extractors = {
@@ -121,26 +135,79 @@ def main() -> int:
 def compare_runtimes(args: argparse.Namespace, frames: list[np.ndarray], detector: DetectorConfig) -> int:
     """Per-stage medians of the fast path under each of `args.runtimes`; speed-ups against the first one."""
     runtimes = args.runtimes.split(",")
+
+    def variants(model: str) -> dict[str, Extractor]:
+        return {rt: Extractor(model, weights_for(model), "cpu", detector=detector, runtime=rt) for rt in runtimes}
+
+    return compare(args, frames, variants, "runtime", runtime_versions())
+
+
+def compare_baseline(args: argparse.Namespace, frames: list[np.ndarray], detector: DetectorConfig) -> int:
+    """Per-stage medians of the fast path of commit `args.baseline` against this tree's; speed-ups against the
+    baseline. The baseline's package is taken from git and imported as `alike_baseline`, with its own weights."""
+    folder = Path(tempfile.mkdtemp(prefix="alike-baseline-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "alike_ros"], capture_output=True)
+    if archive.returncode:
+        raise SystemExit(f"git archive {args.baseline}: {archive.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(folder, filter="data")
+    (folder / "alike_ros").rename(folder / "alike_baseline")
+    sys.path.insert(0, str(folder))
+    baseline = importlib.import_module("alike_baseline.extractor")
+    baseline_detector = importlib.import_module("alike_baseline.detection.dkd").DetectorConfig(**asdict(detector))
+
+    def variants(model: str) -> dict[str, Extractor]:
+        return {
+            args.baseline: baseline.Extractor(model, None, "cpu", detector=baseline_detector),
+            "this tree": Extractor(model, None, "cpu", detector=detector),
+        }
+
+    return compare(args, frames, variants, "code", f"baseline {args.baseline}", check_same_features)
+
+
+def check_same_features(model: str, extractors: dict[str, Extractor], frames: list[np.ndarray]) -> None:
+    """Print how far the last extractor's keypoints and descriptors are from the first's on every frame."""
+    first, last = list(extractors.values())[0], list(extractors.values())[-1]
+    for frame in frames:
+        a, b = first(frame, color="bgr"), last(frame, color="bgr")
+        distance, nearest = cKDTree(b.keypoints).query(a.keypoints)
+        cosine = (a.descriptors * b.descriptors[nearest]).sum(axis=1)
+        print(
+            f"{model}: {len(a)} and {len(b)} keypoints, farthest nearest neighbour {distance.max():.2g} px, "
+            f"lowest descriptor cosine {cosine.min():.7f}"
+        )
+
+
+def compare(
+    args: argparse.Namespace,
+    frames: list[np.ndarray],
+    variants: Callable[[str], dict[str, Extractor]],
+    column: str,
+    versions: str,
+    check: Callable[[str, dict[str, Extractor], list[np.ndarray]], None] | None = None,
+) -> int:
+    """The table of per-stage medians of each model's variants, interleaved, with speed-ups against the first."""
     lines = [
         f"Command: `{' '.join(['python', 'benchmarks/bench_extractor.py', *sys.argv[1:]])}`  ",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {runtime_versions()}, "
+        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {versions}, "
         f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} runs interleaved "
         f"{'frame by frame' if args.block == 1 else f'in turns of {args.block} frames'} (ms); "
         f"load average at the end {os.getloadavg()[0]:.1f}.",
         "",
-        f"| model | runtime | {' | '.join(STAGES)} | total | network speed-up | total speed-up |",
+        f"| model | {column} | {' | '.join(STAGES)} | total | network speed-up | total speed-up |",
         "|---|---|" + "---|" * (len(STAGES) + 3),
     ]
     for model in args.models.split(","):
-        extractors = {rt: Extractor(model, weights_for(model), "cpu", detector=detector, runtime=rt) for rt in runtimes}
-        result = time_paths(extractors, frames, args.runs)
+        extractors = variants(model)
+        if check is not None:
+            check(model, extractors, frames)
+        result = time_paths(extractors, frames, args.runs, args.block)
         print(model, {k: {s: round(v, 1) for s, v in r.items()} for k, r in result.items()}, flush=True)
-        base = result[runtimes[0]]
-        for rt in runtimes:
-            r = result[rt]
+        base = next(iter(result.values()))
+        for name, r in result.items():
             cells = " | ".join(f"{r[s]:.1f}" for s in (*STAGES, "total"))
             ratios = f"{base['network'] / r['network']:.2f}x | {base['total'] / r['total']:.2f}x"
-            lines.append(f"| {model} | {rt} | {cells} | {ratios} |")
+            lines.append(f"| {model} | {name} | {cells} | {ratios} |")
     print("\n".join(lines))
     return 0
 

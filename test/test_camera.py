@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ pytest.importorskip("rclpy", reason="the camera publishes sensor_msgs (rclpy)")
 
 from alike_ros.__main__ import COMMANDS  # noqa: E402
 from alike_ros.bag.sample import load_photo  # noqa: E402
-from alike_ros.ros.camera import FrameSource, Schedule, parse_args, parse_size  # noqa: E402
+from alike_ros.ros.camera import FrameSource, Schedule, StopRequest, parse_args, parse_size  # noqa: E402
 from alike_ros.ros.conversions import image_to_array  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,3 +136,21 @@ def test_camera_process_stops_cleanly_on_sigint():
     assert process.returncode == 0, "".join(lines) + err
     report = json.loads(out.strip().splitlines()[-1])
     assert report["interrupted"] and report["frames_sent"] >= 0
+
+
+def current_wakeup_fd() -> int:
+    fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(fd)
+    return fd
+
+
+def test_a_signal_wakes_the_camera_loop_without_a_lock_and_the_old_handlers_come_back():
+    handler, wakeup_fd = signal.getsignal(signal.SIGTERM), current_wakeup_fd()
+    with StopRequest() as stop:
+        assert not stop.wait(0.01) and not stop.is_set()
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()  # from another thread, as DDS's
+        start = time.monotonic()
+        assert stop.wait(60) and stop.is_set()
+        assert time.monotonic() - start < 30  # woken by the signal, not by the timeout
+        assert stop.wait(60)  # stays requested: later sleeps return at once
+    assert signal.getsignal(signal.SIGTERM) is handler and current_wakeup_fd() == wakeup_fd

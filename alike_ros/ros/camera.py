@@ -19,12 +19,15 @@ first frame is sent; publishing only sets the header.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import select
 import signal
+import socket
 import sys
-import threading
 import time
 from collections.abc import Sequence
+from types import FrameType
 
 import cv2
 import numpy as np
@@ -181,19 +184,61 @@ class Schedule:
         return self.deadline
 
 
+class StopRequest:
+    """SIGINT / SIGTERM as a request to stop, which the publishing loop polls and sleeps on (a context manager that
+    puts the previous handlers back).
+
+    The handler only sets a flag. A `threading.Event` set from a handler deadlocks when the signal lands while the
+    main thread holds the event's lock inside `wait`, which hung this camera on SIGINT now and then; here sleeps wake
+    through Python's signal wakeup fd instead, and no lock is taken."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._wakeup, self._writer = socket.socketpair()
+        for end in (self._wakeup, self._writer):
+            end.setblocking(False)
+
+    def __enter__(self) -> StopRequest:
+        self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._previous = {sig: signal.signal(sig, self._request) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._previous_fd)
+        self._wakeup.close()
+        self._writer.close()
+
+    def _request(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+    def is_set(self) -> bool:
+        return self.requested
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds or until a signal arrives; whether a stop was requested."""
+        if not self.requested and select.select([self._wakeup], [], [], max(0.0, timeout))[0]:
+            with contextlib.suppress(BlockingIOError):
+                self._wakeup.recv(4096)  # the signal numbers Python wrote; only the wake-up matters
+        return self.requested
+
+
 def main(argv: list[str] | None = None) -> int:
+    with StopRequest() as stop:
+        return _run(stop, sys.argv[1:] if argv is None else list(argv))
+
+
+def _run(stop: StopRequest, argv: list[str]) -> int:
     import rclpy
     from rclpy.duration import Duration
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
     from rclpy.utilities import remove_ros_args
 
-    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(remove_ros_args([NODE_NAME, *argv])[1:])
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-
     source = FrameSource(args.size, args.encoding, args.period)
     messages = source.messages()
     del source  # the messages hold the pixels

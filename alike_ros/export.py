@@ -34,7 +34,6 @@ FORMATS = ("onnx",)
 OPSET = 17
 INPUT = "image"
 OUTPUTS = ("scores", "block1", "branch2", "branch3", "branch4")
-RUNTIMES = ("torch", "onnxruntime")
 EXAMPLE_SIZE = (64, 96)  # (height, width) traced; any multiple of 32 works after export
 
 
@@ -115,28 +114,51 @@ def export_problem() -> str | None:
     return None
 
 
-def onnxruntime_problem() -> str | None:
-    """Why `runtime: onnxruntime` cannot work here (None when it can): it exports the graph (onnx), then runs it."""
-    if missing := _missing("onnx", "onnxruntime"):
+def runtime_problem(runtime: str, device: torch.device | None = None) -> str | None:
+    """Why `runtime` cannot run the network here, on `device` when given (None when it can). Every runtime but
+    torch exports the graph (onnx), then runs it."""
+    if runtime == "torch":
+        return None
+    if runtime not in GRAPH_RUNTIMES:
+        return f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}"
+    if missing := _missing("onnx", runtime):  # each graph runtime's package is named as the runtime
+        gpu = " (onnxruntime-gpu for CUDA)" if runtime == "onnxruntime" else ""
         return (
-            f"runtime onnxruntime needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}, "
-            "not installed: pip install onnx onnxruntime (onnxruntime-gpu for CUDA), or use runtime torch"
+            f"runtime {runtime} needs the {' and '.join(missing)} package{'s' if len(missing) > 1 else ''}, "
+            f"not installed: pip install onnx {runtime}{gpu}, or use runtime torch"
         )
+    if runtime == "openvino" and device is not None and device.type != "cpu":
+        return f"runtime openvino runs the network on the CPU: use device cpu, not {device}"
     return None
 
 
-class OnnxNetwork:
-    """The exported graph in an onnxruntime session: the network stage of the extractor's fast path.
+class GraphNetwork:
+    """The exported graph in another runtime: the network stage of the extractor's fast path. Input and outputs
+    pass through host memory; `run` maps the input array to the outputs' arrays in `OUTPUTS` order."""
 
-    CPU execution provider, with as many threads as torch uses; on a CUDA device the CUDA provider when the
-    installed onnxruntime has it (onnxruntime-gpu). Input and outputs pass through host memory."""
+    def __init__(self, runtime: str, device: torch.device):
+        if problem := runtime_problem(runtime, device):
+            raise ValueError(problem)
+        self.device = device
+
+    def run(self, array: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, Branches]:
+        """Sigmoid scores (1 x 1 x H x W) and the branches, as torch tensors on the extractor's device."""
+        array = np.ascontiguousarray(image.detach().to("cpu", torch.float32).numpy())
+        scores, fine, *coarse = (torch.from_numpy(o).to(self.device) for o in self.run(array))
+        return scores, Branches(fine, coarse, array.shape[2], array.shape[3])
+
+
+class OnnxNetwork(GraphNetwork):
+    """The graph in an onnxruntime session: CPU execution provider, with as many threads as torch uses; on a CUDA
+    device the CUDA provider when the installed onnxruntime has it (onnxruntime-gpu)."""
 
     def __init__(self, net: SparseHeadALNet, device: torch.device, threads: int | None = None):
-        if problem := onnxruntime_problem():
-            raise ValueError(problem)
+        super().__init__("onnxruntime", device)
         import onnxruntime as ort
 
-        self.device = device
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -149,9 +171,34 @@ class OnnxNetwork:
         self.session = ort.InferenceSession(export_onnx(net), options, providers=providers)
         self.providers = self.session.get_providers()
 
-    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, Branches]:
-        """Sigmoid scores (1 x 1 x H x W) and the branches, as torch tensors on the extractor's device."""
-        array = np.ascontiguousarray(image.detach().to("cpu", torch.float32).numpy())
-        outputs = self.session.run(list(OUTPUTS), {INPUT: array})
-        scores, fine, *coarse = (torch.from_numpy(o).to(self.device) for o in outputs)
-        return scores, Branches(fine, coarse, array.shape[2], array.shape[3])
+    def run(self, array: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(list(OUTPUTS), {INPUT: array})
+
+
+class OpenVinoNetwork(GraphNetwork):
+    """The graph compiled by OpenVINO for the CPU, in float32, latency-first, with as many threads as torch uses.
+
+    float32 is asked for explicitly: on CPUs with bfloat16 units (AVX512-BF16, AMX) OpenVINO's CPU plugin runs in
+    bfloat16 unless told otherwise, which moves the score logits by about 0.1 (BENCHMARKS.md, Runtimes)."""
+
+    def __init__(self, net: SparseHeadALNet, device: torch.device, threads: int | None = None, precision: str = "f32"):
+        super().__init__("openvino", device)
+        import openvino
+
+        config = {
+            "INFERENCE_PRECISION_HINT": precision,  # only f32 keeps the outputs those of torch (bf16: benchmarks)
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+        }
+        core = openvino.Core()
+        self.compiled = core.compile_model(core.read_model(export_onnx(net)), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+
+    def run(self, array: np.ndarray) -> list[np.ndarray]:
+        results = self.request.infer({INPUT: array})  # copies of the outputs, not views of the request's buffers
+        return [results[self.compiled.output(name)] for name in OUTPUTS]
+
+
+GRAPH_RUNTIMES: dict[str, type[GraphNetwork]] = {"onnxruntime": OnnxNetwork, "openvino": OpenVinoNetwork}
+RUNTIMES = ("torch", *GRAPH_RUNTIMES)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .detection.dkd import DetectorConfig, describe_dense, detect
-from .export import RUNTIMES, OnnxNetwork
+from .export import GRAPH_RUNTIMES, RUNTIMES
 from .memory import keep_freed_memory
 from .model.sparse_head import SparseHeadALNet
 from .model.weights import load_model
@@ -215,8 +215,8 @@ class Extractor:
     dense normalisation, NCHW), kept as the
     reference the fast path is tested and benchmarked against.
 
-    `runtime="onnxruntime"` runs the fast path's network as an ONNX graph (exported once, in memory, at
-    construction; see `alike_ros.export`) in onnxruntime, then our own DKD and description as with torch.
+    `runtime="onnxruntime"` or `"openvino"` runs the fast path's network as an ONNX graph (exported once, in memory,
+    at construction; see `alike_ros.export`) in that runtime, then our own DKD and description as with torch.
     """
 
     def __init__(
@@ -254,8 +254,8 @@ class Extractor:
         if fast:
             self.net = SparseHeadALNet(self.net)
         # the graph's network stage; the torch module still describes the keypoints from its branches
-        self.onnx = OnnxNetwork(self.net, self.device) if runtime == "onnxruntime" else None
-        if self.onnx is not None:
+        self.graph = GRAPH_RUNTIMES[runtime](self.net, self.device) if runtime in GRAPH_RUNTIMES else None
+        if self.graph is not None:
             self.memory_format = torch.contiguous_format  # the graph's input layout: no copy before the session
         self.net = self.net.to(self.device, memory_format=self.memory_format).eval()
         if half:
@@ -269,8 +269,8 @@ class Extractor:
     def _network(self, tensor: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, Callable]:
         """The H x W sigmoid score map and a function giving unit descriptors at sub-pixel keypoints."""
         if self.fast:
-            if self.onnx is not None:
-                sigmoid, branches = self.onnx(tensor)
+            if self.graph is not None:
+                sigmoid, branches = self.graph(tensor)
                 scores = sigmoid[0, 0, :h, :w]
             else:
                 logits, branches = self.net(tensor)

@@ -17,7 +17,7 @@ import torch
 
 from .config import check, setting
 from .detection.dkd import DetectorConfig
-from .export import RUNTIMES, onnxruntime_problem
+from .export import RUNTIMES, runtime_problem
 from .extractor import STAGES as EXTRACTOR_STAGES
 from .extractor import Color, resolve_device
 from .extractors import FeatureExtractor, Options, names
@@ -52,8 +52,8 @@ class PipelineConfig:
     half: bool = setting(False, "half-precision network (CUDA only)")
     runtime: str = setting(
         "torch",
-        "what runs the network: torch, or onnxruntime (the network exported once as an ONNX graph, then our own "
-        "detection and description; needs the onnxruntime package, float32 only)",
+        "what runs the network: torch, onnxruntime or openvino (the network exported once as an ONNX graph, then "
+        "our own detection and description; needs that package, float32 only; openvino on the CPU only)",
         choices=RUNTIMES,
     )
     max_side: int = setting(
@@ -90,12 +90,12 @@ class PipelineConfig:
         self.matcher.validate()
         if self.weights and not Path(self.weights).expanduser().is_file():
             raise ValueError(f"weights file {self.weights!r} does not exist")
-        if self.runtime == "onnxruntime":
-            if self.half:
-                raise ValueError("half precision needs runtime torch (runtime onnxruntime runs float32)")
-            if problem := onnxruntime_problem():
-                raise ValueError(problem)
         device = resolve_device(self.device)
+        if self.runtime != "torch":
+            if self.half:
+                raise ValueError(f"half precision needs runtime torch (runtime {self.runtime} runs float32)")
+            if problem := runtime_problem(self.runtime, device):
+                raise ValueError(problem)
         if self.half and device.type != "cuda":
             raise ValueError(f"half precision needs a CUDA device, device {self.device!r} is {device.type}")
 

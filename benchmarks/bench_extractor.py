@@ -19,7 +19,6 @@ import argparse
 import importlib
 import io
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,9 @@ from scipy.spatial import cKDTree
 from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.extractor import STAGES, Extractor
 from alike_ros.model.weights import bundled_weights_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sections import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -108,7 +110,7 @@ def main() -> int:
 
     lines = [
         f"Command: `{' '.join(['python', 'benchmarks/bench_extractor.py', *sys.argv[1:]])}`  ",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"Machine: {machine()}, torch {torch.__version__}, "
         f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} runs interleaved "
         f"{'frame by frame' if args.block == 1 else f'in turns of {args.block} frames'} (ms); "
         f"load average at the end {os.getloadavg()[0]:.1f} (other jobs on the machine inflate absolute times).",
@@ -189,7 +191,7 @@ def compare(
     """The table of per-stage medians of each model's variants, interleaved, with speed-ups against the first."""
     lines = [
         f"Command: `{' '.join(['python', 'benchmarks/bench_extractor.py', *sys.argv[1:]])}`  ",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {versions}, "
+        f"Machine: {machine()}, torch {torch.__version__}, {versions}, "
         f"{args.threads} threads, 640x480, top-k {args.top_k}, median of {args.runs} runs interleaved "
         f"{'frame by frame' if args.block == 1 else f'in turns of {args.block} frames'} (ms); "
         f"load average at the end {os.getloadavg()[0]:.1f}.",
@@ -213,11 +215,13 @@ def compare(
 
 
 def runtime_versions() -> str:
-    try:
-        import onnxruntime
-    except ImportError:
-        return "onnxruntime absent"
-    return f"onnxruntime {onnxruntime.__version__}"
+    versions = []
+    for name in ("onnxruntime", "openvino"):
+        try:
+            versions.append(f"{name} {importlib.import_module(name).__version__}")
+        except ImportError:
+            versions.append(f"{name} absent")
+    return ", ".join(versions)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ from alike_ros.model.weights import bundled_weights_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extractor import test_frames  # noqa: E402
-from sections import publish  # noqa: E402
+from sections import machine, publish  # noqa: E402
 
 
 def main() -> None:
@@ -59,7 +58,7 @@ def main() -> None:
         "",
         f"`python benchmarks/bench_models.py --runs {args.runs} --threads {args.threads}"
         + (" --write`" if args.write else "`"),
-        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+        f"({machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
         "640x480, top-k 1000, bundled weights, median ms over the runs; the first frame after building, "
         "without warm-up, apart):",
         "",

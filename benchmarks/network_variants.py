@@ -1,4 +1,5 @@
-"""Other ways to run the fast path's network, against the default eager one: oneDNN post-op fusion and TorchScript.
+"""Other ways to run the fast path's network, against the default eager one: oneDNN post-op fusion, TorchScript,
+OpenVINO.
 
     python benchmarks/network_variants.py [--model alike-t] [--runs 30] [--threads 2] [--repeats 3]
 
@@ -10,7 +11,10 @@ channels-last) at 640x480:
   over the maps; then the same score logits;
 - `branches only`: the eager branches without the score logits (what the logits cost is the difference);
 - `jit-frozen`: `torch.jit.trace` + `torch.jit.freeze`;
-- `jit-optimized`: the same + `torch.jit.optimize_for_inference` (oneDNN blocked layouts, its own fusions).
+- `jit-optimized`: the same + `torch.jit.optimize_for_inference` (oneDNN blocked layouts, its own fusions);
+- `openvino f32` / `openvino bf16` (where openvino is installed): the exported graph compiled by OpenVINO for the
+  CPU at that inference precision (`runtime: openvino` uses f32; bf16 is its CPU plugin's own default on CPUs with
+  bfloat16 units), its score logits taken back from its sigmoid output.
 Each variant's outputs are compared with eager's (largest absolute difference); timings are median / minimum ms
 of `--runs` calls, the variants taking turns, `--repeats` times.
 """
@@ -25,6 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from alike_ros.export import GraphNetwork, OpenVinoNetwork, runtime_problem
 from alike_ros.extractor import Extractor
 from alike_ros.model.alnet import ALNet, ResBlock
 from alike_ros.model.sparse_head import Branches, max_pool
@@ -68,6 +73,16 @@ class Outputs(nn.Module):
         return (logits, *branches.maps)
 
 
+def graph_outputs(graph: GraphNetwork) -> Callable[[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """A graph runtime's outputs as eager's: score logits (from the graph's sigmoid), then the branch maps."""
+
+    def outputs(image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        scores, branches = graph(image.contiguous())
+        return (torch.logit(scores.double()).float(), *branches.maps)
+
+    return outputs
+
+
 def timed(function: Callable, image: torch.Tensor, runs: int) -> list[float]:
     samples = []
     for _ in range(runs):
@@ -85,6 +100,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    cpu = torch.device("cpu")
     sparse = Extractor(args.model, None, "cpu").net
     image = torch.rand(1, 3, 480, 640).contiguous(memory_format=torch.channels_last)
     eager = Outputs(sparse).eval()
@@ -104,6 +120,9 @@ def main() -> None:
         "jit-optimized": optimized,
         "branches only": lambda x: sparse.branches(x).maps,
     }
+    if runtime_problem("openvino") is None:
+        for precision in ("f32", "bf16"):
+            variants[f"openvino {precision}"] = graph_outputs(OpenVinoNetwork(sparse, cpu, args.threads, precision))
     with torch.inference_mode():
         reference = variants["eager"](image)
         for name, function in variants.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import re
 from pathlib import Path
 
@@ -27,3 +28,19 @@ def publish(section: str, write: bool) -> None:
     print(section)
     if write:
         replace_section(BENCHMARKS, section)
+
+
+def machine() -> str:
+    """The CPU as benchmark headers name it: its model and the vector units that decide convolution speed. Machines
+    of the same kind differ (AMD EPYC with AVX2 and Intel Xeon with AVX-512 and AMX have both served), so figures
+    from different days compare only where this line is the same."""
+    info = Path("/proc/cpuinfo")
+    text = info.read_text() if info.exists() else ""
+    name = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    present = set(flags.group(1).split()) if flags else set()
+    units = [label for flag, label in (("avx512f", "AVX-512"), ("amx_tile", "AMX")) if flag in present]
+    if not units and "avx2" in present:
+        units = ["AVX2"]
+    model = name.group(1) if name else platform.processor() or "unknown CPU"
+    return f"{model} ({', '.join([platform.machine(), *units])})"

@@ -18,7 +18,7 @@ from alike_ros import parameters
 from alike_ros.cli import export as export_cli
 from alike_ros.cli import extract
 from alike_ros.detection.dkd import DetectorConfig
-from alike_ros.export import INPUT, OPSET, OUTPUTS, OnnxNetwork, export_onnx
+from alike_ros.export import INPUT, OPSET, OUTPUTS, OnnxNetwork, export_onnx, runtime_problem
 from alike_ros.extractor import Extractor
 from alike_ros.model.sparse_head import SparseHeadALNet
 from alike_ros.model.weights import load_model
@@ -27,10 +27,16 @@ from alike_ros.pipeline import REBUILD_SETTINGS, FramePipeline, PipelineConfig
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "extractor.yaml"
 HAS_ONNX = importlib.util.find_spec("onnx") is not None  # the exporter needs it
 HAS_ORT = HAS_ONNX and importlib.util.find_spec("onnxruntime") is not None
+HAS_OPENVINO = HAS_ONNX and importlib.util.find_spec("openvino") is not None
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="onnx is not installed (pip install onnx)")
 needs_ort = pytest.mark.skipif(
     not HAS_ORT, reason="onnx or onnxruntime is not installed (pip install onnx onnxruntime)"
 )
+# every graph runtime, each test skipped with the reason where its package is missing
+GRAPH_RUNTIMES = [
+    pytest.param(runtime, marks=pytest.mark.skipif(not present, reason=f"onnx or {runtime} is not installed"))
+    for runtime, present in (("onnxruntime", HAS_ORT), ("openvino", HAS_OPENVINO))
+]
 REFERENCE_IMAGES = ("kitti_000100.png", "photo_valendas_640x480.png")
 
 
@@ -43,14 +49,14 @@ def nearest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def assert_same_features(ours, eager) -> None:
-    """onnxruntime's features against the eager torch path's: every keypoint within 0.01 px both ways, the same
+    """A graph runtime's features against the eager torch path's: every keypoint within 0.01 px both ways, the same
     scores, descriptor cosine >= 0.9999."""
     assert len(ours) > 0 and abs(len(ours) - len(eager)) <= max(1, len(eager) // 1000)
     d_eager, idx = nearest(eager.keypoints, ours.keypoints)
     d_ours, _ = nearest(ours.keypoints, eager.keypoints)
     found = d_eager < 0.01
     assert found.mean() >= 0.999, f"only {found.mean():.2%} of eager keypoints within 0.01 px"
-    assert (d_ours < 0.01).mean() >= 0.999, "onnxruntime reports keypoints the eager path does not have"
+    assert (d_ours < 0.01).mean() >= 0.999, "the graph runtime reports keypoints the eager path does not have"
     np.testing.assert_allclose(ours.scores[idx[found]], eager.scores[found], atol=1e-4)  # as test_exactness
     cosine = (ours.descriptors[idx[found]] * eager.descriptors[found]).sum(axis=1)
     assert cosine.min() >= 0.9999
@@ -66,14 +72,10 @@ def alike_t_net(request) -> SparseHeadALNet:
 
 @pytest.fixture(scope="module")
 def extractors() -> dict[str, Extractor]:
-    """alike-t with the bundled weights in both runtimes, top-k 1000 without threshold (as the benchmark)."""
-    if not HAS_ORT:
-        pytest.skip("onnx or onnxruntime is not installed (pip install onnx onnxruntime)")
+    """alike-t with the bundled weights in every installed runtime, top-k 1000 without threshold (as the benchmark)."""
     detector = DetectorConfig(top_k=1000, score_threshold=0.0)
-    return {
-        runtime: Extractor("alike-t", None, "cpu", detector=detector, runtime=runtime)
-        for runtime in ("torch", "onnxruntime")
-    }
+    installed = ["torch", *(["onnxruntime"] if HAS_ORT else []), *(["openvino"] if HAS_OPENVINO else [])]
+    return {runtime: Extractor("alike-t", None, "cpu", detector=detector, runtime=runtime) for runtime in installed}
 
 
 def real_image(name: str, textured_image: np.ndarray) -> np.ndarray:
@@ -120,39 +122,55 @@ def test_one_graph_runs_two_sizes_like_the_torch_network(alike_t_net):
             torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-# ---- onnxruntime against eager torch, after our own DKD and description
+# ---- each graph runtime against eager torch, after our own DKD and description
 
 
+@pytest.mark.parametrize("runtime", GRAPH_RUNTIMES)
 @pytest.mark.parametrize("name", ["textured", *REFERENCE_IMAGES])
-def test_onnxruntime_reproduces_the_torch_path_on_real_images(name, extractors, textured_image):
+def test_graph_runtimes_reproduce_the_torch_path_on_real_images(runtime, name, extractors, textured_image):
     image = real_image(name, textured_image)
-    assert_same_features(extractors["onnxruntime"](image, "bgr"), extractors["torch"](image, "bgr"))
+    assert_same_features(extractors[runtime](image, "bgr"), extractors["torch"](image, "bgr"))
 
 
-def test_one_exported_graph_serves_different_image_sizes(extractors, textured_image):
-    ort = extractors["onnxruntime"]
-    session = ort.onnx.session
+@pytest.mark.parametrize("runtime", GRAPH_RUNTIMES)
+def test_one_exported_graph_serves_different_image_sizes(runtime, extractors, textured_image):
+    extractor = extractors[runtime]
+    graph = extractor.graph
     # 240 x 320 and 201 x 267 (padded to 224 x 288): two input sizes, one graph exported at construction
     for image in (textured_image, np.ascontiguousarray(textured_image[:201, :267])):
-        ours = ort(image)
+        ours = extractor(image)
         assert ours.image_size == image.shape
         assert_same_features(ours, extractors["torch"](image))
-    assert ort.onnx.session is session
+    assert extractor.graph is graph
     np.testing.assert_allclose(
-        ort.score_map(textured_image), extractors["torch"].score_map(textured_image), atol=1e-5, rtol=0
+        extractor.score_map(textured_image), extractors["torch"].score_map(textured_image), atol=1e-5, rtol=0
     )
 
 
-@needs_ort
+@pytest.mark.parametrize("runtime", GRAPH_RUNTIMES)
 @pytest.mark.parametrize("model", ["alike-s", "alike-n", "alike-l"])
-def test_the_other_variants_export_too(model, upstream_weights, textured_image):
+def test_the_other_variants_export_too(runtime, model, upstream_weights, textured_image):
     """alike-l has the extra head layer: its score map comes from the aggregated features."""
     detector = DetectorConfig(top_k=300, score_threshold=0.0)
     runs = {
-        runtime: Extractor(model, upstream_weights(model), "cpu", detector=detector, runtime=runtime)(textured_image)
-        for runtime in ("torch", "onnxruntime")
+        name: Extractor(model, upstream_weights(model), "cpu", detector=detector, runtime=name)(textured_image)
+        for name in ("torch", runtime)
     }
-    assert_same_features(runs["onnxruntime"], runs["torch"])
+    assert_same_features(runs[runtime], runs["torch"])
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="onnx or openvino is not installed")
+def test_openvino_runs_float32_on_the_cpu_whatever_the_cpus_default(extractors):
+    """OpenVINO's CPU plugin defaults to bfloat16 where the CPU has bfloat16 units (score logits off by ~0.1)."""
+    import openvino
+
+    assert extractors["openvino"].graph.precision == "f32"
+    default = openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    assert default.to_string() in ("f32", "bf16", "f16")  # what the plugin would have used: this CPU's
+    assert runtime_problem("openvino", torch.device("cuda")) == (
+        "runtime openvino runs the network on the CPU: use device cpu, not cuda"
+    )
+    assert runtime_problem("openvino", torch.device("cpu")) is None
 
 
 # ---- the `runtime` setting: one declaration, the node parameter, the YAML file, extract, the bag tool
@@ -160,16 +178,16 @@ def test_the_other_variants_export_too(model, upstream_weights, textured_image):
 
 def test_runtime_is_declared_once_and_reaches_every_front_end(tmp_path):
     spec = parameters.BY_NAME["runtime"].spec
-    assert (spec.default, spec.choices) == ("torch", ("torch", "onnxruntime"))
+    assert (spec.default, spec.choices) == ("torch", ("torch", "onnxruntime", "openvino"))
     assert parameters.PIPELINE_FIELDS["runtime"] == "runtime" and PipelineConfig().runtime == "torch"
     assert "runtime" in REBUILD_SETTINGS and "runtime" in parameters.MODEL_KEYS  # a change builds a new extractor
     assert yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]["runtime"] == "torch"
-    with pytest.raises(ValueError, match="runtime must be one of torch, onnxruntime"):
+    with pytest.raises(ValueError, match="runtime must be one of torch, onnxruntime, openvino"):
         parameters.validate({**parameters.DEFAULTS, "runtime": "tensorrt"})
     args = extract.parser().parse_args(["x.png", "--out", str(tmp_path), "--runtime", "onnxruntime"])
     assert args.runtime == "onnxruntime"
     option = next(a for a in extract.parser()._actions if "--runtime" in a.option_strings)
-    assert tuple(option.choices) == ("torch", "onnxruntime")
+    assert tuple(option.choices) == ("torch", "onnxruntime", "openvino")
     params = tmp_path / "p.yaml"
     params.write_text("/**:\n  ros__parameters:\n    runtime: torch\n")
     assert parameters.Settings.from_params(parameters.read_params(params)).pipeline.runtime == "torch"
@@ -185,22 +203,25 @@ def test_a_pipeline_built_from_the_node_parameters_runs_onnxruntime(tmp_path, te
     params.write_text("/**:\n  ros__parameters:\n    runtime: onnxruntime\n    device: cpu\n    warmup_frames: 1\n")
     config = parameters.Settings.from_params(parameters.read_params(params)).pipeline
     pipeline = FramePipeline(config)
-    assert pipeline.extractor.onnx is not None and pipeline.extractor.onnx.providers == ["CPUExecutionProvider"]
+    assert pipeline.extractor.graph is not None and pipeline.extractor.graph.providers == ["CPUExecutionProvider"]
     assert len(pipeline(textured_image, "rgb", 1).tracked.features) > 0
     assert replace(config, runtime="torch").needs_rebuild(config) and not replace(config).needs_rebuild(config)
 
 
-def test_without_onnxruntime_the_runtime_is_refused_with_the_reason(monkeypatch, tmp_path, textured_image, capsys):
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
-    reason = "runtime onnxruntime needs the onnxruntime package"
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_without_its_package_a_runtime_is_refused_with_the_reason(
+    runtime, monkeypatch, tmp_path, textured_image, capsys
+):
+    monkeypatch.setitem(sys.modules, runtime, None)  # importing it now raises ImportError
+    reason = f"runtime {runtime} needs the {runtime} package"
     with pytest.raises(ValueError, match=reason):
-        parameters.validate({**parameters.DEFAULTS, "runtime": "onnxruntime"})
+        parameters.validate({**parameters.DEFAULTS, "runtime": runtime, "device": "cpu"})
     with pytest.raises(ValueError, match=reason):
-        Extractor("alike-t", None, "cpu", runtime="onnxruntime")
+        Extractor("alike-t", None, "cpu", runtime=runtime)
     cv2.imwrite(str(tmp_path / "x.png"), textured_image)
-    assert extract.main([str(tmp_path / "x.png"), "--out", str(tmp_path / "o"), "--runtime", "onnxruntime"]) == 2
+    assert extract.main([str(tmp_path / "x.png"), "--out", str(tmp_path / "o"), "--runtime", runtime]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and reason in err and "pip install onnx onnxruntime" in err
+    assert err.count("\n") == 1 and reason in err and f"pip install onnx {runtime}" in err
     assert not (tmp_path / "o").exists()
 
 

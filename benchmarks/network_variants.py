@@ -12,6 +12,7 @@ channels-last) at 640x480:
 - `branches only`: the eager branches without the score logits (what the logits cost is the difference);
 - `jit-frozen`: `torch.jit.trace` + `torch.jit.freeze`;
 - `jit-optimized`: the same + `torch.jit.optimize_for_inference` (oneDNN blocked layouts, its own fusions);
+- `torch bf16`: the same module and input in bfloat16 (oneDNN uses AMX or AVX512-BF16 where the CPU has them);
 - `openvino f32` / `openvino bf16` (where openvino is installed): the exported graph compiled by OpenVINO for the
   CPU at that inference precision (`runtime: openvino` uses f32; bf16 is its CPU plugin's own default on CPUs with
   bfloat16 units), its score logits taken back from its sigmoid output.
@@ -22,6 +23,7 @@ of `--runs` calls, the variants taking turns, `--repeats` times.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -120,6 +122,8 @@ def main() -> None:
         "jit-optimized": optimized,
         "branches only": lambda x: sparse.branches(x).maps,
     }
+    bf16 = Outputs(copy.deepcopy(sparse).to(torch.bfloat16)).eval()
+    variants["torch bf16"] = lambda x: tuple(o.float() for o in bf16(x.to(torch.bfloat16)))
     if runtime_problem("openvino") is None:
         for precision in ("f32", "bf16"):
             variants[f"openvino {precision}"] = graph_outputs(OpenVinoNetwork(sparse, cpu, args.threads, precision))

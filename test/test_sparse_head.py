@@ -40,7 +40,7 @@ def test_fine_score_in_bands_is_the_dense_branchs_score(monkeypatch, band_pixels
     fine = torch.rand(1, 8, 64, 96).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         dense_branch = F.relu(sparse.net.conv1(fine))
-        expected = F.conv2d(dense_branch, sparse.score_weight.chunk(4, dim=1)[0])
+        expected = F.conv2d(dense_branch, sparse.score_rows[0][:, :, None, None])
         assert torch.allclose(sparse.fine_score(fine), expected, atol=1e-5)
 
 

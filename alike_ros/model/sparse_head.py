@@ -1,6 +1,6 @@
 """Exact fast inference for ALNet: dense score map, descriptors only where they are needed.
 
-Two identities make this exact (up to float rounding):
+Exact up to float rounding, because:
 - `convhead2` is linear and bias-free and bilinear upsampling is linear per channel, so for the
   single-head variants the score logit is the sum over branches of (score row . branch), each computed
   at the branch's own resolution and upsampled as one channel.
@@ -35,23 +35,25 @@ def fold_batchnorm(net: ALNet) -> ALNet:
     return fused
 
 
-# rows of pixels per band in `fine_score`: about 16k pixels at 640 px wide, whose dim/4 channels fit in L2
+# pixels per band of rows in `fine_score` (25 rows at 640 px wide): their dim/4 channels stay in the L2 cache
 BAND_PIXELS = 16384
 
 
 def max_pool(x: torch.Tensor, k: int) -> torch.Tensor:
     """`F.max_pool2d(x, k)`, the 2 x 2 pool of a channels-last CPU map as two maxima of strided views: about half
     the time of torch's pool there (which also computes indices). Maxima are exact, so is the result."""
-    n, c, h, w = x.shape
-    if k != 2 or n != 1 or h % 2 or w % 2 or x.device.type != "cpu" or not channels_last(x):
+    if k != 2 or not eager_cpu_channels_last(x) or x.shape[0] != 1 or x.shape[2] % 2 or x.shape[3] % 2:
         return F.max_pool2d(x, k)
+    _, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(h // 2, 2, w // 2, 2 * c)  # pixel pairs of a row side by side
     pairs = torch.maximum(rows[:, 0], rows[:, 1]).view(h // 2, w // 2, 2, c)
     return torch.maximum(pairs[:, :, 0], pairs[:, :, 1])[None].permute(0, 3, 1, 2)
 
 
-def channels_last(x: torch.Tensor) -> bool:
-    return x.permute(0, 2, 3, 1).is_contiguous()
+def eager_cpu_channels_last(x: torch.Tensor) -> bool:
+    """Whether `x` is a channels-last map on the CPU, outside tracing: where the shortcuts here pay (an exported
+    graph gets the plain operations, which work for every size)."""
+    return not torch.jit.is_tracing() and x.device.type == "cpu" and x.permute(0, 2, 3, 1).is_contiguous()
 
 
 @dataclass
@@ -78,8 +80,13 @@ class SparseHeadALNet(nn.Module):
         self.register_buffer("fine_weight", self.net.conv1.weight.detach()[:, :, 0, 0].clone())  # dim/4 x c1
         head = self.net.convhead2.weight.detach()[:, :, 0, 0]  # (dim + 1) x dim
         self.register_buffer("desc_weight", head[:-1].clone())
-        # the score row split per branch, as 1x1 conv weights, for the single-head shortcut
+        # the score row as a 1x1 conv weight (1 x dim x 1 x 1); `score_rows` splits it per branch
         self.register_buffer("score_weight", head[-1:, :, None, None].clone())
+
+    @property
+    def score_rows(self) -> tuple[torch.Tensor, ...]:
+        """The score row's part for each branch, finest first (1 x dim/4 each)."""
+        return self.score_weight[:, :, 0, 0].chunk(4, dim=1)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, Branches]:
         """Score logits (1 x 1 x H x W) and the branches that `descriptors_at` needs."""
@@ -99,15 +106,14 @@ class SparseHeadALNet(nn.Module):
     def fine_score(self, fine: torch.Tensor) -> torch.Tensor:
         """The fine branch's part of the score logits (1 x 1 x H x W), on the CPU a band of rows at a time, so
         the dim/4-channel full-resolution branch is never stored (it would be the network's largest map)."""
-        row = self.score_weight.chunk(4, dim=1)[0][:, :, 0, 0]
         pixels = fine.permute(0, 2, 3, 1)  # 1 x H x W x c1, a view where the map is channels-last
 
         def score(band: torch.Tensor) -> torch.Tensor:
-            return F.linear(self.fine_branch(band), row)
+            return F.linear(self.fine_branch(band), self.score_rows[0])
 
-        rows = max(1, BAND_PIXELS // fine.shape[3])
-        if fine.device.type != "cpu" or not channels_last(fine) or torch.jit.is_tracing():
+        if not eager_cpu_channels_last(fine):
             return score(pixels).permute(0, 3, 1, 2)
+        rows = max(1, BAND_PIXELS // fine.shape[3])
         bands = [score(pixels[:, r : r + rows]) for r in range(0, fine.shape[2], rows)]
         return torch.cat(bands, dim=1).permute(0, 3, 1, 2)
 
@@ -117,8 +123,7 @@ class SparseHeadALNet(nn.Module):
             fine = self.fine_branch(branches.fine.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
             return F.conv2d(self.net.aggregate([fine, *branches.coarse]), self.score_weight)
         logits = self.fine_score(branches.fine)
-        rows = self.score_weight[:, :, 0, 0].chunk(4, dim=1)[1:]
-        for row, branch, factor in zip(rows, branches.coarse, UPSAMPLE_FACTORS, strict=True):
+        for row, branch, factor in zip(self.score_rows[1:], branches.coarse, UPSAMPLE_FACTORS, strict=True):
             # a product over the channels-last pixels: half the time of a one-channel 1x1 convolution here
             logits = logits + upsample(F.linear(branch.permute(0, 2, 3, 1), row).permute(0, 3, 1, 2), factor)
         return logits

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from sections import replace_section
+from sections import machine, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "config" / "fastdds_large_data.xml"
@@ -117,7 +116,7 @@ def main() -> int:
     if args.write:
         command = "python benchmarks/bench_dds_matrix.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         meta = (
-            f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} ({os.cpu_count()} cores), "
+            f"Measured {time.strftime('%Y-%m-%d')} on {machine()} ({os.cpu_count()} cores), "
             f"ros-rmw-fastrtps-cpp {version('ros-rmw-fastrtps-cpp')}, ros-fastdds {version('ros-fastdds')}, "
             f"{args.frames} images at {args.rate:g} Hz per cell, with `{command}`."
         )

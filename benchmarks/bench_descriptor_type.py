@@ -20,7 +20,6 @@ decoded as (q - 128) / |q - 128|: s = 127 covers any unit vector, s = 254 covers
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 from rclpy.serialization import serialize_message
+from sections import machine
 from std_msgs.msg import Header
 
 from alike_ros.bag.sample import SampleConfig, homography, load_photo
@@ -149,7 +149,7 @@ def main() -> int:
     results = [run(name, pairs, extractor, matcher) for name, pairs in sets]
 
     d = extractor.descriptor_dim
-    print(f"{platform.machine()}, torch {torch.__version__}, {args.threads} threads, alike-t (D = {d}), node defaults")
+    print(f"{machine()}, torch {torch.__version__}, {args.threads} threads, alike-t (D = {d}), node defaults")
     print(f"layout: float32 {16 + 4 * d} B/keypoint, uint8 {16 + d} B/keypoint ({(16 + 4 * d) / (16 + d):.2f}x)")
     print(
         f"at 2000 keypoints: float32 {2000 * (16 + 4 * d):,} B, uint8 {2000 * (16 + d):,} B of point data "

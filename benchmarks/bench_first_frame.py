@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extractor import test_frames  # noqa: E402
-from sections import publish  # noqa: E402
+from sections import machine, publish  # noqa: E402
 
 
 def run_case(model: str, size: str, warmup_sizes: str, warmup_frames: int, frames: int, threads: int) -> dict:
@@ -78,7 +77,7 @@ def main() -> None:
         "",
         f"`python benchmarks/bench_first_frame.py --model {args.model} --sizes {args.sizes} --frames {args.frames}"
         + (" --write`" if args.write else "`"),
-        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"({machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{args.threads} threads; one fresh process per row, {args.model} at top-k 1000, extraction + matching per "
         "frame in ms; median over frames 3 onwards):",
         "",

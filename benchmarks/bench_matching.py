@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from sections import machine
 
 from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.extractor import Extractor, Features
@@ -166,7 +166,7 @@ def main() -> int:
     low = {name: min(v) for name, v in samples.items()}
     flop = 2 * n * len(d1) * dim
     print(
-        f"{platform.machine()}, torch {torch.__version__}, {args.threads} threads, {n} x {len(d1)} x {dim} "
+        f"{machine()}, torch {torch.__version__}, {args.threads} threads, {n} x {len(d1)} x {dim} "
         f"({source}), {args.runs} interleaved runs; {len(exact)} matches; load average at the end "
         f"{os.getloadavg()[0]:.1f}"
     )

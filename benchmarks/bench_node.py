@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import threading
@@ -30,7 +29,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sections import replace_section
+from sections import machine, replace_section
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 
@@ -204,7 +203,7 @@ def main() -> int:
         "",
         f"Command: `{command}`",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other work, "
+        f"Machine: {machine()}, {os.cpu_count()} cores shared with other work, "
         f"torch {torch.__version__} on {args.device}, alike-t ({weights_label(args.weights)}), max 2000 keypoints, "
         "node and probe in one process, each with its own executor (DDS loopback).",
         "",

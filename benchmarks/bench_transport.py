@@ -25,7 +25,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sections import replace_section
+from sections import machine, replace_section
 from sensor_msgs.msg import PointCloud2
 
 from alike_ros.monitoring import END_TO_END, STAGES
@@ -310,7 +309,7 @@ def section(results: list[Result], soak: Result | None, args: argparse.Namespace
         "",
         f"Command: `{command}`",
         "",
-        f"Date: {datetime.date.today().isoformat()}. Machine: {platform.processor() or platform.machine()}, "
+        f"Date: {datetime.date.today().isoformat()}. Machine: {machine()}, "
         f"{os.cpu_count()} cores shared with other work (load average at the end {load[0]:.1f}), torch "
         f"{torch.__version__}, node on cpu with the package defaults (`{' '.join(NODE_COMMAND[1:])}`"
         f"{''.join(f' -p {p}' for p in args.node_param)}{''.join(f'; env {e}' for e in args.node_env)}), alike-t, "

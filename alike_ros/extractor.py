@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .detection.dkd import DetectorConfig, describe_dense, detect
-from .export import GRAPH_RUNTIMES, RUNTIMES
+from .export import GRAPH_RUNTIMES, runtime_problem
 from .memory import keep_freed_memory
 from .model.sparse_head import SparseHeadALNet
 from .model.weights import load_model
@@ -235,10 +235,10 @@ class Extractor:
         self.device = resolve_device(device)
         if half and self.device.type != "cuda":
             raise ValueError("half precision is supported on CUDA devices only")
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
         if runtime != "torch" and (half or not fast):
             raise ValueError(f"runtime {runtime} runs the fast path in float32: half and fast=False need runtime torch")
+        if problem := runtime_problem(runtime, self.device):
+            raise ValueError(problem)
         self.runtime = runtime
         self.half = half
         self.detector = detector or DetectorConfig()

@@ -107,9 +107,10 @@ class SparseHeadALNet(nn.Module):
         """The fine branch's part of the score logits (1 x 1 x H x W), on the CPU a band of rows at a time, so
         the dim/4-channel full-resolution branch is never stored (it would be the network's largest map)."""
         pixels = fine.permute(0, 2, 3, 1)  # 1 x H x W x c1, a view where the map is channels-last
+        row = self.score_rows[0]
 
         def score(band: torch.Tensor) -> torch.Tensor:
-            return F.linear(self.fine_branch(band), self.score_rows[0])
+            return F.linear(self.fine_branch(band), row)
 
         if not eager_cpu_channels_last(fine):
             return score(pixels).permute(0, 3, 1, 2)

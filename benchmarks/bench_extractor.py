@@ -147,24 +147,26 @@ def compare_runtimes(args: argparse.Namespace, frames: list[np.ndarray], detecto
 def compare_baseline(args: argparse.Namespace, frames: list[np.ndarray], detector: DetectorConfig) -> int:
     """Per-stage medians of the fast path of commit `args.baseline` against this tree's; speed-ups against the
     baseline. The baseline's package is taken from git and imported as `alike_baseline`, with its own weights."""
-    folder = Path(tempfile.mkdtemp(prefix="alike-baseline-"))
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "alike_ros"], capture_output=True)
     if archive.returncode:
         raise SystemExit(f"git archive {args.baseline}: {archive.stderr.decode().strip()}")
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(folder, filter="data")
-    (folder / "alike_ros").rename(folder / "alike_baseline")
-    sys.path.insert(0, str(folder))
-    baseline = importlib.import_module("alike_baseline.extractor")
-    baseline_detector = importlib.import_module("alike_baseline.detection.dkd").DetectorConfig(**asdict(detector))
+    with tempfile.TemporaryDirectory(prefix="alike-baseline-") as tmp:
+        folder = Path(tmp)
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(folder, filter="data")
+        (folder / "alike_ros").rename(folder / "alike_baseline")
+        sys.path.insert(0, str(folder))
+        baseline = importlib.import_module("alike_baseline.extractor")
+        dkd = importlib.import_module("alike_baseline.detection.dkd")
+        baseline_detector = dkd.DetectorConfig(**asdict(detector))
 
-    def variants(model: str) -> dict[str, Extractor]:
-        return {
-            args.baseline: baseline.Extractor(model, None, "cpu", detector=baseline_detector),
-            "this tree": Extractor(model, None, "cpu", detector=detector),
-        }
+        def variants(model: str) -> dict[str, Extractor]:
+            return {
+                args.baseline: baseline.Extractor(model, None, "cpu", detector=baseline_detector),
+                "this tree": Extractor(model, None, "cpu", detector=detector),
+            }
 
-    return compare(args, frames, variants, "code", f"baseline {args.baseline}", check_same_features)
+        return compare(args, frames, variants, "code", f"baseline {args.baseline}", check_same_features)
 
 
 def check_same_features(model: str, extractors: dict[str, Extractor], frames: list[np.ndarray]) -> None:

@@ -32,10 +32,11 @@ needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="onnx is not installed (pip
 needs_ort = pytest.mark.skipif(
     not HAS_ORT, reason="onnx or onnxruntime is not installed (pip install onnx onnxruntime)"
 )
+INSTALLED = {"onnxruntime": HAS_ORT, "openvino": HAS_OPENVINO}  # each graph runtime: whether it can run here
 # every graph runtime, each test skipped with the reason where its package is missing
 GRAPH_RUNTIMES = [
     pytest.param(runtime, marks=pytest.mark.skipif(not present, reason=f"onnx or {runtime} is not installed"))
-    for runtime, present in (("onnxruntime", HAS_ORT), ("openvino", HAS_OPENVINO))
+    for runtime, present in INSTALLED.items()
 ]
 REFERENCE_IMAGES = ("kitti_000100.png", "photo_valendas_640x480.png")
 
@@ -74,7 +75,7 @@ def alike_t_net(request) -> SparseHeadALNet:
 def extractors() -> dict[str, Extractor]:
     """alike-t with the bundled weights in every installed runtime, top-k 1000 without threshold (as the benchmark)."""
     detector = DetectorConfig(top_k=1000, score_threshold=0.0)
-    installed = ["torch", *(["onnxruntime"] if HAS_ORT else []), *(["openvino"] if HAS_OPENVINO else [])]
+    installed = ["torch", *(runtime for runtime, present in INSTALLED.items() if present)]
     return {runtime: Extractor("alike-t", None, "cpu", detector=detector, runtime=runtime) for runtime in installed}
 
 

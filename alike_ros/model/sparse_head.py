@@ -14,7 +14,9 @@ Eval-mode BatchNorm is folded into the convolutions first.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +50,12 @@ def max_pool(x: torch.Tensor, k: int) -> torch.Tensor:
     rows = x.permute(0, 2, 3, 1).reshape(h // 2, 2, w // 2, 2 * c)  # pixel pairs of a row side by side
     pairs = torch.maximum(rows[:, 0], rows[:, 1]).view(h // 2, w // 2, 2, c)
     return torch.maximum(pairs[:, :, 0], pairs[:, :, 1])[None].permute(0, 3, 1, 2)
+
+
+def per_pixel(function: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """`function` of each pixel's channels of a 1 x C x H x W map (channels last in, channels last out), as a map:
+    a view, not a copy, where the map is stored channels-last."""
+    return function(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 def eager_cpu_channels_last(x: torch.Tensor) -> bool:
@@ -106,27 +114,25 @@ class SparseHeadALNet(nn.Module):
     def fine_score(self, fine: torch.Tensor) -> torch.Tensor:
         """The fine branch's part of the score logits (1 x 1 x H x W), on the CPU a band of rows at a time, so
         the dim/4-channel full-resolution branch is never stored (it would be the network's largest map)."""
-        pixels = fine.permute(0, 2, 3, 1)  # 1 x H x W x c1, a view where the map is channels-last
         row = self.score_rows[0]
 
-        def score(band: torch.Tensor) -> torch.Tensor:
-            return F.linear(self.fine_branch(band), row)
+        def score(pixels: torch.Tensor) -> torch.Tensor:
+            return F.linear(self.fine_branch(pixels), row)
 
         if not eager_cpu_channels_last(fine):
-            return score(pixels).permute(0, 3, 1, 2)
+            return per_pixel(score, fine)
         rows = max(1, BAND_PIXELS // fine.shape[3])
-        bands = [score(pixels[:, r : r + rows]) for r in range(0, fine.shape[2], rows)]
-        return torch.cat(bands, dim=1).permute(0, 3, 1, 2)
+        return torch.cat([per_pixel(score, fine[:, :, r : r + rows]) for r in range(0, fine.shape[2], rows)], dim=2)
 
     def score_logits(self, branches: Branches) -> torch.Tensor:
         """Score logits (1 x 1 x H x W) of an image's branches."""
         if not self.single_head:
-            fine = self.fine_branch(branches.fine.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            fine = per_pixel(self.fine_branch, branches.fine)
             return F.conv2d(self.net.aggregate([fine, *branches.coarse]), self.score_weight)
         logits = self.fine_score(branches.fine)
         for row, branch, factor in zip(self.score_rows[1:], branches.coarse, UPSAMPLE_FACTORS, strict=True):
             # a product over the channels-last pixels: half the time of a one-channel 1x1 convolution here
-            logits = logits + upsample(F.linear(branch.permute(0, 2, 3, 1), row).permute(0, 3, 1, 2), factor)
+            logits = logits + upsample(per_pixel(partial(F.linear, weight=row), branch), factor)
         return logits
 
     def features_at(self, branches: Branches, pixels: torch.Tensor) -> torch.Tensor:

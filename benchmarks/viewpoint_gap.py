@@ -17,6 +17,14 @@
 3. *Scale.* graf1->3 at 1.0, 0.75 and 0.5 of its size (`--scales`): a network that only saw small crops of downscaled
    photos may lose at graf's native 800x640 for scale alone.
 4. *Score calibration.* Share of the NMS peaks (window 5) scoring >= 0.2 on the held-out photos at 640 px.
+5. *Field of view at equal zoom.* Training-style pairs (`training.data.PairDataset`: crop, random homography,
+   independent photometry) of the held-out photos cached at 1024 px, as squares of 192, 384 and 640 px cut so
+   that every side shows the photo at the same zoom (crops of 0.15-0.30 x side / 192 of the shorter side), at
+   the training density of 300 keypoints per 192 x 192: a descriptor trained on 192 px crops only had to differ
+   from the 37k pixels of such a crop, so if field of view matters, our lead shrinks as the side grows.
+6. *Does the score rank the matchable points first?* On graf1->3 and part 5's 640 px pairs, at top-k: the
+   share of correct (3 px) mutual-nearest-neighbour matches among the keypoints of image 0 in each quarter of
+   its score ranking, best-scored quarter first. A score that ranks well falls from the first quarter to the last.
 """
 
 from __future__ import annotations
@@ -37,9 +45,11 @@ from alike_ros.evaluation.synthetic import IMAGE_SUFFIXES, overlap
 from alike_ros.extractor import Extractor, read_rgb
 from alike_ros.geometry import inside, tilt_homography, warp_points
 from alike_ros.model.weights import bundled_weights_path
-from alike_ros.training.data import WarpConfig, random_homography
+from alike_ros.training.data import DataConfig, PairDataset, WarpConfig, random_homography
 
 TILTS = (0, 20, 30, 40, 50, 60)
+FIELD_SIDES = (192, 384, 640)
+DENSITY = 300 / 192**2  # keypoints per pixel in training and validation
 
 
 def jacobian_stats(h: np.ndarray, size0: tuple[int, int], size1: tuple[int, int]) -> tuple[float, float]:
@@ -88,6 +98,30 @@ def peak_share(extractor: Extractor, images: list[np.ndarray], threshold: float 
     return float(np.mean(shares)), int(np.mean(counts))
 
 
+def rgb_uint8(view: torch.Tensor) -> np.ndarray:
+    """A 3 x H x W float view in [0, 1] as the H x W x 3 uint8 image the extractors take."""
+    return (view.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def field_of_view_pairs(images: list[np.ndarray], side: int, count: int) -> list[tuple[np.ndarray, ...]]:
+    """`count` (image0, image1, H) training-style pairs of side x side, at the zoom of a 192 px crop of 15-30 %."""
+    crop = (0.15 * side / 192, 0.30 * side / 192)
+    dataset = PairDataset(images, DataConfig(size=side, cache_side=1024, crop_range=crop), seed=5)
+    return [
+        (rgb_uint8(p["image0"]), rgb_uint8(p["image1"]), p["H"].double().numpy())
+        for p in map(dataset.__getitem__, range(count))
+    ]
+
+
+def correct_by_score_quarter(method: ExtractorMethod, image0: np.ndarray, image1: np.ndarray, h: np.ndarray):
+    """(correct, matched) counts of image 0's keypoints in each quarter of its score ranking (best first)."""
+    d0, d1 = method.detect(image0), method.detect(image1)  # keypoints come best-scored first
+    matches = method.match(d0, d1)
+    correct = match_errors(d0.keypoints, d1.keypoints, matches, h) <= 3
+    quarter = matches[:, 0] * 4 // max(len(d0.keypoints), 1)
+    return np.array([[correct[quarter == q].sum(), (quarter == q).sum()] for q in range(4)])
+
+
 def main() -> None:
     shared = Path(os.environ.get("ALIKE_ROS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,7 +134,8 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=1000)
     parser.add_argument("--train-size", type=int, default=192, help="crop side of the training warps")
     parser.add_argument("--tilts", default=",".join(map(str, TILTS)))
-    parser.add_argument("--parts", default="1,2,3,4")
+    parser.add_argument("--parts", default="1,2,3,4,5,6")
+    parser.add_argument("--pairs", type=int, default=24, help="part 5: pairs per side")
     parser.add_argument("--scales", default="1.0,0.75,0.5", help="part 3: graf resized by these factors")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -174,6 +209,36 @@ def main() -> None:
         images = [im for _, im in photos(args.photos, args.limit, 640)]
         for m in methods[:2]:
             print(m.name, peak_share(m.extractor, images))
+
+    if "5" in parts:
+        print(f"## 5. field of view at equal zoom ({args.pairs} pairs per side): MMA@3 / rep@3 / correct")
+        images = [im for _, im in photos(args.photos, args.limit, 1024)]
+        for side in FIELD_SIDES:
+            top_k = round(DENSITY * side**2)
+            sided = [
+                ExtractorMethod(f"ours {args.model}", args.model, ours, top_k=top_k),
+                ExtractorMethod(
+                    f"upstream {args.model}", args.model, args.upstream_dir / f"{args.model}.pth", top_k=top_k
+                ),
+            ]
+            row = {m.name: [] for m in sided}
+            for im0, im1, h in field_of_view_pairs(images, side, args.pairs):
+                for m in sided:
+                    row[m.name].append(pair_scores(m, im0, im1, h))
+            cells = [f"{n}: " + " / ".join(f"{v:.3f}" for v in np.mean(r, 0)) for n, r in row.items()]
+            print(f"side {side} (top {top_k}): " + " | ".join(cells), flush=True)
+
+    if "6" in parts:
+        print("## 6. MMA@3 of the matches of image 0's keypoints per quarter of its score ranking, best first")
+        images = [im for _, im in photos(args.photos, args.limit, 1024)]
+        sets = {"640 px pairs (part 5)": field_of_view_pairs(images, 640, args.pairs)}
+        if graf is not None:
+            sets["graf1->3"] = [(graf.image0, graf.image1, graf.homography)]
+        for label, pairs in sets.items():
+            for m in methods[:2]:
+                counts = sum(correct_by_score_quarter(m, *pair) for pair in pairs)
+                shares = " / ".join(f"{c / max(n, 1):.3f}" for c, n in counts)
+                print(f"{label}, {m.name} (top {args.top_k}): {shares}", flush=True)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@
 6. *Does the score rank the matchable points first?* On graf1->3 and part 5's 640 px pairs, at top-k: the
    share of correct (3 px) mutual-nearest-neighbour matches among the keypoints of image 0 in each quarter of
    its score ranking, best-scored quarter first. A score that ranks well falls from the first quarter to the last.
+7. *graf's content or graf's camera?* graf1 -> graf3 against graf1 -> graf1 warped by graf's own homography (and
+   by half and three quarters of it: the corners moved that part of the way): the synthetic pairs have graf's
+   content and geometry but none of the real second photo's lighting, camera or departures from a plane.
 """
 
 from __future__ import annotations
@@ -122,6 +125,14 @@ def correct_by_score_quarter(method: ExtractorMethod, image0: np.ndarray, image1
     return np.array([[correct[quarter == q].sum(), (quarter == q).sum()] for q in range(4)])
 
 
+def partial_homography(h: np.ndarray, size: tuple[int, int], fraction: float) -> np.ndarray:
+    """The homography moving the image corners `fraction` of the way to where `h` moves them."""
+    height, width = size
+    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float64)
+    moved = corners + fraction * (warp_points(h, corners) - corners)
+    return cv2.getPerspectiveTransform(corners.astype(np.float32), moved.astype(np.float32)).astype(np.float64)
+
+
 def main() -> None:
     shared = Path(os.environ.get("ALIKE_ROS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,7 +145,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=1000)
     parser.add_argument("--train-size", type=int, default=192, help="crop side of the training warps")
     parser.add_argument("--tilts", default=",".join(map(str, TILTS)))
-    parser.add_argument("--parts", default="1,2,3,4,5,6")
+    parser.add_argument("--parts", default="1,2,3,4,5,6,7")
     parser.add_argument("--pairs", type=int, default=24, help="part 5: pairs per side")
     parser.add_argument("--scales", default="1.0,0.75,0.5", help="part 3: graf resized by these factors")
     args = parser.parse_args()
@@ -239,6 +250,22 @@ def main() -> None:
                 counts = sum(correct_by_score_quarter(m, *pair) for pair in pairs)
                 shares = " / ".join(f"{c / max(n, 1):.3f}" for c, n in counts)
                 print(f"{label}, {m.name} (top {args.top_k}): {shares}", flush=True)
+
+    if "7" in parts and graf is not None:
+        print("## 7. graf1->3 against graf1 warped by a part of graf's homography: MMA@3 / rep@3 / correct")
+        for fraction in (0.5, 0.75, 1.0):
+            h = partial_homography(graf.homography, graf.image0.shape[:2], fraction)
+            height, width = graf.image1.shape[:2]
+            warped = cv2.warpPerspective(graf.image0, h, (width, height), flags=cv2.INTER_LINEAR)
+            cells = [
+                f"{m.name}: " + " / ".join(f"{v:.3f}" for v in pair_scores(m, graf.image0, warped, h)) for m in methods
+            ]
+            print(f"graf1 warped by {fraction} of H: " + " | ".join(cells), flush=True)
+        cells = [
+            f"{m.name}: " + " / ".join(f"{v:.3f}" for v in pair_scores(m, graf.image0, graf.image1, graf.homography))
+            for m in methods
+        ]
+        print("graf3: " + " | ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

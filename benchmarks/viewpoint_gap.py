@@ -101,6 +101,12 @@ def peak_share(extractor: Extractor, images: list[np.ndarray], threshold: float 
     return float(np.mean(shares)), int(np.mean(counts))
 
 
+def report(label: str, results: dict[str, np.ndarray | tuple[float, ...]]) -> None:
+    """One line: the label, then each method's figures."""
+    cells = (f"{name}: " + " / ".join(f"{v:.3f}" for v in figures) for name, figures in results.items())
+    print(f"{label}: " + " | ".join(cells), flush=True)
+
+
 def rgb_uint8(view: torch.Tensor) -> np.ndarray:
     """A 3 x H x W float view in [0, 1] as the H x W x 3 uint8 image the extractors take."""
     return (view.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
@@ -212,8 +218,7 @@ def main() -> None:
                 cv2.resize(im, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
                 for im in (graf.image0, graf.image1)
             )
-            cells = [f"{m.name}: " + " / ".join(f"{v:.3f}" for v in pair_scores(m, im0, im1, h)) for m in methods]
-            print(f"scale {factor}: " + " | ".join(cells), flush=True)
+            report(f"scale {factor}", {m.name: pair_scores(m, im0, im1, h) for m in methods})
 
     if "4" in parts:
         print("## 4. share of NMS peaks >= 0.2 on the held-out photos at 640 px (mean share, mean peaks)")
@@ -236,8 +241,7 @@ def main() -> None:
             for im0, im1, h in field_of_view_pairs(images, side, args.pairs):
                 for m in sided:
                     row[m.name].append(pair_scores(m, im0, im1, h))
-            cells = [f"{n}: " + " / ".join(f"{v:.3f}" for v in np.mean(r, 0)) for n, r in row.items()]
-            print(f"side {side} (top {top_k}): " + " | ".join(cells), flush=True)
+            report(f"side {side} (top {top_k})", {n: np.mean(r, 0) for n, r in row.items()})
 
     if "6" in parts:
         print("## 6. MMA@3 of the matches of image 0's keypoints per quarter of its score ranking, best first")
@@ -246,10 +250,8 @@ def main() -> None:
         if graf is not None:
             sets["graf1->3"] = [(graf.image0, graf.image1, graf.homography)]
         for label, pairs in sets.items():
-            for m in methods[:2]:
-                counts = sum(correct_by_score_quarter(m, *pair) for pair in pairs)
-                shares = " / ".join(f"{c / max(n, 1):.3f}" for c, n in counts)
-                print(f"{label}, {m.name} (top {args.top_k}): {shares}", flush=True)
+            quarters = {m.name: sum(correct_by_score_quarter(m, *pair) for pair in pairs) for m in methods[:2]}
+            report(f"{label} (top {args.top_k})", {n: [c / max(k, 1) for c, k in q] for n, q in quarters.items()})
 
     if "7" in parts and graf is not None:
         print("## 7. graf1->3 against graf1 warped by a part of graf's homography: MMA@3 / rep@3 / correct")
@@ -257,15 +259,10 @@ def main() -> None:
             h = partial_homography(graf.homography, graf.image0.shape[:2], fraction)
             height, width = graf.image1.shape[:2]
             warped = cv2.warpPerspective(graf.image0, h, (width, height), flags=cv2.INTER_LINEAR)
-            cells = [
-                f"{m.name}: " + " / ".join(f"{v:.3f}" for v in pair_scores(m, graf.image0, warped, h)) for m in methods
-            ]
-            print(f"graf1 warped by {fraction} of H: " + " | ".join(cells), flush=True)
-        cells = [
-            f"{m.name}: " + " / ".join(f"{v:.3f}" for v in pair_scores(m, graf.image0, graf.image1, graf.homography))
-            for m in methods
-        ]
-        print("graf3: " + " | ".join(cells), flush=True)
+            report(
+                f"graf1 warped by {fraction} of H", {m.name: pair_scores(m, graf.image0, warped, h) for m in methods}
+            )
+        report("graf3", {m.name: pair_scores(m, graf.image0, graf.image1, graf.homography) for m in methods})
 
 
 if __name__ == "__main__":

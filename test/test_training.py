@@ -35,6 +35,7 @@ from alike_ros.training.losses import (
     similarity_map,
     triplet_loss,
 )
+from alike_ros.training.trainer import TrainConfig, learning_rate
 
 
 def smooth_photo(seed: int = 0, shape: tuple[int, int] = (120, 160)) -> np.ndarray:
@@ -290,6 +291,21 @@ def write_photos(folder: Path, n: int = 4) -> None:
     for i in range(n):
         img = cv2.GaussianBlur((rng.random((48, 64, 3)) * 255).astype(np.uint8), (0, 0), 1.0)
         cv2.imwrite(str(folder / f"{i:02d}.png"), img)
+
+
+# ---- schedule
+
+
+@pytest.mark.parametrize("start", [0, 5850])
+def test_schedule_warms_up_to_the_peak_then_decays_to_the_floor_over_the_run_itself(start: int):
+    """A run started with --init at step `start` gets the whole schedule over start..steps, not its tail."""
+    cfg = TrainConfig(lr=3e-4, warmup_steps=50, steps=start + 1200, final_lr_ratio=0.1)
+    rates = [learning_rate(cfg, step, start) for step in range(start, cfg.steps + 1)]
+    assert rates[0] == pytest.approx(3e-4 / 50)
+    assert max(rates) == pytest.approx(3e-4)
+    assert rates[50] == pytest.approx(3e-4)  # no drop where the warm-up ends
+    assert rates[-1] == pytest.approx(3e-5)
+    assert (np.diff(rates[50:]) <= 0).all()
 
 
 def test_training_smoke_resume_and_export(tmp_path: Path):

@@ -89,10 +89,12 @@ def from_dict(cls: type, values: dict) -> object:
 
 
 def learning_rate(cfg: TrainConfig, step: int, start: int = 0) -> float:
-    """Linear warm-up from `start` (where the optimizer began), then cosine decay to `final_lr_ratio`."""
+    """Linear warm-up from `start` (where the optimizer began), then cosine decay to `final_lr_ratio` at
+    `cfg.steps`: a run started with --init at step N has its whole schedule over steps N..cfg.steps."""
     if step - start < cfg.warmup_steps:
         return cfg.lr * (step - start + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    decay_start = start + cfg.warmup_steps
+    progress = (step - decay_start) / max(1, cfg.steps - decay_start)
     return cfg.lr * (cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 

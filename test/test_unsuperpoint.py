@@ -17,6 +17,7 @@ from alike_ros.extractors.unsuperpoint import UnsuperPointExtractor
 from alike_ros.model.unsuperpoint import CELL, MODEL_NAME, UnsuperPoint, UnsuperPointConfig, load_unsuperpoint
 from alike_ros.model.weights import WeightsError
 from alike_ros.training.cli import main as train_main
+from alike_ros.training.trainer import effective_dimensions
 from alike_ros.training.unsuperpoint_losses import (
     UnsuperPointLossConfig,
     decorrelation_loss,
@@ -61,6 +62,17 @@ def test_decorrelation_loss_is_low_for_independent_dimensions_and_high_for_copie
     copies = independent[:, :1].repeat(1, 8) + 0.01 * torch.randn(4000, 8)
     assert decorrelation_loss(independent) < 0.05
     assert decorrelation_loss(copies) == pytest.approx(56.0, rel=0.01)  # 8 x 7 off-diagonal entries near 1
+
+
+def test_effective_dimensions_see_the_variance_spread_that_the_decorrelation_loss_does_not():
+    torch.manual_seed(0)
+    equal = torch.randn(4000, 8)
+    three_strong = equal * torch.tensor([1.0, 1.0, 1.0] + [0.01] * 5)  # still independent dimensions
+    assert effective_dimensions(equal) == pytest.approx(8.0, rel=0.05)
+    assert effective_dimensions(three_strong) == pytest.approx(3.0, rel=0.05)
+    assert effective_dimensions(equal[:, :1] * torch.ones(1, 8)) == pytest.approx(1.0, rel=1e-3)
+    # correlation ignores each dimension's scale: both sets look equally decorrelated to the loss
+    assert decorrelation_loss(three_strong) == pytest.approx(decorrelation_loss(equal).item(), rel=1e-3)
 
 
 def test_descriptor_hinge_is_zero_for_perfect_descriptors_and_grows_when_they_are_swapped():
@@ -192,6 +204,7 @@ def test_training_smoke_export_and_validate(tmp_path: Path):
     assert all(np.isfinite(float(losses[k])) for k in ("total", "uniform", "descriptor"))
     validation = next(csv.DictReader((out / "val.csv").open()))
     assert 0 < float(validation["score_mean"]) < 1 and float(validation["score_std"]) > 0
+    assert 1 <= float(validation["descriptor_dims"]) <= 16  # the dimensional-collapse diagnostic
     exported = tmp_path / "exported.pth"
     assert train_main(["--export", str(out / "last.pt"), "--out", str(exported)]) == 0
     assert load_unsuperpoint(exported).cfg == SMALL

@@ -282,6 +282,16 @@ def test_triplet_loss_is_lower_for_matching_descriptors():
     assert matching < shuffled
 
 
+def test_a_random_negative_pool_gives_the_triplet_an_easier_negative():
+    torch.manual_seed(0)
+    kp = torch.rand(300, 2) * 200
+    desc = F.normalize(torch.randn(300, 8), dim=1)
+    noisy = F.normalize(desc + 0.5 * torch.randn_like(desc), dim=1)
+    hardest = triplet_loss(desc, noisy, kp, kp, margin=1.0, radius=2.0)
+    pooled = triplet_loss(desc, noisy, kp, kp, margin=1.0, radius=2.0, pool=4)
+    assert pooled < hardest - 0.1  # the nearest of ~4 random descriptors is farther than the nearest of 300
+
+
 # ---- training loop
 
 

@@ -102,6 +102,20 @@ def test_point_pairs_are_found_through_the_homography():
     assert far["position"] == 0  # 7 px: beyond the 4 px of a point pair, no pair at all
 
 
+def test_the_triplet_probe_replaces_the_hinge_and_unknown_descriptor_losses_are_refused():
+    points = torch.tensor([[10.0, 10.0], [30.0, 12.0], [50.0, 40.0]])
+    scores = torch.full((3,), 0.5)
+    cfg = UnsuperPointLossConfig(descriptor_loss="triplet")
+    a = view(points, scores)
+    matched = pair_losses(a, view(points, scores), torch.eye(3), 64, cfg)
+    swapped = pair_losses(a, view(points, scores, torch.eye(3)[[1, 0, 2]]), torch.eye(3), 64, cfg)
+    assert matched["descriptor"] == 0  # positives at distance 0, negatives at sqrt(2) > the margin 1
+    # two anchors whose positive is at sqrt(2) and a negative at 0: 1 + sqrt(2) each, averaged over the 3 anchors
+    assert swapped["descriptor"].item() == pytest.approx(2 * (1 + 2**0.5) / 3)
+    with pytest.raises(ValueError, match="hinge or triplet"):
+        UnsuperPointLossConfig(descriptor_loss="contrastive")
+
+
 CFG = UnsuperPointLossConfig()
 
 

@@ -169,11 +169,24 @@ def reliability_loss(
     return ((1.0 - r) * s).sum() / s.sum().clamp_min(1e-6)
 
 
+def outside_random_pool(shape: tuple[int, int], pool: int, device: torch.device | None = None) -> torch.Tensor:
+    """Rows x candidates mask of the candidates left out of each row's random pool of about `pool` (MD-Net's fix
+    against descriptor collapse, TRAINING.md: the hardest of a few random negatives, not of all of them)."""
+    return torch.rand(shape, device=device) >= pool / shape[1]
+
+
 def triplet_loss(
-    desc0: torch.Tensor, desc1: torch.Tensor, kp1: torch.Tensor, gt1: torch.Tensor, margin: float, radius: float
+    desc0: torch.Tensor,
+    desc1: torch.Tensor,
+    kp1: torch.Tensor,
+    gt1: torch.Tensor,
+    margin: float,
+    radius: float,
+    pool: int = 0,
 ) -> torch.Tensor:
     """Hardest-negative triplet loss: desc0[i] belongs with the descriptor of keypoint 1 closest to its
-    ground truth gt1[i] (within `radius`); negatives are keypoints of image 1 farther than `radius` from gt1[i]."""
+    ground truth gt1[i] (within `radius`); negatives are keypoints of image 1 farther than `radius` from gt1[i]
+    (with `pool` > 0, only those of a random pool of about that many, `outside_random_pool`)."""
     if len(desc0) == 0 or len(desc1) == 0:
         return desc0.new_zeros(())
     pix = torch.cdist(gt1, kp1.detach())
@@ -183,7 +196,10 @@ def triplet_loss(
         return desc0.new_zeros(())
     d = torch.cdist(desc0, desc1)
     pos = d.gather(1, nearest[:, None])[:, 0]
-    neg = d.masked_fill(pix < radius, float("inf")).min(1).values
+    excluded = pix < radius
+    if pool > 0:
+        excluded |= outside_random_pool(pix.shape, pool, pix.device)
+    neg = d.masked_fill(excluded, float("inf")).min(1).values
     return F.relu(margin + pos - neg)[has_pos & torch.isfinite(neg)].mean().nan_to_num(0.0)
 
 

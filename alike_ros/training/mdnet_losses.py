@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..detection.dkd import DetectorConfig, describe_dense, detect
 from ..geometry import inside, warp_points
+from .losses import outside_random_pool
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,6 @@ def triplet_loss(
     positive = similarity.diagonal()
     excluded = torch.cdist(truth, others) < cfg.negative_radius
     if cfg.negative_pool > 0:
-        excluded |= torch.rand(similarity.shape) >= cfg.negative_pool / similarity.shape[1]
+        excluded |= outside_random_pool(similarity.shape, cfg.negative_pool)
     negative = similarity.masked_fill(excluded, -2.0).max(1).values
     return F.relu(cfg.margin - positive + negative).mean()

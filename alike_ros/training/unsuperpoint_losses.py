@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..geometry import inside, warp_points
+from .losses import triplet_loss
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,16 @@ class UnsuperPointLossConfig:
     negative_margin: float = 0.2
     descriptor_px: float = 8.0
     w_decorrelation: float = 0.03
+    # "hinge": the notes' (SuperPoint's). "triplet": not the notes' - the hardest-negative triplet on L2 distances
+    # (training.losses.triplet_loss; negatives farther than descriptor_px), to measure what the hinge costs. Its
+    # mean over the pairs enters as a sum over cells, as the other losses do: weigh it with w_descriptor ~ 1
+    descriptor_loss: str = "hinge"
+    triplet_margin: float = 1.0
+    negative_pool: int = 0  # triplet only; > 0: the hardest of about this many random negatives (mdnet's fix)
+
+    def __post_init__(self):
+        if self.descriptor_loss not in ("hinge", "triplet"):
+            raise ValueError(f"unsuperpoint_loss.descriptor_loss: hinge or triplet, not {self.descriptor_loss!r}")
 
 
 def uniform_loss(offsets: torch.Tensor) -> torch.Tensor:
@@ -68,6 +79,14 @@ def decorrelation_loss(descriptors: torch.Tensor) -> torch.Tensor:
     return (correlation**2).sum() - (correlation.diagonal() ** 2).sum()
 
 
+def pair_descriptor_loss(da, db, pb, warped_a, pixels, cells: int, cfg: UnsuperPointLossConfig) -> torch.Tensor:
+    """The notes' hinge over all pairs, or the triplet probe's mean over A's points scaled to a sum over the cells
+    (the total is divided by them); `warped_a` are A's points in B, `pixels` their distances to B's points."""
+    if cfg.descriptor_loss == "hinge":
+        return descriptor_loss(da, db, pixels <= cfg.descriptor_px, cfg)
+    return triplet_loss(da, db, pb, warped_a, cfg.triplet_margin, cfg.descriptor_px, cfg.negative_pool) * cells
+
+
 def pair_losses(a, b, h_ab: torch.Tensor, size: int, cfg: UnsuperPointLossConfig) -> dict[str, torch.Tensor]:
     """Every loss of one pair; `a`, `b` are one view's scores N, points N x 2, descriptors N x D, offsets N x 2
     (tuples, as `CellKeypoints` holds them per image)."""
@@ -86,7 +105,7 @@ def pair_losses(a, b, h_ab: torch.Tensor, size: int, cfg: UnsuperPointLossConfig
         "score": ((s_a - s_b) ** 2).sum(),
         "matching": ((s_a + s_b) / 2 * (d - d.mean() if cfg.centred else d)).sum() if len(d) else zero,
         "uniform": uniform_loss(oa) + uniform_loss(ob),
-        "descriptor": descriptor_loss(da, db, pixels <= cfg.descriptor_px, cfg),
+        "descriptor": pair_descriptor_loss(da, db, pb, warped.detach(), pixels, len(pa), cfg),
         "decorrelation": decorrelation_loss(da) + decorrelation_loss(db),
     }
     point_pairs = cfg.w_position * losses["position"] + cfg.w_score * losses["score"]

@@ -114,6 +114,8 @@ def test_the_triplet_probe_replaces_the_hinge_and_unknown_descriptor_losses_are_
     assert swapped["descriptor"].item() == pytest.approx(2 * (1 + 2**0.5) / 3)
     with pytest.raises(ValueError, match="hinge or triplet"):
         UnsuperPointLossConfig(descriptor_loss="contrastive")
+    with pytest.raises(ValueError, match="negative_pool"):
+        UnsuperPointLossConfig(descriptor_loss="triplet", negative_pool=-1)
 
 
 CFG = UnsuperPointLossConfig()

@@ -11,7 +11,8 @@ their distance and s their scores:
 - uniform: per view and per axis, the sorted in-cell offsets against evenly spaced values in [0, 1], sum of
   squares (without it the offsets crowd at the cell borders, where the position loss pulls them);
 - descriptor: SuperPoint's hinge over all pairs of keypoints, positives within `descriptor_px`,
-  λ_d·max(0, m_p - a·b) for them and max(0, a·b - m_n) for the rest;
+  λ_d·max(0, m_p - a·b) for them and max(0, a·b - m_n) for the rest (`descriptor_loss: triplet`, not the notes',
+  measures what the hinge costs: TRAINING.md);
 - decorrelation: per view, the squared off-diagonal entries of the D x D correlation matrix of the
   descriptors (L2-Net's).
 
@@ -55,6 +56,8 @@ class UnsuperPointLossConfig:
     def __post_init__(self):
         if self.descriptor_loss not in ("hinge", "triplet"):
             raise ValueError(f"unsuperpoint_loss.descriptor_loss: hinge or triplet, not {self.descriptor_loss!r}")
+        if self.negative_pool < 0:
+            raise ValueError(f"unsuperpoint_loss.negative_pool must be >= 0, got {self.negative_pool}")
 
 
 def uniform_loss(offsets: torch.Tensor) -> torch.Tensor:

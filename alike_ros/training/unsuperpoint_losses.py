@@ -82,7 +82,15 @@ def decorrelation_loss(descriptors: torch.Tensor) -> torch.Tensor:
     return (correlation**2).sum() - (correlation.diagonal() ** 2).sum()
 
 
-def pair_descriptor_loss(da, db, pb, warped_a, pixels, cells: int, cfg: UnsuperPointLossConfig) -> torch.Tensor:
+def pair_descriptor_loss(
+    da: torch.Tensor,
+    db: torch.Tensor,
+    pb: torch.Tensor,
+    warped_a: torch.Tensor,
+    pixels: torch.Tensor,
+    cells: int,
+    cfg: UnsuperPointLossConfig,
+) -> torch.Tensor:
     """The notes' hinge over all pairs, or the triplet probe's mean over A's points scaled to a sum over the cells
     (the total is divided by them); `warped_a` are A's points in B, `pixels` their distances to B's points."""
     if cfg.descriptor_loss == "hinge":

@@ -27,7 +27,7 @@ from alike_ros.geometry import inside, warp_points
 from alike_ros.model.alnet import ALNet
 from alike_ros.model.weights import bundled_weights_path, load_model, safe_load
 from alike_ros.training.data import DataConfig, PairDataset, WarpConfig, load_photos
-from alike_ros.training.losses import mutual_matches
+from alike_ros.training.losses import LossConfig, matched_correctly
 
 SIZE = 320
 DATA = DataConfig(
@@ -50,9 +50,8 @@ def peak_samples(net: ALNet, dataset: PairDataset, count: int) -> tuple[torch.Te
         (k0, _), (k1, _) = detect(scores[0], detector), detect(scores[1], detector)
         truth = warp_points(pair["H"], k0)
         seen = inside(truth, (SIZE, SIZE), margin=0.5)
-        i, j = mutual_matches(-(describe_dense(descriptors[0], k0) @ describe_dense(descriptors[1], k1).T))
-        correct = torch.zeros(len(k0))
-        correct[i[(truth[i] - k1[j]).norm(dim=1) < 3.0]] = 1.0
+        d0, d1 = describe_dense(descriptors[0], k0), describe_dense(descriptors[1], k1)
+        correct = matched_correctly(d0, d1, k1, truth, LossConfig().calibration_px)
         pixels = k0.round().long().clamp(0, SIZE - 1)
         features.append(feats[0][:, pixels[:, 1], pixels[:, 0]].T[seen])
         labels.append(correct[seen])

@@ -219,10 +219,19 @@ def calibration_loss(
     probability of a correct match. Inputs are for keypoints visible in image b."""
     if len(desc_a) == 0 or len(desc_b) == 0:
         return scores_a.new_zeros(())
+    correct = matched_correctly(desc_a, desc_b, kp_b, gt_a, radius)
+    return F.binary_cross_entropy(scores_a.clamp(1e-6, 1 - 1e-6), correct)
+
+
+def matched_correctly(
+    desc_a: torch.Tensor, desc_b: torch.Tensor, kp_b: torch.Tensor, gt_a: torch.Tensor, radius: float
+) -> torch.Tensor:
+    """1.0 for each keypoint of image a whose unit descriptor's mutual nearest neighbour among image b's lies within
+    `radius` px of its ground truth `gt_a`, else 0.0 (the calibration loss's target)."""
     i, j = mutual_matches(-(desc_a.detach() @ desc_b.detach().T))
     correct = torch.zeros(len(desc_a), device=desc_a.device)
     correct[i[(gt_a[i] - kp_b.detach()[j]).norm(dim=1) < radius]] = 1.0
-    return F.binary_cross_entropy(scores_a.clamp(1e-6, 1 - 1e-6), correct)
+    return correct
 
 
 def pair_losses(

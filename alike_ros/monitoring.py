@@ -162,11 +162,12 @@ class Statistics:
             return (now_ns - self._quiet_since_ns) / 1e9
 
 
-def transport_cause(subscribed: str, offered: list[str], profile: str) -> str:
+def transport_cause(subscribed: str, offered: list[str], camera_setting: str) -> str:
     """The likely reason frames of existing publishers go missing between processes, with its fix.
 
     `subscribed` is the node's input reliability, `offered` each publisher's ("reliable" or "best_effort"),
-    `profile` what a camera driver's process should set to carry large best-effort samples."""
+    `camera_setting` the environment a camera driver's process should start with to carry large samples
+    (`fastdds.camera_setting()`: the shipped profile under the variable this Fast DDS reads)."""
     if subscribed == "reliable" and "best_effort" in offered:
         return (
             "a best-effort publisher cannot match the node's reliable subscription; "
@@ -176,7 +177,7 @@ def transport_cause(subscribed: str, offered: list[str], profile: str) -> str:
         return (
             "best-effort samples larger than the publisher's Fast DDS shared-memory segment (0.5 MiB by default; "
             "640x480 bgr8 is 0.9 MB) are lost between processes; start the camera driver's process with "
-            f"FASTDDS_DEFAULT_PROFILES_FILE={profile}, or make it publish reliable"
+            f"{camera_setting}, or make it publish reliable"
         )
     if subscribed == "best_effort" and offered:
         return (
@@ -186,7 +187,7 @@ def transport_cause(subscribed: str, offered: list[str], profile: str) -> str:
     if subscribed == "reliable":
         return (
             "a reliable camera's large samples went missing in Fast DDS's default 0.5 MiB shared-memory segment "
-            f"(seen in long runs): start the camera driver's process with FASTDDS_DEFAULT_PROFILES_FILE={profile}; "
+            f"(seen in long runs): start the camera driver's process with {camera_setting}; "
             "or the node's input queue overflowed (is the CPU overloaded?)"
         )
     return "is the publisher publishing? check `ros2 topic hz` on the input topic"

@@ -4,8 +4,9 @@
 
 Each cell starts a subscriber process and a publisher process (bgr8 images of the given size, `--frames` of
 them at `--rate` Hz after the subscriber matched) and counts the images the subscriber got. "profile" is
-config/fastdds_large_data.xml given through FASTDDS_DEFAULT_PROFILES_FILE to the process named. `--write`
-replaces only the "## DDS transport between processes" section of the given markdown file.
+config/fastdds_large_data.xml given to the process named under the variable its Fast DDS reads
+(FASTRTPS_DEFAULT_PROFILES_FILE on Jazzy's Fast DDS 2.14, FASTDDS_DEFAULT_PROFILES_FILE on Kilted's 3.2). `--write`
+replaces only the "## DDS transport between processes: <distribution>" section of the given markdown file.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import shlex
 import subprocess
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 
-from sections import machine, replace_section
+from sections import machine, replace_section, ros_stack
+
+from alike_ros.ros import fastdds
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "config" / "fastdds_large_data.xml"
@@ -45,38 +47,40 @@ def endpoint(role: str, reliability: str, width: int, height: int, frames: int, 
     from sensor_msgs.msg import Image
 
     policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-    with rclpy.init():
-        node = rclpy.create_node(f"dds_matrix_{role}")
-        qos = QoSProfile(depth=5, reliability=policy)
-        if role == "pub":
-            pub = node.create_publisher(Image, "dds_matrix", qos)
-            deadline = time.monotonic() + wait
-            while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.5)  # the subscriber's side of the match, too
-            msg = Image(height=height, width=width, encoding="bgr8", step=width * 3)
-            msg.data = np.random.default_rng(0).integers(0, 256, height * width * 3, np.uint8).tobytes()
-            start = time.monotonic()
-            for i in range(frames):
-                time.sleep(max(0.0, start + i / rate - time.monotonic()))
-                pub.publish(msg)
-            time.sleep(1.0)  # reliable resends
-        else:
-            got = []
-            node.create_subscription(Image, "dds_matrix", lambda m: got.append(len(m.data)), qos)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                rclpy.spin_once(node, timeout_sec=0.1)
-            print(json.dumps({"received": len(got)}))
-        node.destroy_node()
+    rclpy.init()  # not `with rclpy.init()`: Jazzy's init returns None
+    node = rclpy.create_node(f"dds_matrix_{role}")
+    qos = QoSProfile(depth=5, reliability=policy)
+    if role == "pub":
+        pub = node.create_publisher(Image, "dds_matrix", qos)
+        deadline = time.monotonic() + wait
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the subscriber's side of the match, too
+        msg = Image(height=height, width=width, encoding="bgr8", step=width * 3)
+        msg.data = np.random.default_rng(0).integers(0, 256, height * width * 3, np.uint8).tobytes()
+        start = time.monotonic()
+        for i in range(frames):
+            time.sleep(max(0.0, start + i / rate - time.monotonic()))
+            pub.publish(msg)
+        time.sleep(1.0)  # reliable resends
+    else:
+        got = []
+        node.create_subscription(Image, "dds_matrix", lambda m: got.append(len(m.data)), qos)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        print(json.dumps({"received": len(got)}))
+    node.destroy_node()
+    rclpy.try_shutdown()
 
 
 def cell(pub: str, sub: str, profile: str, size: tuple[int, int], frames: int, rate: float, domain: int) -> int:
     base = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    base.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    for name in fastdds.PROFILE_ENVS:
+        base.pop(name, None)
 
     def env(role: str) -> dict:
-        return {**base, "FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)} if profile in (role, "both") else base
+        return {**base, **fastdds.profile_environment(PROFILE)} if profile in (role, "both") else base
 
     wait = frames / rate + 8.0
     args = [sys.executable, __file__, "--endpoint"]
@@ -115,12 +119,13 @@ def main() -> int:
     print(body)
     if args.write:
         command = "python benchmarks/bench_dds_matrix.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        distro, versions = ros_stack()
         meta = (
-            f"Measured {time.strftime('%Y-%m-%d')} on {machine()} ({os.cpu_count()} cores), "
-            f"ros-rmw-fastrtps-cpp {version('ros-rmw-fastrtps-cpp')}, ros-fastdds {version('ros-fastdds')}, "
+            f"Measured {time.strftime('%Y-%m-%d')} on {machine()} ({os.cpu_count()} cores), {distro}: {versions}; "
+            f"profile given as {', '.join(fastdds.profile_environment(PROFILE))}; "
             f"{args.frames} images at {args.rate:g} Hz per cell, with `{command}`."
         )
-        replace_section(args.write, f"## DDS transport between processes\n\n{meta}\n\n{body}")
+        replace_section(args.write, f"## DDS transport between processes: {distro}\n\n{meta}\n\n{body}")
     return 0
 
 

@@ -7,8 +7,9 @@ The camera is `python -m alike_ros camera` (a stand-in driver that sets no Fast 
 -r image:=image_raw`, one process for every scenario; the probe is this process: a best-effort (sensor-data QoS,
 depth 5) and a reliable (depth 10) `features` subscription, and /diagnostics. Scenarios: 640x480 bgr8 at 30 Hz
 and 1280x720 bgr8 at 10 Hz, each from a reliable camera (Fast DDS defaults) and from a best-effort camera
-started with FASTDDS_DEFAULT_PROFILES_FILE=config/fastdds_large_data.xml (as the README tells users), and a
-best-effort camera without the profile (the failure of the issue).
+started with config/fastdds_large_data.xml under the variable its Fast DDS reads (FASTRTPS_DEFAULT_PROFILES_FILE on
+Jazzy, FASTDDS_DEFAULT_PROFILES_FILE on Kilted, as the README tells users), and a best-effort camera without the
+profile (the failure of the issue).
 
 Per scenario: frames the camera sent; what the node received, processed, superseded (replaced by a newer frame
 while the model was busy) and missed (sent, never received), from the differences of its /diagnostics counters
@@ -16,7 +17,7 @@ before the camera starts and after it stops and the node is idle; delivered = re
 (processed + superseded) / sent; the features each probe subscription got, and their end-to-end latency
 (probe receipt minus the image's header stamp; one machine, one clock). `--soak-minutes M` adds a run at
 640x480, 15 Hz, sampling the node's RSS every 10 s. `--write` replaces (or appends) only the section
-"## Node across processes" of the given markdown file.
+"## Node across processes: <distribution>" of the given markdown file.
 """
 
 from __future__ import annotations
@@ -41,15 +42,15 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sections import machine, replace_section
+from sections import machine, replace_section, ros_stack
 from sensor_msgs.msg import PointCloud2
 
 from alike_ros.monitoring import END_TO_END, STAGES
+from alike_ros.ros import fastdds
 from alike_ros.ros.diagnostics import frame_counters, stage_medians
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "config" / "fastdds_large_data.xml"
-PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 NAMESPACE = "/camera"
 STATUS_NAME = f"{NAMESPACE}/extractor: alike extractor"
 NODE_COMMAND = [
@@ -66,7 +67,7 @@ class Scenario:
     size: str
     rate: float
     reliability: str
-    profile: bool  # the camera's process started with FASTDDS_DEFAULT_PROFILES_FILE=<shipped profile>
+    profile: bool  # the camera's process started with the shipped profile (fastdds.profile_environment)
 
     @property
     def camera(self) -> str:
@@ -169,8 +170,9 @@ def idle(status: DiagnosticStatus) -> dict[str, int] | None:
 
 def base_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop(PROFILE_ENV, None)  # each process gets the profile only where the scenario says so
-    env.pop("ALIKE_ROS_FASTDDS_PROFILE", None)  # the node applies its shipped profile: the package default
+    for name in fastdds.PROFILE_ENVS:  # each process gets the profile only where the scenario says so
+        env.pop(name, None)
+    env.pop(fastdds.OPT_OUT_ENV, None)  # the node applies its shipped profile: the package default
     return env
 
 
@@ -198,7 +200,7 @@ def run_camera(
     probe.reset_features()
     env = base_env()
     if scenario.profile:
-        env[PROFILE_ENV] = str(PROFILE)
+        env.update(fastdds.profile_environment(PROFILE))
     command = camera_command(scenario.size, scenario.rate, scenario.reliability, seconds)
     started = time.monotonic()
     camera = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -304,8 +306,9 @@ def section(results: list[Result], soak: Result | None, args: argparse.Namespace
     import torch  # only for the version in the machine line
 
     load = os.getloadavg()
+    distro, versions = ros_stack()
     lines = [
-        "## Node across processes",
+        f"## Node across processes: {distro}",
         "",
         f"Command: `{command}`",
         "",
@@ -313,7 +316,8 @@ def section(results: list[Result], soak: Result | None, args: argparse.Namespace
         f"{os.cpu_count()} cores shared with other work (load average at the end {load[0]:.1f}), torch "
         f"{torch.__version__}, node on cpu with the package defaults (`{' '.join(NODE_COMMAND[1:])}`"
         f"{''.join(f' -p {p}' for p in args.node_param)}{''.join(f'; env {e}' for e in args.node_env)}), alike-t, "
-        f"Fast DDS, ROS_AUTOMATIC_DISCOVERY_RANGE={os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE', '')}. Camera "
+        f"{distro} ({versions}; the camera's profile as {', '.join(fastdds.profile_environment(PROFILE))}), "
+        f"ROS_AUTOMATIC_DISCOVERY_RANGE={os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE', '')}. Camera "
         "(`python -m alike_ros camera`), node and probe each in its own process; "
         f"{args.seconds:g} s per scenario.",
         "",
@@ -395,12 +399,13 @@ def main() -> int:
     parser.add_argument(
         "--node-env", action="append", default=[], metavar="KEY=VALUE", help="the node's environment (repeatable)"
     )
-    parser.add_argument("--write", type=Path, help="markdown file whose '## Node across processes' section gets it")
+    parser.add_argument("--write", type=Path, help="markdown file whose node-across-processes section gets it")
     args = parser.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]])
     os.environ["ROS_DOMAIN_ID"] = str(args.domain)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # one machine: no traffic on the network
-    os.environ.pop(PROFILE_ENV, None)  # the probe only subscribes; Fast DDS defaults
+    for name in fastdds.PROFILE_ENVS:  # the probe only subscribes: Fast DDS defaults, like a VO front end's
+        os.environ.pop(name, None)
 
     context = Context()
     rclpy.init(context=context, domain_id=args.domain)

@@ -44,3 +44,22 @@ def machine() -> str:
         units = ["AVX2"]
     model = name.group(1) if name else platform.processor() or "unknown CPU"
     return f"{model} ({', '.join([platform.machine(), *units])})"
+
+
+def ros_stack() -> tuple[str, str]:
+    """The ROS 2 distribution whose wheels run here (rclpy 7.x: Jazzy, 9.x: Kilted) and the versions that decide
+    transport, for benchmark headers: each distribution's figures get their own section."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(*names: str) -> str:
+        for name in names:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                continue
+        return "?"
+
+    rclpy = of("ros-rclpy")
+    distro = {"7": "Jazzy", "9": "Kilted"}.get(rclpy.split(".")[0], f"rclpy {rclpy}")
+    fastdds = of("ros-fastdds", "ros-fastrtps")
+    return distro, f"rclpy {rclpy}, rmw_fastrtps_cpp {of('ros-rmw-fastrtps-cpp')}, Fast DDS {fastdds}"

@@ -5,9 +5,11 @@ Starts the ALIKE extractor node with config/extractor.yaml (or another params fi
 override the file only when given (empty `weights` in the file: the bundled weights); `use_sim_time` (default false)
 is always passed. `image` remaps the input topic, and `<image>/compressed` follows it.
 
-`fastdds_profile` (default true): unless FASTDDS_DEFAULT_PROFILES_FILE is already set, everything this launch starts
-gets the installed config/fastdds_large_data.xml (large samples between processes). false: Fast DDS's defaults, also
-in the node (ALIKE_ROS_FASTDDS_PROFILE=off, which stops the node applying the profile by itself).
+`fastdds_profile` (default true): unless a Fast DDS profile file is already set (FASTRTPS_DEFAULT_PROFILES_FILE or
+FASTDDS_DEFAULT_PROFILES_FILE), everything this launch starts gets the installed config/fastdds_large_data.xml (large
+samples between processes), under the name the Fast DDS here reads (2.x on Jazzy: FASTRTPS_..., 3.x on Kilted:
+FASTDDS_...). false: Fast DDS's defaults, also in the node (ALIKE_ROS_FASTDDS_PROFILE=off, which stops the node
+applying the profile by itself).
 """
 
 import os
@@ -17,11 +19,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+from alike_ros.ros import fastdds
 from launch import Action, LaunchContext, LaunchDescription
-
-PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"  # as in alike_ros/ros/fastdds.py (not imported: launch files stand alone)
-OPT_OUT_ENV = "ALIKE_ROS_FASTDDS_PROFILE"
-PROFILE_FILE = "fastdds_large_data.xml"
 
 
 def _flag(context: LaunchContext, name: str) -> bool:
@@ -43,11 +42,11 @@ def _extractor(context: LaunchContext) -> list[Action]:
     actions: list[Action] = []
     node_env: dict[str, str] = {}
     if not _flag(context, "fastdds_profile"):
-        node_env[OPT_OUT_ENV] = "off"
-    elif not context.environment.get(PROFILE_ENV):  # a profile the user chose is never replaced
-        profile = os.path.join(FindPackageShare("alike_ros").perform(context), "config", PROFILE_FILE)
+        node_env[fastdds.OPT_OUT_ENV] = "off"
+    elif not any(context.environment.get(name) for name in fastdds.PROFILE_ENVS):  # a user's profile stays
+        profile = os.path.join(FindPackageShare("alike_ros").perform(context), "config", fastdds.PROFILE_FILE)
         if os.path.isfile(profile):
-            actions.append(SetEnvironmentVariable(PROFILE_ENV, profile))
+            actions += [SetEnvironmentVariable(k, v) for k, v in fastdds.profile_environment(profile).items()]
     actions.append(
         Node(
             package="alike_ros",
@@ -87,8 +86,8 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "fastdds_profile",
                 default_value="true",
-                description="true: the package's Fast DDS large-data profile unless FASTDDS_DEFAULT_PROFILES_FILE "
-                "is set; false: Fast DDS defaults",
+                description="true: the package's Fast DDS large-data profile unless a profile file is set "
+                "(FASTRTPS_ or FASTDDS_DEFAULT_PROFILES_FILE); false: Fast DDS defaults",
             ),
             OpaqueFunction(function=_extractor),
         ]

@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
-# The main job, end to end on a fresh machine: set up .venv, generate a sample bag (synthetic camera motion
-# over a real photograph, with ground-truth homographies), process it offline, replay it through the live
-# extractor node when rclpy works here, and print a summary (images sent, processed and dropped, keypoints,
+# The main job, end to end on a fresh machine: set up the venv (ROS 2 Jazzy's wheels; ROS_DISTRO=kilted: Kilted's),
+# generate a sample bag (synthetic camera motion over a real photograph, with ground-truth homographies), process it
+# offline, replay it through the live extractor node when rclpy works here, and print a summary (images sent, processed and dropped, keypoints,
 # tracks, matches, accuracy against the ground truth, wall-clock timings with the cold start apart).
 # Outputs in out/demo/ (OUT=...): debug.gif, report.png, debug_live.gif, report_live.png, summary JSON, bags.
 #
 #   scripts/demo.sh                          # bundled weights, config/extractor.yaml
 #   ALIKE_WEIGHTS=/path/alike-t.pth scripts/demo.sh
-#   ALIKE_SKIP_SETUP=1 scripts/demo.sh       # reuse an existing .venv
+#   ROS_DISTRO=kilted scripts/demo.sh        # on ROS 2 Kilted's wheels (.venv-kilted) instead of Jazzy's
+#   ALIKE_SKIP_SETUP=1 scripts/demo.sh       # reuse an existing venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/demo}
 FRAMES=${FRAMES:-60}
 PARAMS=config/extractor.yaml
+. scripts/ros_distro.sh
 
-if [[ "${ALIKE_SKIP_SETUP:-0}" != 1 || ! -x .venv/bin/python ]]; then
-  echo "== setting up .venv (scripts/setup_env.sh)"
+if [[ "${ALIKE_SKIP_SETUP:-0}" != 1 || ! -x $VENV/bin/python ]]; then
+  echo "== setting up $VENV (scripts/setup_env.sh)"
   scripts/setup_env.sh
 fi
-. .venv/bin/activate
+. "$VENV/bin/activate"
 
 weights_args=()
 node_weights=()

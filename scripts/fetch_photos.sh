@@ -18,7 +18,9 @@ PACKAGES=(
 )
 if [ $# -gt 1 ]; then PACKAGES=("${@:2}"); fi
 PYTHON=${PYTHON:-python3}
-if [ -x "$(dirname "$0")/../.venv/bin/python" ]; then PYTHON="$(dirname "$0")/../.venv/bin/python"; fi
+for venv in .venv-jazzy .venv-kilted; do  # the project's venv, where one is set up
+  if [ -x "$(dirname "$0")/../$venv/bin/python" ]; then PYTHON="$(dirname "$0")/../$venv/bin/python"; break; fi
+done
 
 SCRATCH=$(mktemp -d)
 trap 'rm -rf "$SCRATCH"' EXIT

@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# Set everything up and run the test suite (what CI runs).
+# Set everything up and run the test suite once per ROS 2 distribution, each in its own venv (what CI runs).
+#   scripts/run_tests.sh                        # Jazzy, then Kilted; fails if either fails
+#   DISTROS=kilted scripts/run_tests.sh         # one lane
+#   scripts/run_tests.sh -k node                # arguments go to pytest, in every lane
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup_env.sh
-if [ -f .venv/ros_env.sh ]; then
-  # the venv as a ROS 2 prefix (../shared/ros2-cli): launch_ros and the ros2 command line importable in tests
-  set +u
-  . .venv/ros_env.sh
-  set -u
-else
-  . .venv/bin/activate
-fi
 ruff check .
-python -m pytest -q "$@"
+failed=()
+for distro in ${DISTROS:-jazzy kilted}; do
+  echo "== $distro"
+  ROS_DISTRO=$distro scripts/setup_env.sh
+  # a subshell per lane: each sources its own venv (as a ROS 2 prefix where ../shared/ros2-cli made it one)
+  if ! (
+    set +u
+    . scripts/ros_distro.sh
+    if [ -f "$VENV/ros_env.sh" ]; then . "$VENV/ros_env.sh"; else . "$VENV/bin/activate"; fi
+    set -u
+    python -m pytest -q "$@"
+  ); then
+    failed+=("$distro")
+  fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "run_tests: failed on ${failed[*]}" >&2
+  exit 1
+fi

@@ -19,6 +19,7 @@ pytest.importorskip("rclpy", reason="the camera publishes sensor_msgs (rclpy)")
 
 from alike_ros.__main__ import COMMANDS  # noqa: E402
 from alike_ros.bag.sample import load_photo  # noqa: E402
+from alike_ros.ros import fastdds  # noqa: E402
 from alike_ros.ros.camera import FrameSource, Schedule, StopRequest, parse_args, parse_size  # noqa: E402
 from alike_ros.ros.conversions import image_to_array  # noqa: E402
 
@@ -119,6 +120,21 @@ def test_camera_process_reports_what_it_sent():
     report = json.loads(out.strip().splitlines()[-1])
     assert report["frames_sent"] == 5 and report["topic"] == "/cam_t/image"
     assert report["rate_hz"] > 0 and report["late_frames"] >= 0 and not report["interrupted"]
+
+
+def test_camera_applies_the_shipped_profile_only_when_asked(monkeypatch):
+    assert not parse_args([]).fastdds_profile
+    for name in (*fastdds.PROFILE_ENVS, fastdds.OPT_OUT_ENV):
+        monkeypatch.delenv(name, raising=False)
+    args = ("--rate", "50", "--frames", "2", "--wait-for-subscribers", "0", "--ros-args", "-r", "__ns:=/cam_p")
+    process = camera("--fastdds-profile", *args)
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 0, err
+    # under the name the Fast DDS of this distribution reads, before its participant was made
+    assert f"Fast DDS profile {fastdds.profile_path()} (set as {fastdds.variables_read()[0]})" in err
+    process = camera(*args)
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 0 and "Fast DDS profile" not in err, err
 
 
 def test_camera_process_stops_cleanly_on_sigint():

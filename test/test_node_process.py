@@ -26,6 +26,7 @@ from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from alike_ros.model.weights import bundled_weights_path  # noqa: E402
+from alike_ros.ros import fastdds  # noqa: E402
 from alike_ros.ros.conversions import array_to_image  # noqa: E402
 from alike_ros.ros.diagnostics import frame_counters  # noqa: E402
 from alike_ros.ros.messages import decode_features  # noqa: E402
@@ -117,13 +118,12 @@ def test_bad_parameter_stops_the_start_with_the_reason():
 
 CAMERA_NS = "/proc_cam"
 CAMERA_STATUS = f"{CAMERA_NS}/extractor: alike extractor"
-PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 FRAMES, RATE = 40, 10.0  # 640x480 bgr8 frames (0.9 MB, over Fast DDS's default 0.5 MiB shared-memory segment)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without a Fast DDS profile (the node then applies its own: the package default)."""
-    env = {k: v for k, v in os.environ.items() if k not in (PROFILE_ENV, "ALIKE_ROS_FASTDDS_PROFILE")}
+    env = {k: v for k, v in os.environ.items() if k not in (*fastdds.PROFILE_ENVS, fastdds.OPT_OUT_ENV)}
     return {**env, "ROS_DOMAIN_ID": str(DOMAIN), "PYTHONUNBUFFERED": "1", **extra}
 
 
@@ -174,7 +174,8 @@ class CameraRig:
         before = self.settled(time.monotonic() - 1.0)
         with self.lock:
             self.features.clear()
-        env = clean_env(**({PROFILE_ENV: str(ROOT / "config" / "fastdds_large_data.xml")} if profile else {}))
+        # as the README tells users: the shipped profile under the name this distribution's Fast DDS reads
+        env = clean_env(**(fastdds.profile_environment(ROOT / "config" / fastdds.PROFILE_FILE) if profile else {}))
         command = [
             sys.executable, "-m", "alike_ros", "camera", "--size", "640x480", "--rate", f"{RATE:g}",
             "--frames", str(FRAMES), "--reliability", reliability, "--wait-for-subscribers", str(WAIT),
@@ -251,7 +252,8 @@ def test_reliable_camera_in_another_process(camera_rig):
 
 
 def test_best_effort_camera_with_the_shipped_profile(camera_rig):
-    """A best-effort camera started as the README says: FASTDDS_DEFAULT_PROFILES_FILE=<the shipped profile>."""
+    """A best-effort camera started as the README says: FASTRTPS_DEFAULT_PROFILES_FILE=<the shipped profile> on
+    Jazzy, FASTDDS_DEFAULT_PROFILES_FILE=... on Kilted."""
     report, counts, _, features = camera_rig.run_camera("best_effort", profile=True)
     check_delivered(report, counts, features)
 
@@ -261,7 +263,10 @@ def test_best_effort_camera_without_the_profile_is_diagnosed(camera_rig):
     it (the environment variable of the camera's process)."""
     report, counts, statuses, _ = camera_rig.run_camera("best_effort", profile=False)
     assert report["frames_sent"] == FRAMES
-    assert counts["received"] <= 0.5 * FRAMES, counts  # (almost) nothing gets through; a few may, over UDP
-    named = [s for s in statuses if level(s) >= 1 and PROFILE_ENV in s.message]
+    # Lost in numbers that differ by Fast DDS: all on Kilted's 3.2 (0 of 40 arrived here; a few may pass over UDP),
+    # about 40 % on Jazzy's 2.14 (24 of 40 arrived). Either way the node names the cause: the stale check when
+    # nothing arrives, the sequence gaps when some does.
+    assert counts["received"] < FRAMES, counts
+    named = [s for s in statuses if level(s) >= 1 and f"{fastdds.variables_read()[0]}=" in s.message]
     assert named, [s.message for s in statuses]
     assert "fastdds_large_data.xml" in named[-1].message

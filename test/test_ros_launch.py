@@ -1,6 +1,6 @@
 """launch/extractor.launch.py, checked where launch_ros is importable (a ROS 2 install, or a venv set up with
-../shared/ros2-cli/install.sh and `. .venv/ros_env.sh`, as scripts/run_tests.sh does). The launch run end to end
-with the real `ros2 launch` is in test_ros2_cli.py."""
+../shared/ros2-cli/install.sh and `. .venv-jazzy/ros_env.sh` or `.venv-kilted`'s, as scripts/run_tests.sh does). The
+launch run end to end with the real `ros2 launch` is in test_ros2_cli.py."""
 
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ try:
     from launch_ros.actions import Node
     from launch_ros.utilities import evaluate_parameters
 
+    from alike_ros.ros import fastdds
     from launch import LaunchContext
 except ImportError as exc:  # launch_ros needs composition_interfaces, which ros_env.sh puts on the path
     pytest.skip(
         f"launch_ros is not importable here ({exc}): it comes with a ROS 2 install, or on a pip-only machine with "
-        "../shared/ros2-cli/install.sh .venv and `. .venv/ros_env.sh`",
+        "../shared/ros2-cli/install.sh .venv-jazzy and `. .venv-jazzy/ros_env.sh`",
         allow_module_level=True,
     )
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "extractor.launch.py"
-PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
-OPT_OUT_ENV = "ALIKE_ROS_FASTDDS_PROFILE"
+OPT_OUT_ENV = fastdds.OPT_OUT_ENV
 ARGUMENTS = {"params_file", "namespace", "image", "device", "model", "weights", "use_sim_time", "fastdds_profile"}
 
 
@@ -49,8 +49,8 @@ def share(tmp_path, monkeypatch) -> Path:
     (config / "fastdds_large_data.xml").write_text("<dds/>\n")  # the launch file only passes its path on
     monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path))
     # setenv first, so monkeypatch restores the caller's value (or its absence) after SetEnvironmentVariable ran
-    monkeypatch.setenv(PROFILE_ENV, "")
-    monkeypatch.setenv(OPT_OUT_ENV, "")
+    for name in (*fastdds.PROFILE_ENVS, OPT_OUT_ENV):
+        monkeypatch.setenv(name, "")
     return tmp_path / "share" / "alike_ros"
 
 
@@ -127,21 +127,24 @@ def test_use_sim_time(share):
 
 def test_fastdds_profile_set_for_everything_launched(share):
     context, actions = run_function(params_file="/tmp/p.yaml")
-    (set_env,) = [a for a in actions if isinstance(a, SetEnvironmentVariable)]
-    assert perform_substitutions(context, set_env.name) == PROFILE_ENV
-    profile = perform_substitutions(context, set_env.value)
+    set_envs = [a for a in actions if isinstance(a, SetEnvironmentVariable)]
+    names = [perform_substitutions(context, a.name) for a in set_envs]
+    # the name this distribution's Fast DDS reads (2.x: FASTRTPS_..., 3.x: FASTDDS_...), and only that one
+    assert names == [fastdds.variables_read()[0]]
+    profile = perform_substitutions(context, set_envs[0].value)
     assert Path(profile) == share / "config" / "fastdds_large_data.xml"
     assert OPT_OUT_ENV not in node_env(context, node_of(actions))
-    set_env.execute(context)  # what `ros2 launch` does before it starts the node
-    assert context.environment[PROFILE_ENV] == profile
+    set_envs[0].execute(context)  # what `ros2 launch` does before it starts the node
+    assert context.environment[names[0]] == profile
 
 
-def test_fastdds_profile_of_the_user_is_kept(share, monkeypatch):
-    monkeypatch.setenv(PROFILE_ENV, "/home/user/my_profile.xml")
+@pytest.mark.parametrize("name", fastdds.PROFILE_ENVS)
+def test_fastdds_profile_of_the_user_is_kept(share, monkeypatch, name):
+    monkeypatch.setenv(name, "/home/user/my_profile.xml")
     context, actions = run_function(params_file="/tmp/p.yaml")
     assert not [a for a in actions if isinstance(a, SetEnvironmentVariable)]
     assert node_env(context, node_of(actions)) == {}
-    assert os.environ[PROFILE_ENV] == "/home/user/my_profile.xml"
+    assert os.environ[name] == "/home/user/my_profile.xml"
 
 
 def test_fastdds_profile_off_reaches_the_node(share):

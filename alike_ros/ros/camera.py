@@ -2,10 +2,11 @@
 
     python -m alike_ros camera [--topic image] [--size 640x480] [--rate 30] [--frames N | --seconds S]
                                [--reliability reliable|best_effort] [--depth 5] [--encoding bgr8|mono8]
-                               [--wait-for-subscribers S] [--ros-args ...]
+                               [--wait-for-subscribers S] [--fastdds-profile] [--ros-args ...]
 
 It models a third-party driver in its own process, to test and benchmark the extractor node across processes:
-it never sets a Fast DDS profile itself (the environment decides, e.g. FASTDDS_DEFAULT_PROFILES_FILE), stamps
+it sets no Fast DDS profile unless told to (--fastdds-profile; otherwise the environment decides, as for any driver:
+FASTRTPS_DEFAULT_PROFILES_FILE on Jazzy, FASTDDS_DEFAULT_PROFILES_FILE on Kilted), stamps
 each frame with the time it is published (the node's end-to-end latency starts there), publishes to absolute
 deadlines (a frame later than half a period is counted late; more than a period behind, the schedule restarts
 from now instead of catching up in a burst), and prints one JSON line with what it did when it stops (after
@@ -34,6 +35,7 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from ..bag.sample import homography, load_photo
+from . import fastdds
 from .conversions import array_to_image
 
 NODE_NAME = "camera"
@@ -81,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m alike_ros camera",
         description="Publish the sample camera trajectory as sensor_msgs/Image at a steady rate, like a camera "
-        "driver in its own process. Sets no Fast DDS profile: the environment decides (a best-effort camera of "
-        "frames over 0.5 MB needs FASTDDS_DEFAULT_PROFILES_FILE=<alike_ros share>/config/fastdds_large_data.xml). "
+        "driver in its own process. Sets no Fast DDS profile unless --fastdds-profile is given: the environment "
+        f"decides (a best-effort camera of frames over 0.5 MB needs {fastdds.camera_setting()}). "
         "Prints one JSON line (frames sent, rate achieved, late frames) when it stops.",
         epilog="Anything after --ros-args goes to ROS (e.g. --ros-args -r __ns:=/camera -r image:=image_raw).",
     )
@@ -123,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="after a subscriber appeared, wait S more seconds (and for a subscriber again) before the first frame: "
         "a subscriber that follows the publisher's QoS, like the extractor's `auto` input, re-subscribes on "
         "seeing it (default: 1)",
+    )
+    parser.add_argument(
+        "--fastdds-profile",
+        action="store_true",
+        help="apply the package's Fast DDS large-data profile as the node does (unless one is set in the "
+        "environment), like a driver started as the README says; default: the environment decides",
     )
     return parser
 
@@ -242,6 +250,8 @@ def _run(stop: StopRequest, argv: list[str]) -> int:
     source = FrameSource(args.size, args.encoding, args.period)
     messages = source.messages()
     del source  # the messages hold the pixels
+    if args.fastdds_profile:
+        print(fastdds.use_large_data_profile(), file=sys.stderr)  # before rclpy.init: read with the participant
     rclpy.init(args=[NODE_NAME, *argv], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node(NODE_NAME)
     qos = QoSProfile(

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -29,7 +29,6 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
-from rclpy.subscription import MessageInfo
 from rclpy.time import Time
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2
@@ -44,11 +43,14 @@ from ..pipeline import FramePipeline, FrameResult
 from . import params
 from .conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8
 from .diagnostics import to_status
-from .fastdds import PROFILE_FILE, profile_path, use_large_data_profile
+from .fastdds import camera_setting, profile_in_effect, use_large_data_profile
 from .messages import encode_features, encode_matches
 from .vins import CameraModel, encode_vins
 
 NODE_NAME = "extractor"
+# What rclpy passes a two-argument subscription callback: rmw's message info as a dict (Kilted's rclpy names the type
+# rclpy.subscription.MessageInfo; Jazzy's has no name for it, and no publisher_gid in it).
+MessageInfo = Mapping[str, Any]
 INPUT_REVIEW_PERIOD = 1.0  # s of steady time between checks of the input publishers' QoS (events come first)
 
 
@@ -103,9 +105,10 @@ class ExtractorNode(Node):
         self._image_sub = None
         self._input_reliability = ""  # what the current subscription asked for
         self._last_offered: list[str] = []  # what the input's publishers offered, as last seen while there were any
-        self._publishers_present = False
+        self._publisher_count = 0  # of the input, as last reviewed
         self._input_lock = threading.RLock()  # parameter changes and publisher events both resubscribe
-        self._profile_for_cameras = str(profile_path() or PROFILE_FILE)  # named in diagnostics when frames go missing
+        self._camera_setting = camera_setting()  # named in diagnostics when frames go missing
+        self._profile_in_effect = profile_in_effect()  # read by Fast DDS when the participant was made, before here
         self._subscribe_input()
         # Publishers come and go without a parameter change: follow them (the events of the subscription call
         # the same review at once; this steady timer also runs while a bag's /clock is paused).
@@ -157,9 +160,11 @@ class ExtractorNode(Node):
         no longer matches the subscription's."""
         with self._input_lock:
             offered = self._offered_reliability(self._input_topic()[1])
-            if offered and not self._publishers_present:
+            if offered and not self._publisher_count:
                 self._stats.on_publisher_appeared(self.get_clock().now().nanoseconds)
-            self._publishers_present = bool(offered)
+            if len(offered) != self._publisher_count:  # the unnamed sequence (no publisher gid) restarts
+                self._publisher_count = len(offered)
+                self._last_sequence.pop(b"", None)
             self._last_offered = offered or self._last_offered
             auto = self._values["input.qos.reliability"] == "auto"
             if auto and params.input_reliability("auto", offered) != self._input_reliability:
@@ -189,10 +194,15 @@ class ExtractorNode(Node):
 
     def _count_missed(self, info: MessageInfo) -> None:
         """Frames a publisher sent that never reached this callback show as gaps in its sequence numbers."""
-        gid, seq = info.get("publisher_gid"), info.get("publication_sequence_number")
-        if not gid or not seq:  # the middleware does not tell
+        seq = info.get("publication_sequence_number")
+        if not seq:  # the middleware does not tell
             return
-        key = bytes(gid["data"])
+        if gid := info.get("publisher_gid"):
+            key = bytes(gid["data"])
+        elif self._publisher_count == 1:  # Jazzy's rclpy names no publisher: with one, its sequence is the only one
+            key = b""
+        else:  # several publishers' sequences interleave, and nothing tells them apart
+            return
         last = self._last_sequence.get(key)
         if last is not None and seq > last + 1:
             self._stats.on_dropped("missed", count=seq - last - 1)
@@ -287,13 +297,15 @@ class ExtractorNode(Node):
             stale_s=self._stats.stale_seconds(now),
             stale_timeout=self._values["diagnostics.stale_timeout"],
             publishers=len(offered),
-            cause=transport_cause(self._input_reliability, offered or self._last_offered, self._profile_for_cameras),
+            cause=transport_cause(self._input_reliability, offered or self._last_offered, self._camera_setting),
         )
         snap.extra = {
             "model": self._values["model"],
             "input_topic": self._image_sub.topic_name,
             "input.qos.reliability": self._input_reliability,
             "input.publishers": ", ".join(offered),
+            "fastdds.profile": self._profile_in_effect,
+            "fastdds.camera_setting": self._camera_setting,
         }
         return snap
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 
@@ -160,6 +162,37 @@ class Statistics:
         """Seconds without a frame: since the last one, or since start-up or a publisher's arrival if later."""
         with self._lock:
             return (now_ns - self._quiet_since_ns) / 1e9
+
+
+class SequenceGaps:
+    """Frames a publisher sent that never arrived, from gaps in its publication sequence numbers.
+
+    Each message's info names its publisher (`publisher_gid`) where the middleware says so (Kilted's rclpy);
+    Jazzy's names none, and then the numbers are one publisher's only while the topic has one publisher."""
+
+    def __init__(self):
+        self._last: dict[bytes, int] = {}  # per publisher; b"": the one publisher without a name
+        self._publishers = 0
+
+    def missed(self, info: Mapping[str, Any], publishers: int) -> int:
+        """How many frames went missing before this message (0 where that cannot be told)."""
+        if publishers != self._publishers:  # the unnamed sequence may be another publisher's from now on
+            self._publishers = publishers
+            self._last.pop(b"", None)
+        seq = info.get("publication_sequence_number")
+        if not seq:  # the middleware does not tell
+            return 0
+        if gid := info.get("publisher_gid"):
+            key = bytes(gid["data"])
+        elif publishers == 1:
+            key = b""
+        else:  # several publishers' sequences interleave, and nothing tells them apart
+            return 0
+        last = self._last.get(key)
+        if len(self._last) > 1000:  # publishers come and go; never grow without bound
+            self._last.clear()
+        self._last[key] = seq
+        return seq - last - 1 if last is not None and seq > last + 1 else 0
 
 
 def transport_cause(subscribed: str, offered: list[str], camera_setting: str) -> str:

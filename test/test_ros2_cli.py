@@ -4,9 +4,9 @@
 The package is built with colcon in a temporary workspace (a copy of the checkout's files: nothing is written into
 the repository). Commands run as a user types them, through bash after sourcing the ROS environment: on a pip-only
 machine the venv made a ROS prefix by ../shared/ros2-cli/install.sh (`. .venv-jazzy/ros_env.sh`, or
-`.venv-kilted`; scripts/setup_env.sh runs it where ../shared exists), on a ROS install the environment this test was started in. Images come from this
-test process (rclpy, a private context), never from the node's process. Skipped only where no ros2 command line is
-installed and ../shared/ros2-cli is absent to install one.
+`.venv-kilted`'s; scripts/setup_env.sh runs it where ../shared exists), on a ROS install the environment this test
+was started in. Images come from this test process (rclpy, a private context), never from the node's process.
+Skipped only where no ros2 command line is installed and ../shared/ros2-cli is absent to install one.
 """
 
 from __future__ import annotations

@@ -19,7 +19,15 @@ from alike_ros.drawing import draw_tracks, track_colours  # noqa: E402
 from alike_ros.extractor import Features  # noqa: E402
 from alike_ros.matching.matcher import Matches  # noqa: E402
 from alike_ros.matching.tracker import TrackedFrame  # noqa: E402
-from alike_ros.monitoring import END_TO_END, STAGES, Level, Statistics, assess, transport_cause  # noqa: E402
+from alike_ros.monitoring import (  # noqa: E402
+    END_TO_END,
+    STAGES,
+    Level,
+    SequenceGaps,
+    Statistics,
+    assess,
+    transport_cause,
+)  # noqa: E402
 from alike_ros.ros import params  # noqa: E402
 from alike_ros.ros.diagnostics import stage_medians, to_status  # noqa: E402
 from alike_ros.ros.node import LatestFrame  # noqa: E402
@@ -158,6 +166,21 @@ def test_missed_and_stale_frames_name_the_cause_and_the_fix():
     assert "set input.qos.reliability to auto or reliable" in transport_cause("best_effort", ["reliable"], setting)
     reliable = transport_cause("reliable", ["reliable"], setting)
     assert "overflowed" in reliable and setting in reliable
+
+
+def test_sequence_gaps_count_what_each_publisher_sent_and_never_arrived():
+    gaps = SequenceGaps()
+    a, b = {"data": b"camera a"}, {"data": b"camera b"}
+    # named publishers (Kilted's message info): each its own sequence, interleaved or not
+    assert [gaps.missed({"publisher_gid": g, "publication_sequence_number": n}, 2) for g, n in
+            ((a, 5), (b, 1), (a, 6), (b, 4), (a, 9))] == [0, 0, 0, 2, 2]  # fmt: skip
+    # no publisher named (Jazzy's): one publisher's numbers are still its own
+    gaps = SequenceGaps()
+    assert [gaps.missed({"publication_sequence_number": n}, 1) for n in (3, 4, 7)] == [0, 0, 2]
+    # ... several publishers' interleave, and a change of publishers starts the sequence afresh
+    assert [gaps.missed({"publication_sequence_number": n}, 2) for n in (1, 20)] == [0, 0]
+    assert [gaps.missed({"publication_sequence_number": n}, 1) for n in (50, 51, 53)] == [0, 0, 1]
+    assert gaps.missed({}, 1) == 0  # a middleware that gives no numbers
 
 
 def test_rates_restart_when_the_clock_goes_back():

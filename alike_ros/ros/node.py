@@ -38,7 +38,7 @@ from .. import parameters
 from ..drawing import draw_tracks
 from ..matching.tracker import TrackedFrame
 from ..model.weights import WeightsError
-from ..monitoring import Snapshot, Statistics, assess, transport_cause
+from ..monitoring import SequenceGaps, Snapshot, Statistics, assess, transport_cause
 from ..pipeline import FramePipeline, FrameResult
 from . import params
 from .conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8
@@ -101,7 +101,7 @@ class ExtractorNode(Node):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         self._mailbox = LatestFrame()
-        self._last_sequence: dict[bytes, int] = {}  # per publisher, for counting missed frames
+        self._gaps = SequenceGaps()  # frames the input's publishers sent that never arrived
         self._image_sub = None
         self._input_reliability = ""  # what the current subscription asked for
         self._last_offered: list[str] = []  # what the input's publishers offered, as last seen while there were any
@@ -162,9 +162,7 @@ class ExtractorNode(Node):
             offered = self._offered_reliability(self._input_topic()[1])
             if offered and not self._publisher_count:
                 self._stats.on_publisher_appeared(self.get_clock().now().nanoseconds)
-            if len(offered) != self._publisher_count:  # the unnamed sequence (no publisher gid) restarts
-                self._publisher_count = len(offered)
-                self._last_sequence.pop(b"", None)
+            self._publisher_count = len(offered)
             self._last_offered = offered or self._last_offered
             auto = self._values["input.qos.reliability"] == "auto"
             if auto and params.input_reliability("auto", offered) != self._input_reliability:
@@ -193,22 +191,8 @@ class ExtractorNode(Node):
             self._stats.on_dropped("superseded")
 
     def _count_missed(self, info: MessageInfo) -> None:
-        """Frames a publisher sent that never reached this callback show as gaps in its sequence numbers."""
-        seq = info.get("publication_sequence_number")
-        if not seq:  # the middleware does not tell
-            return
-        if gid := info.get("publisher_gid"):
-            key = bytes(gid["data"])
-        elif self._publisher_count == 1:  # Jazzy's rclpy names no publisher: with one, its sequence is the only one
-            key = b""
-        else:  # several publishers' sequences interleave, and nothing tells them apart
-            return
-        last = self._last_sequence.get(key)
-        if last is not None and seq > last + 1:
-            self._stats.on_dropped("missed", count=seq - last - 1)
-        if len(self._last_sequence) > 1000:  # publishers come and go; never grow without bound
-            self._last_sequence.clear()
-        self._last_sequence[key] = seq
+        if missed := self._gaps.missed(info, self._publisher_count):
+            self._stats.on_dropped("missed", count=missed)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:

@@ -9,6 +9,7 @@ the same table.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,16 @@ PARAMETERS: tuple[Param, ...] = (
     Param("half", _pipeline["half"]),
     Param("runtime", _pipeline["runtime"]),
     *(Param(f"detector.{name}", spec) for name, spec in settings_of(DetectorConfig).items()),
+    Param(
+        "cameras",
+        Spec(
+            "",
+            "the cameras of this node, comma-separated names (e.g. left,right): camera N subscribes N/image and "
+            "publishes N/features, N/matches, ... with its own tracks and diagnostics, all through one model; "
+            "empty: one camera on `image`, `features`, ...",
+        ),
+        read_only=True,
+    ),
     Param(
         "input.transport",
         Spec("raw", "raw: subscribe `image`; compressed: `image/compressed`", choices=("raw", "compressed")),
@@ -124,6 +135,26 @@ def pipeline_config(values: dict[str, Any]) -> PipelineConfig:
     )
 
 
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
+
+
+def camera_names(text: str) -> list[str]:
+    """The `cameras` parameter as a list: [""] (one camera, the node's own topics) when empty; ValueError names a
+    name that is not a relative ROS namespace, or one given twice."""
+    if not text.strip():
+        return [""]
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if not CAMERA_NAME.fullmatch(name):
+            raise ValueError(
+                f"cameras: {name!r} is not a camera name (a relative ROS namespace: letters, digits, _ and /, "
+                "starting with a letter)"
+            )
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"cameras: {', '.join(duplicates)} given more than once")
+    return names
+
+
 def validate(values: dict[str, Any]) -> None:
     """Raise ValueError with the reason the first bad value is bad (values of other names are ignored).
 
@@ -134,6 +165,8 @@ def validate(values: dict[str, Any]) -> None:
             if type(value) is not type(param.default):
                 raise ValueError(f"{name} must be a {type(param.default).__name__}, got {value!r}")
             param.spec.check(name, value)
+    if "cameras" in values:
+        camera_names(values["cameras"])
     pipeline_config(values).validate()
 
 

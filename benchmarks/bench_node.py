@@ -87,8 +87,8 @@ class Bench:
     def overhead(self, frames: int, size: tuple[int, int]) -> dict[str, np.ndarray]:
         """Per-frame round trip, extractor time and their difference (ms), lock-step."""
         canvas = textured(*size)
-        wrapper = _Timed(self.node._pipeline.extractor)
-        self.node._pipeline.extractor = wrapper
+        wrapper = _Timed(self.node.streams[""].pipeline.extractor)
+        self.node.streams[""].pipeline.extractor = wrapper
         rtt, extractor = [], []
         try:
             for k in range(frames):
@@ -104,7 +104,7 @@ class Bench:
                 rtt.append((self.arrivals[key] - start) * 1e3)
                 extractor.append(wrapper.last_total)
         finally:
-            self.node._pipeline.extractor = wrapper.real
+            self.node.streams[""].pipeline.extractor = wrapper.real
         rtt_a, ext_a = np.array(rtt), np.array(extractor)
         return {"round trip": rtt_a, "extractor": ext_a, "overhead": rtt_a - ext_a}
 

@@ -110,7 +110,7 @@ class Probe:
         """Wait until the probe's publisher and the node's image subscription have matched, on both sides:
         a message published before the subscription's side has matched is lost, even if reliable."""
         assert self.wait(lambda: publisher.get_subscription_count() > 0), "the node never subscribed"
-        assert self.wait(lambda: self.node._image_sub.get_publisher_count() > 0), "the node never saw the publisher"
+        assert self.wait(lambda: self.node.streams[""].image_sub.get_publisher_count() > 0), "the node never saw the publisher"
 
     def _recorder(self, topic: str) -> Callable:
         def record(msg) -> None:
@@ -129,7 +129,7 @@ class Probe:
         self.debug_sub = self.probe.create_subscription(
             Image, "debug_image", self._recorder("debug_image"), QoSProfile(depth=10)
         )
-        assert self.wait(lambda: self.node._debug_pub.get_subscription_count() > 0)
+        assert self.wait(lambda: self.node.streams[""].debug_pub.get_subscription_count() > 0)
 
     def wait(self, predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
         deadline = time.monotonic() + timeout
@@ -367,7 +367,7 @@ def test_compressed_transport_and_corrupt_data(probe, canvas):
 
 
 def test_model_failure_is_counted_and_the_node_goes_on(probe, canvas):
-    pipeline = probe.node._pipeline
+    pipeline = probe.node.streams[""].pipeline
     real = pipeline.extractor
 
     def broken(*args, **kwargs):
@@ -559,7 +559,7 @@ def test_vins_output(probe, canvas):
     try:
         assert probe.wait(lambda: probe.info_pub.get_subscription_count() > 0)
         probe.info_pub.publish(info)
-        assert probe.wait(lambda: probe.node._camera is not None)
+        assert probe.wait(lambda: probe.node.streams[""].camera is not None)
         first, second = probe.header(), probe.header()
         dt = (Time.from_msg(second.stamp) - Time.from_msg(first.stamp)).nanoseconds / 1e9
         probe.send(frame_at(canvas, 0), header=first)
@@ -606,7 +606,7 @@ def test_end_to_end_latency_uses_sim_time(probe, canvas):
 
 
 def test_drops_under_a_slow_model(probe, canvas):
-    pipeline = probe.node._pipeline
+    pipeline = probe.node.streams[""].pipeline
     real = pipeline.extractor
 
     def slow(*args, **kwargs):
@@ -634,19 +634,19 @@ def test_missed_frames_are_counted_from_sequence_gaps(probe):
     before = probe.node.statistics().dropped["missed"]
     publisher = {"data": b"a publisher we never heard of"}
     for seq in (5, 6, 9, 10):  # 7 and 8 never arrived
-        probe.node._count_missed({"publisher_gid": publisher, "publication_sequence_number": seq})
+        probe.node.streams[""].count_missed({"publisher_gid": publisher, "publication_sequence_number": seq})
     assert probe.node.statistics().dropped["missed"] - before == 2
 
 
 def test_auto_input_reliability_follows_the_publishers(probe, canvas):
     assert all(r.successful for r in probe.set(input__qos__reliability="auto"))
     try:
-        assert probe.wait(lambda: probe.node.input_reliability == "reliable"), "the probe's publishers are reliable"
+        assert probe.wait(lambda: probe.node.streams[""].input_reliability == "reliable"), "the probe's publishers are reliable"
         best_effort = probe.probe.create_publisher(
             Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         )
         # one best-effort publisher: a reliable subscription would never match it
-        assert probe.wait(lambda: probe.node.input_reliability == "best_effort")
+        assert probe.wait(lambda: probe.node.streams[""].input_reliability == "best_effort")
         probe.wait_connected(best_effort)
         header = probe.header()
         best_effort.publish(array_to_image(frame_at(canvas, 0), "mono8", header))
@@ -657,7 +657,7 @@ def test_auto_input_reliability_follows_the_publishers(probe, canvas):
         assert values["input.qos.reliability"] == "best_effort"
         assert sorted(values["input.publishers"].split(", ")) == ["best_effort", "reliable"]
         probe.probe.destroy_publisher(best_effort)  # the camera goes away: back to reliable
-        assert probe.wait(lambda: probe.node.input_reliability == "reliable")
+        assert probe.wait(lambda: probe.node.streams[""].input_reliability == "reliable")
     finally:
         assert all(r.successful for r in probe.set(input__qos__reliability="reliable"))
         probe.wait_connected(probe.image_pub)
@@ -670,12 +670,12 @@ def test_reliable_input_with_a_best_effort_camera_names_the_cause(probe):
     )
     assert all(r.successful for r in probe.set(diagnostics__stale_timeout=0.1))
     try:
-        assert probe.wait(lambda: len(probe.node._offered_reliability(probe.node._image_sub.topic_name)) == 2)
+        assert probe.wait(lambda: len(probe.node.streams[""].offered_reliability()) == 2)
         assert probe.wait(lambda: "cannot match" in probe.node.statistics().message)
         snap = probe.node.statistics()
         assert snap.level == Level.ERROR
         assert "set input.qos.reliability to auto or best_effort" in snap.message
-        assert probe.node.input_reliability == "reliable"  # an explicit setting is never overridden
+        assert probe.node.streams[""].input_reliability == "reliable"  # an explicit setting is never overridden
     finally:
         probe.set(diagnostics__stale_timeout=3.0)
         probe.probe.destroy_publisher(best_effort)

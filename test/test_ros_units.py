@@ -30,7 +30,7 @@ from alike_ros.monitoring import (  # noqa: E402
 )  # noqa: E402
 from alike_ros.ros import params  # noqa: E402
 from alike_ros.ros.diagnostics import stage_medians, to_status  # noqa: E402
-from alike_ros.ros.node import LatestFrame  # noqa: E402
+from alike_ros.ros.mailbox import Mailboxes  # noqa: E402
 from alike_ros.ros.vins import LAYOUTS, CameraModel, encode_vins  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "extractor.yaml"
@@ -84,12 +84,28 @@ def test_half_precision_needs_cuda():
         parameters.validate({**parameters.DEFAULTS, "device": "cpu", "half": True})
 
 
-def test_latest_frame_keeps_only_the_newest():
-    box = LatestFrame()
-    assert box.put("a") is False
-    assert box.put("b") is True  # "a" was replaced unread
-    assert box.take(0.0) == "b"
+def test_mailboxes_keep_only_the_newest_frame_of_each_camera():
+    box = Mailboxes([""])
+    assert box.put("", "a") is False
+    assert box.put("", "b") is True  # "a" was replaced unread
+    assert box.take(0.0) == ("", "b")
     assert box.take(0.0) is None
+
+
+def test_mailboxes_serve_the_cameras_in_turn():
+    """A fast camera with a frame always waiting cannot starve a slow one: each frame the slow one sends is served
+    within one turn, and the fast one gets the rest."""
+    box = Mailboxes(["fast", "slow", "idle"])
+    served = []
+    for tick in range(30):
+        box.put("fast", f"f{tick}")
+        if tick % 3 == 0:
+            box.put("slow", f"s{tick}")
+        served.append(box.take(0.0)[0])
+    assert served.count("slow") == 10 and served.count("fast") == 20
+    assert all("slow" in served[i : i + 2] for i in range(0, 30, 3))  # served at once, or at the next take
+    with pytest.raises(KeyError):
+        box.put("unknown", "x")
 
 
 def test_statistics_and_levels():

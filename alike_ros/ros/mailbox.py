@@ -1,0 +1,45 @@
+"""The node's inbox: one slot per camera holding its newest frame, served to the worker camera by camera in turn.
+
+A slot keeps only the newest frame, so a slow model or a slow consumer never builds a backlog (each frame replaced
+unread is counted by the caller). `take` starts its search after the camera it served last: a camera that always has
+a frame waiting cannot starve one that has a frame now and then.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+
+
+class Mailboxes(Generic[Item]):
+    def __init__(self, names: Iterable[str]):
+        self._cond = threading.Condition()
+        self._order = list(names)
+        self._slots: dict[str, Item | None] = dict.fromkeys(self._order)
+        self._next = 0  # where the next search starts: after the camera served last
+
+    def put(self, name: str, item: Item) -> bool:
+        """Leave `item` in the slot of camera `name`; True when it replaced a frame not yet taken."""
+        with self._cond:
+            replaced = self._slots[name] is not None
+            self._slots[name] = item
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float) -> tuple[str, Item] | None:
+        """The next camera in turn that has a frame, and the frame; None when none came within `timeout` s."""
+        with self._cond:
+            if not any(item is not None for item in self._slots.values()):
+                self._cond.wait(timeout)
+            for offset in range(len(self._order)):
+                index = (self._next + offset) % len(self._order)
+                name = self._order[index]
+                item = self._slots[name]
+                if item is not None:
+                    self._slots[name] = None
+                    self._next = index + 1
+                    return name, item
+            return None

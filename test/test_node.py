@@ -110,7 +110,9 @@ class Probe:
         """Wait until the probe's publisher and the node's image subscription have matched, on both sides:
         a message published before the subscription's side has matched is lost, even if reliable."""
         assert self.wait(lambda: publisher.get_subscription_count() > 0), "the node never subscribed"
-        assert self.wait(lambda: self.node.streams[""].image_sub.get_publisher_count() > 0), "the node never saw the publisher"
+        assert self.wait(lambda: self.node.streams[""].image_sub.get_publisher_count() > 0), (
+            "the node never saw the publisher"
+        )
 
     def _recorder(self, topic: str) -> Callable:
         def record(msg) -> None:
@@ -641,7 +643,9 @@ def test_missed_frames_are_counted_from_sequence_gaps(probe):
 def test_auto_input_reliability_follows_the_publishers(probe, canvas):
     assert all(r.successful for r in probe.set(input__qos__reliability="auto"))
     try:
-        assert probe.wait(lambda: probe.node.streams[""].input_reliability == "reliable"), "the probe's publishers are reliable"
+        assert probe.wait(lambda: probe.node.streams[""].input_reliability == "reliable"), (
+            "the probe's publishers are reliable"
+        )
         best_effort = probe.probe.create_publisher(
             Image, "image", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         )
@@ -679,3 +683,124 @@ def test_reliable_input_with_a_best_effort_camera_names_the_cause(probe):
     finally:
         probe.set(diagnostics__stale_timeout=3.0)
         probe.probe.destroy_publisher(best_effort)
+
+
+# ---------------------------------------------------------------- several cameras, one model
+
+
+class Rig:
+    """One node serving cameras `left` and `right`, and a probe that feeds and records each."""
+
+    CAMERAS = ("left", "right")
+
+    def __init__(self, context: Context, weights: Path):
+        overrides = {
+            **{"cameras": ",".join(self.CAMERAS), "weights": str(weights), "warmup_frames": 1},
+            **{"diagnostics.period": 0.3, "detector.max_keypoints": 500, "input.qos.reliability": "reliable"},
+        }
+        self.node = ExtractorNode(
+            context=context,
+            namespace="/rig_test",
+            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+        )
+        self.probe = Node("rig_probe", context=context, namespace="/rig_test")
+        self.cond = threading.Condition()
+        self.received: dict[str, list] = {f"{c}/{t}": [] for c in self.CAMERAS for t in ("features", "matches")}
+        self.statuses: list[DiagnosticStatus] = []
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_pubs = {c: self.probe.create_publisher(Image, f"{c}/image", reliable) for c in self.CAMERAS}
+        for topic in self.received:
+            self.probe.create_subscription(PointCloud2, topic, lambda m, t=topic: self._record(t, m), reliable)
+        self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
+        self.executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
+        for executor, node in zip(self.executors, (self.node, self.probe), strict=True):
+            executor.add_node(node)
+            threading.Thread(target=executor.spin, daemon=True).start()
+        for camera, pub in self.image_pubs.items():
+            assert self.wait(lambda p=pub: p.get_subscription_count() > 0)
+            assert self.wait(lambda c=camera: self.node.streams[c].image_sub.get_publisher_count() > 0)
+        self.stamp_ns = self.node.get_clock().now().nanoseconds
+
+    def _record(self, topic: str, msg: PointCloud2) -> None:
+        with self.cond:
+            self.received[topic].append(msg)
+            self.cond.notify_all()
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        with self.cond:
+            self.statuses += [s for s in msg.status if s.name.startswith("/rig_test/extractor")]
+            self.cond.notify_all()
+
+    def wait(self, predicate: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + WAIT
+        with self.cond:
+            while not predicate():
+                if time.monotonic() > deadline:
+                    return False
+                self.cond.wait(0.05)
+        return True
+
+    def send(self, camera: str, pixels: np.ndarray) -> tuple[PointCloud2, PointCloud2]:
+        """One image to `camera`; its features and matches (lock-step)."""
+        self.stamp_ns += 10_000_000
+        header = Header(frame_id=f"{camera}_optical", stamp=Time(nanoseconds=self.stamp_ns).to_msg())
+        self.image_pubs[camera].publish(array_to_image(pixels, "mono8", header))
+        found = {}
+        for kind in ("features", "matches"):
+            topic = f"{camera}/{kind}"
+            assert self.wait(lambda t=topic: any(m.header == header for m in self.received[t])), f"no {topic}"
+            found[kind] = next(m for m in self.received[topic] if m.header == header)
+        return found["features"], found["matches"]
+
+    def close(self) -> None:
+        for executor in self.executors:
+            executor.shutdown()
+        self.node.destroy_node()
+        self.probe.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def rig(ros_context, alike_t_weights) -> Iterator[Rig]:
+    r = Rig(ros_context, alike_t_weights)
+    yield r
+    r.close()
+
+
+def test_two_cameras_share_one_model_and_keep_their_own_tracks_topics_and_status(rig, canvas):
+    left, right = (rig.node.streams[c] for c in Rig.CAMERAS)
+    assert left.pipeline.extractor is right.pipeline.extractor  # one model in memory
+    assert left.image_sub.topic_name == "/rig_test/left/image" and right.features_pub.topic_name.endswith(
+        "right/features"
+    )
+    other = np.ascontiguousarray(canvas[::-1, ::-1])  # the right camera sees another scene
+    matched = {c: [] for c in Rig.CAMERAS}
+    for k in range(3):  # interleaved: a shared tracker would match each frame against the other camera's
+        for camera, scene_ in (("left", canvas), ("right", other)):
+            features, matches = rig.send(camera, frame_at(scene_, k))
+            assert features.header.frame_id == f"{camera}_optical" and features.width > 50
+            matched[camera].append(matches.width)
+    for camera in Rig.CAMERAS:
+        assert matched[camera][0] == 0 and min(matched[camera][1:]) > 50, matched  # tracks continue per camera
+    names = {f"/rig_test/extractor/{c}: alike extractor" for c in Rig.CAMERAS}
+    assert rig.wait(lambda: names <= {s.name for s in rig.statuses})
+    for name in names:
+        values = {kv.key: kv.value for kv in [s for s in rig.statuses if s.name == name][-1].values}
+        assert values["input_topic"] == f"/rig_test/{name.split('/')[3].split(':')[0]}/image"
+
+
+def test_a_setting_applies_to_every_camera(rig, canvas):
+    try:
+        assert all(r.successful for r in rig.node.set_parameters([Parameter("detector.max_keypoints", value=40)]))
+        for camera in Rig.CAMERAS:
+            features, _ = rig.send(camera, frame_at(canvas, 5))
+            assert 0 < features.width <= 40
+    finally:
+        rig.node.set_parameters([Parameter("detector.max_keypoints", value=500)])
+
+
+@pytest.mark.parametrize("cameras", ["left,left", "left,2nd", "left/,right", "/abs"])
+def test_a_bad_camera_list_stops_the_start_with_the_reason(ros_context, cameras):
+    with pytest.raises(ValueError, match="cameras"):
+        ExtractorNode(
+            context=ros_context, namespace="/bad_rig", parameter_overrides=[Parameter("cameras", value=cameras)]
+        )

@@ -270,3 +270,88 @@ def test_best_effort_camera_without_the_profile_is_diagnosed(camera_rig):
     named = [s for s in statuses if level(s) >= 1 and f"{fastdds.variables_read()[0]}=" in s.message]
     assert named, [s.message for s in statuses]
     assert "fastdds_large_data.xml" in named[-1].message
+
+
+# ---------------------------------------------------------------- two cameras, one node, three processes
+
+RIG_NS = "/proc_rig"
+
+
+def test_a_fast_and_a_slow_camera_in_other_processes_are_both_served(probe_node, tmp_path):
+    """One node, cameras `fast` (VGA at 30 Hz: more than the model keeps up with here) and `slow` (VGA at 4 Hz), each
+    a process of its own: the slow camera's frames are all processed, the fast one gets the rest of the model's time
+    (superseded frames answered by newer ones), and each camera has its own counters in /diagnostics."""
+    statuses: dict[str, list] = {"fast": [], "slow": []}
+    lock = threading.Lock()
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        with lock:
+            for s in msg.status:
+                for camera, seen in statuses.items():
+                    if s.name == f"{RIG_NS}/extractor/{camera}: alike extractor":
+                        seen.append(frame_counters(s))
+
+    probe_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    log = tmp_path / "node.log"
+    command = [
+        sys.executable, "-m", "alike_ros", "node", "--ros-args", "--params-file", "config/extractor.yaml",
+        "-p", f"weights:={weights()}", "-p", "device:=cpu", "-p", "cameras:=fast,slow",
+        "-p", "diagnostics.period:=0.5", "-r", f"__ns:={RIG_NS}",
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        node = subprocess.Popen(command, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert wait(lambda: all(statuses.values()) or node.poll() is not None), log.read_text()
+        assert node.poll() is None, log.read_text()
+        cameras = {
+            name: subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "alike_ros",
+                    "camera",
+                    "--size",
+                    "640x480",
+                    "--rate",
+                    rate,
+                    "--seconds",
+                    "8",
+                    "--wait-for-subscribers",
+                    str(WAIT),
+                    "--ros-args",
+                    "-r",
+                    f"__ns:={RIG_NS}/{name}",
+                ],
+                cwd=ROOT,
+                env=clean_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for name, rate in (("fast", "30"), ("slow", "4"))
+        }
+        reports = {}
+        for name, camera in cameras.items():
+            out, err = camera.communicate(timeout=2 * WAIT)
+            assert camera.returncode == 0, err
+            reports[name] = json.loads(out.strip().splitlines()[-1])
+
+        def settled() -> bool:  # every frame received accounted for, in two statuses in a row
+            with lock:
+                return all(
+                    len(seen) >= 2 and seen[-1] == seen[-2] and in_flight(seen[-1]) == 0 for seen in statuses.values()
+                )
+
+        assert wait(settled), statuses
+        with lock:
+            fast, slow = statuses["fast"][-1], statuses["slow"][-1]
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=WAIT)
+    assert node.returncode == 0, log.read_text()
+    assert slow["received"] >= 0.9 * reports["slow"]["frames_sent"], (reports, slow)
+    assert slow["processed"] >= 0.9 * slow["received"], slow  # never starved by the fast camera
+    assert fast["received"] >= 0.9 * reports["fast"]["frames_sent"], (reports, fast)
+    assert fast["processed"] + fast["superseded"] == fast["received"], fast
+    assert fast["processed"] >= slow["processed"], (fast, slow)  # the rest of the model's time goes to it
+    assert fast["superseded"] > 0, fast  # (else the node was not loaded, and this test would prove nothing)

@@ -1,9 +1,10 @@
-"""`ros2 launch alike_ros extractor.launch.py [params_file:=F] [namespace:=N] [image:=T] [device:=D] [model:=M]
-[weights:=W] [use_sim_time:=true|false] [fastdds_profile:=true|false]`
+"""`ros2 launch alike_ros extractor.launch.py [params_file:=F] [namespace:=N] [image:=T] [cameras:=C] [device:=D]
+[model:=M] [weights:=W] [use_sim_time:=true|false] [fastdds_profile:=true|false]`
 
-Starts the ALIKE extractor node with config/extractor.yaml (or another params file). `device`, `model` and `weights`
-override the file only when given (empty `weights` in the file: the bundled weights); `use_sim_time` (default false)
-is always passed. `image` remaps the input topic, and `<image>/compressed` follows it.
+Starts the ALIKE extractor node with config/extractor.yaml (or another params file). `cameras`, `device`, `model` and
+`weights` override the file only when given (empty `weights` in the file: the bundled weights); `use_sim_time`
+(default false) is always passed. `image` remaps the input topic of the one camera, and `<image>/compressed` follows
+it; with `cameras:=left,right` each camera subscribes `<namespace>/<camera>/image`.
 
 `fastdds_profile` (default true): unless a Fast DDS profile file is already set (FASTRTPS_DEFAULT_PROFILES_FILE or
 FASTDDS_DEFAULT_PROFILES_FILE), everything this launch starts gets the installed config/fastdds_large_data.xml (large
@@ -35,7 +36,9 @@ def _flag(context: LaunchContext, name: str) -> bool:
 def _extractor(context: LaunchContext) -> list[Action]:
     # Resolved at launch time so an empty argument leaves the params file's value alone.
     overrides: dict[str, object] = {
-        name: value for name in ("device", "model", "weights") if (value := LaunchConfiguration(name).perform(context))
+        name: value
+        for name in ("device", "model", "weights", "cameras")
+        if (value := LaunchConfiguration(name).perform(context))
     }
     overrides["use_sim_time"] = _flag(context, "use_sim_time")
     image = LaunchConfiguration("image").perform(context)
@@ -72,7 +75,15 @@ def generate_launch_description() -> LaunchDescription:
                 description="parameters file of the extractor node",
             ),
             DeclareLaunchArgument("namespace", default_value="", description="namespace of the node and its topics"),
-            DeclareLaunchArgument("image", default_value="image", description="input image topic (raw transport)"),
+            DeclareLaunchArgument(
+                "image", default_value="image", description="input image topic (raw transport) of the one camera"
+            ),
+            DeclareLaunchArgument(
+                "cameras",
+                default_value="",
+                description="several cameras through one model, e.g. left,right (each subscribes "
+                "<namespace>/<camera>/image); empty: the params file's (empty there: one camera on `image`)",
+            ),
             DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda or cuda:N; empty: file's"),
             DeclareLaunchArgument("model", default_value="", description="alike-t, -s, -n or -l; empty: file's"),
             DeclareLaunchArgument(

@@ -28,7 +28,9 @@ except ImportError as exc:  # launch_ros needs composition_interfaces, which ros
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "extractor.launch.py"
 OPT_OUT_ENV = fastdds.OPT_OUT_ENV
-ARGUMENTS = {"params_file", "namespace", "image", "device", "model", "weights", "use_sim_time", "fastdds_profile"}
+ARGUMENTS = {
+    *("params_file", "namespace", "image", "cameras", "device", "model", "weights", "use_sim_time", "fastdds_profile")
+}
 
 
 def load_description():
@@ -96,6 +98,7 @@ def test_launch_arguments():
     assert defaults == {
         "namespace": "",
         "image": "image",
+        "cameras": "",
         "device": "",
         "model": "",
         "weights": "",
@@ -116,6 +119,11 @@ def test_node_and_overrides(share):
     assert str(params_file) == "/tmp/p.yaml"
     # empty arguments (model here) leave the params file's value alone; use_sim_time is always passed
     assert overrides == {"device": "cpu", "weights": "/w/alike-t.pth", "use_sim_time": False}
+
+
+def test_a_camera_list_reaches_the_node(share):
+    context, actions = run_function(params_file="/tmp/p.yaml", cameras="left,right")
+    assert node_overrides(context, node_of(actions))[1] == {"cameras": "left,right", "use_sim_time": False}
 
 
 def test_use_sim_time(share):

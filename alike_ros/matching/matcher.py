@@ -45,7 +45,13 @@ class Matcher:
             return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
         if d0.shape[1] != d1.shape[1]:
             raise ValueError(f"descriptor sizes differ: {d0.shape[1]} and {d1.shape[1]}")
-        sim = torch.mm(d0, d1.T)  # the one product; both directions read it
+        return self.from_similarity(torch.mm(d0, d1.T))  # the one product; both directions read it
+
+    def from_similarity(self, sim: torch.Tensor) -> Matches:
+        """The matches a similarity matrix (rows: the first set, columns: the second) gives under these rules; a
+        caller that rules pairs out (stereo geometry) sets their similarity below -1."""
+        if sim.shape[0] == 0 or sim.shape[1] == 0:
+            return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
         if self.device.type != "cpu":
             return self._match_on_device(sim)
         idx0, idx1, best = self._mutual_cpu(sim.numpy())
@@ -53,6 +59,29 @@ class Matcher:
             ok = self._ratio_ok(sim[torch.from_numpy(idx0)]).numpy()
             idx0, idx1, best = idx0[ok], idx1[ok], best[ok]
         return Matches(np.stack((idx0, idx1), axis=1).astype(np.int64), best.astype(np.float32))
+
+    def from_pairs(self, rows: np.ndarray, cols: np.ndarray, similarity: np.ndarray) -> Matches:
+        """The same rules over candidate pairs only (row i of the first set, column j of the second, and their
+        similarity): what `from_similarity` gives on a matrix whose other entries are below -1 (tested equal), in
+        time that grows with the candidates rather than with the matrix. Stereo rows and guided matching use it."""
+        if len(rows) == 0:
+            return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
+        sim = similarity.astype(np.float32)
+        by_row = np.lexsort((cols, -sim, rows))  # each row's pairs, best first, first column on ties
+        starts = np.flatnonzero(np.r_[True, rows[by_row][1:] != rows[by_row][:-1]])
+        best = by_row[starts]  # each row's best pair
+        keep = sim[best] >= np.float32(self.config.min_similarity)
+        if self.config.mutual:
+            by_col = np.lexsort((rows, -sim, cols))  # each column's pairs, best first, first row on ties
+            col_best = by_col[np.flatnonzero(np.r_[True, cols[by_col][1:] != cols[by_col][:-1]])]
+            keep &= np.isin(best, col_best)
+        if self.config.ratio < 1.0:
+            ends = np.r_[starts[1:], len(by_row)]
+            second = np.where(ends - starts > 1, sim[by_row[np.minimum(starts + 1, len(by_row) - 1)]], -3.0)
+            distance = np.sqrt(np.maximum(2 - 2 * np.stack((sim[best], second)), 0))  # unit vectors
+            keep &= distance[0] < self.config.ratio * distance[1]
+        chosen = best[keep]
+        return Matches(np.stack((rows[chosen], cols[chosen]), axis=1).astype(np.int64), sim[chosen])
 
     def _mutual_cpu(self, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows, columns and similarities of the pairs that pass the threshold and the mutual check.

@@ -1,0 +1,112 @@
+"""Left-right matching of rectified stereo pairs (alike_ros.matching.stereo) and the sparse matcher under it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import make_textured_image
+
+from alike_ros.matching.matcher import Matcher, MatcherConfig
+from alike_ros.matching.stereo import StereoConfig, StereoMatches, candidates, match_rectified, refine
+
+CONFIGS = [
+    MatcherConfig(min_similarity=-1.0, mutual=True, ratio=1.0),
+    MatcherConfig(min_similarity=0.1, mutual=True, ratio=0.95),
+    MatcherConfig(min_similarity=-1.0, mutual=False, ratio=0.9),
+    MatcherConfig(min_similarity=0.05, mutual=False, ratio=1.0),
+]
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_matching_candidate_pairs_gives_what_the_masked_matrix_gives(config):
+    rng = np.random.default_rng(3)
+    d0, d1 = unit(rng.normal(size=(300, 32))), unit(rng.normal(size=(250, 32)))
+    allowed = rng.random((300, 250)) < 0.05
+    allowed[7] = False  # a row without candidates
+    allowed[:, 11] = False  # a column without candidates
+    sim = d0 @ d1.T
+    dense = Matcher(config).from_similarity(torch.from_numpy(np.where(allowed, sim, np.float32(-3.0))))
+    rows, cols = np.nonzero(allowed)
+    sparse = Matcher(config).from_pairs(rows, cols, sim[rows, cols])
+    assert len(sparse) > 20
+    np.testing.assert_array_equal(sparse.indices, dense.indices)
+    np.testing.assert_allclose(sparse.similarity, dense.similarity, atol=1e-6)
+    everything = np.nonzero(np.ones_like(allowed))
+    np.testing.assert_array_equal(
+        Matcher(config).from_pairs(*everything, sim[everything]).indices, Matcher(config)(d0, d1).indices
+    )
+
+
+def test_candidates_are_the_pairs_the_rectified_geometry_allows():
+    rng = np.random.default_rng(5)
+    left = np.c_[rng.uniform(0, 640, 400), rng.uniform(0, 480, 400)].astype(np.float32)
+    right = np.c_[rng.uniform(0, 640, 380), rng.uniform(0, 480, 380)].astype(np.float32)
+    config = StereoConfig(row_tolerance=1.5, min_disparity=2.0, max_disparity=90.0)
+    dx = left[:, None, 0] - right[None, :, 0]
+    dy = np.abs(left[:, None, 1] - right[None, :, 1])
+    expected = set(zip(*np.nonzero((dy <= 1.5) & (dx >= 2.0) & (dx <= 90.0)), strict=True))
+    found = set(zip(*candidates(left, right, config), strict=True))
+    assert found == expected and len(found) > 50
+
+
+def test_disparity_range_must_be_ordered():
+    with pytest.raises(ValueError, match="min_disparity"):
+        StereoConfig(min_disparity=10.0, max_disparity=5.0).validate()
+    with pytest.raises(ValueError, match="refine_radius"):
+        StereoConfig(refine_radius=-1).validate()
+
+
+def test_depth_from_disparity():
+    matches = StereoMatches(np.zeros((3, 2), np.int64), np.ones(3, np.float32), np.array([10.0, 20.0, 0.0], np.float32))
+    np.testing.assert_allclose(matches.depth(fx=500.0, baseline=0.12), [6.0, 3.0, np.inf])
+
+
+@pytest.fixture(scope="module")
+def shifted_pair() -> tuple[np.ndarray, np.ndarray, float]:
+    """A textured left image and its right view: every point DISPARITY px to the left, as a fronto-parallel plane."""
+    left = cv2.resize(make_textured_image(), (640, 480), interpolation=cv2.INTER_CUBIC)
+    disparity = 7.3
+    right = cv2.warpAffine(left, np.float32([[1, 0, -disparity], [0, 1, 0]]), (640, 480), flags=cv2.INTER_CUBIC)
+    return left, right, disparity
+
+
+def test_a_rectified_pair_is_matched_on_its_rows_with_sub_pixel_disparities(shifted_pair):
+    from alike_ros import extractors
+    from alike_ros.detection.dkd import DetectorConfig
+
+    left, right, disparity = shifted_pair
+    extractor = extractors.build("alike-t", extractors.Options(None, "cpu", detector=DetectorConfig(top_k=500)))
+    fl, fr = extractor(left), extractor(right)
+    config = StereoConfig(row_tolerance=2.0, min_disparity=0.0, max_disparity=64.0)
+    matches = match_rectified(fl.keypoints, fl.descriptors, fr.keypoints, fr.descriptors, MatcherConfig(), config)
+    assert len(matches) > 50
+    rows = np.abs(fl.keypoints[matches.indices[:, 0], 1] - fr.keypoints[matches.indices[:, 1], 1])
+    assert rows.max() <= 2.0 and matches.disparity.min() >= 0.0
+    refined = refine(left, right, fl.keypoints, fr.keypoints, matches, config)
+    assert len(refined) >= 0.6 * len(matches)  # (smooth blobs: some patches too flat to place)
+    keypoint_error = np.abs(matches.disparity - disparity)
+    refined_error = np.abs(refined.disparity - disparity)
+    # measured on the images, the disparity is far closer to the truth than the two keypoints' difference
+    assert np.median(refined_error) < 0.1 and np.median(refined_error) < np.median(keypoint_error) / 2
+    assert np.mean(refined_error <= 0.5) >= 0.95
+    off = StereoConfig(row_tolerance=2.0, min_disparity=0.0, max_disparity=64.0, refine_radius=0)
+    assert refine(left, right, fl.keypoints, fr.keypoints, matches, off) is matches
+
+
+def test_a_disparity_range_that_excludes_the_truth_leaves_no_match(shifted_pair):
+    from alike_ros import extractors
+    from alike_ros.detection.dkd import DetectorConfig
+
+    left, right, _ = shifted_pair
+    extractor = extractors.build("alike-t", extractors.Options(None, "cpu", detector=DetectorConfig(top_k=300)))
+    fl, fr = extractor(left), extractor(right)
+    config = StereoConfig(min_disparity=20.0, max_disparity=64.0)
+    loose = match_rectified(fl.keypoints, fl.descriptors, fr.keypoints, fr.descriptors, MatcherConfig(), config)
+    refined = refine(left, right, fl.keypoints, fr.keypoints, loose, config)
+    assert len(refined) <= 0.05 * len(fl.keypoints)  # wrong-range pairs do not survive the image check

@@ -110,3 +110,28 @@ def test_a_disparity_range_that_excludes_the_truth_leaves_no_match(shifted_pair)
     loose = match_rectified(fl.keypoints, fl.descriptors, fr.keypoints, fr.descriptors, MatcherConfig(), config)
     refined = refine(left, right, fl.keypoints, fr.keypoints, loose, config)
     assert len(refined) <= 0.05 * len(fl.keypoints)  # wrong-range pairs do not survive the image check
+
+
+def test_the_stereo_benchmark_judges_matches_by_the_ground_truth_disparity(shifted_pair, tmp_path):
+    from alike_ros.evaluation.methods import ExtractorMethod, OrbMethod
+    from alike_ros.evaluation.stereo import StereoPair, evaluate_stereo, stereo_pairs
+
+    assert stereo_pairs(tmp_path) == []  # no data: no pairs (the CLI reports the benchmark as skipped)
+    left, right, disparity = shifted_pair
+    rgb = [cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) for image in (left, right)]
+    truth = np.full(left.shape, disparity, np.float32)
+    truth[:, :100] = np.nan  # unknown there: those matches are not judged
+    pair = StereoPair("shifted", *rgb, truth)
+    config = StereoConfig(max_disparity=64.0)
+    summary = evaluate_stereo(ExtractorMethod("alike-t", "alike-t", None, top_k=500), [pair], MatcherConfig(), config)
+    raw, refined = summary.keypoint_disparities, summary.refined
+    assert 0 < raw.judged < raw.matches and refined.matches <= raw.matches
+    assert refined.within[0] >= 0.95 and refined.correct[0] == round(refined.within[0] * refined.judged)
+    wrong = StereoPair("wrong truth", *rgb, truth + 3.0)  # the benchmark must notice a disparity 3 px off
+    assert (
+        evaluate_stereo(
+            ExtractorMethod("alike-t", "alike-t", None, top_k=500), [wrong], MatcherConfig(), config
+        ).refined.within[0]
+        < 0.05
+    )
+    assert "binary" in evaluate_stereo(OrbMethod(500), [pair], MatcherConfig(), config)

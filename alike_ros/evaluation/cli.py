@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import benchmarks, report
+from ..matching.matcher import MatcherConfig
+from ..matching.stereo import StereoConfig
+from . import benchmarks, report, stereo
 from .benchmarks import Timer
 from .methods import SHARED_ENV, Method, Unavailable, build_methods, shared_folder
 from .synthetic import synthetic_pairs
 
-BENCHMARKS = ("synthetic", "graf", "video")
+BENCHMARKS = ("synthetic", "graf", "video", "stereo")
 DEFAULT_METHODS = "ours,upstream-alike-t,upstream-alike-n,sift,orb"
 
 
@@ -62,6 +64,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
     p.add_argument("--video-step", type=int, default=4, help="use every STEP-th frame; match consecutive ones")
     p.add_argument("--video-frames", type=int, default=0, help="use only the first N of those frames (0: all)")
+    p.add_argument(
+        "--stereo-ratio", type=float, default=0.9, help="stereo: Lowe's ratio among a keypoint's row candidates"
+    )
+    p.add_argument("--stereo-max-disparity", type=float, default=400.0, help="stereo: largest disparity, px")
     p.add_argument("--out", type=Path, default=Path("docs/evaluation"), help="folder for results.md/json and PNGs")
     p.add_argument("--update-doc", type=Path, help="write the results block of this markdown file")
     args = p.parse_args(argv)
@@ -70,6 +76,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(f"unknown benchmarks {sorted(unknown)}: choose from {','.join(BENCHMARKS)}")
     if args.video_step < 1:
         p.error("--video-step must be >= 1")
+    args.stereo = StereoConfig(max_disparity=args.stereo_max_disparity)
+    try:
+        args.stereo.validate()
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 
@@ -107,6 +118,13 @@ def run(args: argparse.Namespace, methods: list[Method | Unavailable]) -> tuple[
         h, w = frames[0].shape[:2]
         title = f"Video: visp-images-data cube.mpeg ({len(frames)} frames {args.video_step} apart, {w}x{h})"
         sections.append(report.Section("video", title))
+    pairs = stereo.stereo_pairs(args.data) if "stereo" in args.benchmarks else []
+    if "stereo" in args.benchmarks and not pairs:
+        skipped.append(f"stereo: {args.data / stereo.MOTORCYCLE[0]} and {args.data / stereo.ALOE[0]} {fetch}")
+    for pair in pairs:
+        h, w = pair.disparity.shape
+        title = f"Stereo: {pair.name} ({w}x{h}), rows ±{args.stereo.row_tolerance:g} px, then refined on the images"
+        sections.append(report.Section(f"stereo-{pair.name.lower()}", title))
     by_key = {s.key: s for s in sections}
 
     for method in methods:
@@ -133,6 +151,11 @@ def run(args: argparse.Namespace, methods: list[Method | Unavailable]) -> tuple[
             summary = benchmarks.evaluate_video(method, tqdm(frames, desc=f"{method.name} video"), timer)
             summary.ms_per_image = timer.mean
             by_key["video"].rows[method.name] = summary
+        for pair in tqdm(pairs, desc=f"{method.name} stereo"):
+            matcher = MatcherConfig(min_similarity=-1.0, mutual=True, ratio=args.stereo_ratio)
+            by_key[f"stereo-{pair.name.lower()}"].rows[method.name] = stereo.evaluate_stereo(
+                method, [pair], matcher, args.stereo
+            )
     return sections, skipped
 
 

@@ -16,6 +16,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .benchmarks import HomographySummary, VideoSummary  # noqa: E402
 from .metrics import MHA_THRESHOLDS, MMA_THRESHOLDS  # noqa: E402
+from .stereo import THRESHOLDS as STEREO_THRESHOLDS  # noqa: E402
+from .stereo import StereoSummary  # noqa: E402
 
 DOC_START = "<!-- evaluation-results:start (written by `python -m alike_ros evaluate --update-doc`) -->"
 DOC_END = "<!-- evaluation-results:end -->"
@@ -27,7 +29,7 @@ class Section:
 
     key: str
     title: str
-    rows: dict[str, HomographySummary | VideoSummary | str] = field(default_factory=dict)
+    rows: dict[str, HomographySummary | VideoSummary | StereoSummary | str] = field(default_factory=dict)
 
 
 def _pct(x: float) -> str:
@@ -63,6 +65,23 @@ def video_table(section: Section) -> str:
     return "\n".join(lines)
 
 
+def stereo_table(section: Section) -> str:
+    within = [f"≤{t:g} px %" for t in STEREO_THRESHOLDS]
+    step = ["matches", *within, f"correct@{STEREO_THRESHOLDS[0]:g}"]
+    head = ["method", "#kp/img", *step, *(f"refined {c}" for c in step), "ms/pair"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in section.rows.items():
+        if isinstance(row, str):
+            cells = [row] + ["–"] * (len(head) - 2)
+        else:
+            cells = [f"{row.keypoints:.0f}"]
+            for summary in (row.keypoint_disparities, row.refined):
+                cells += [str(summary.matches), *map(_pct, summary.within), str(summary.correct[0])]
+            cells.append(f"{row.ms_per_pair:.0f}")
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def gap_table(sections: list[Section], ours: str, reference: str) -> str | None:
     """Ours minus the reference method: percentage points, and absolute numbers for inlier counts."""
     head = ["benchmark", "MMA@1", "MMA@3", "MHA@1", "MHA@3", "Rep@3", "MS@3", "F inliers", "inlier ratio"]
@@ -87,7 +106,12 @@ def gap_table(sections: list[Section], ours: str, reference: str) -> str | None:
 def markdown(sections: list[Section], skipped: list[str], gap: str | None) -> str:
     parts = []
     for section in sections:
-        table = video_table(section) if section.key == "video" else homography_table(section)
+        if section.key == "video":
+            table = video_table(section)
+        elif section.key.startswith("stereo"):
+            table = stereo_table(section)
+        else:
+            table = homography_table(section)
         parts.append(f"#### {section.title}\n\n{table}\n")
     if gap:
         parts.append(f"#### Gap to upstream\n\n{gap}\n")
@@ -98,7 +122,7 @@ def markdown(sections: list[Section], skipped: list[str], gap: str | None) -> st
 
 def plot_mma(sections: list[Section], path: Path) -> bool:
     """One panel per homography section: MMA against the pixel threshold, one line per method."""
-    panels = [s for s in sections if s.key != "video"]
+    panels = [s for s in sections if s.key != "video" and not s.key.startswith("stereo")]
     if not panels:
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True)

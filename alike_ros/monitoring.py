@@ -23,7 +23,7 @@ END_TO_END = "end_to_end"  # from the header stamp to the publication of `featur
 # superseded: replaced in the node's one-frame mailbox by a newer frame before the worker took it;
 # missed: sent by a publisher but never delivered to the node (overwritten in the depth-1 reader queue or lost
 # on the way), known from gaps in the publisher's sequence numbers; the other two are the worker's.
-DROP_REASONS = ("superseded", "missed", "bad_input", "model_failure")
+DROP_REASONS = ("superseded", "missed", "bad_input", "model_failure", "unpaired")
 RATE_SPAN_NS = 5_000_000_000  # rates count the arrivals of the last 5 s
 
 
@@ -244,6 +244,11 @@ def assess(
         warnings.append(
             f"{period['superseded']} frame(s) superseded by newer ones while the model was busy ({snap.rate_text}); "
             "a lower camera rate, input.max_side or a smaller model keeps up"
+        )
+    if period["unpaired"]:
+        warnings.append(
+            f"{period['unpaired']} frame(s) of a stereo pair found no partner within stereo.max_skew: are the two "
+            "cameras synchronised, and stamped alike?"
         )
     if period["bad_input"]:
         warnings.append(f"{period['bad_input']} bad image(s) dropped: {snap.last_error}")

@@ -19,6 +19,7 @@ import yaml
 from .config import Spec, Value, settings_of
 from .detection.dkd import DetectorConfig
 from .matching.matcher import MatcherConfig
+from .matching.stereo import StereoConfig
 from .pipeline import REBUILD_SETTINGS, PipelineConfig
 
 
@@ -66,6 +67,22 @@ PARAMETERS: tuple[Param, ...] = (
         ),
         read_only=True,
     ),
+    Param(
+        "stereo.pairs",
+        Spec(
+            "",
+            "stereo pairs among `cameras`, LEFT:RIGHT comma-separated (e.g. left:right): their frames are paired by "
+            "stamp, processed together and matched left to right on `<LEFT>/stereo_matches`; empty: none",
+        ),
+        read_only=True,
+    ),
+    Param(
+        "stereo.max_skew",
+        Spec(
+            0.0, "largest stamp difference of a left and a right frame that pair, s; 0: equal stamps", range=(0.0, 1.0)
+        ),
+    ),
+    *(Param(f"stereo.{name}", spec) for name, spec in settings_of(StereoConfig).items()),
     Param(
         "input.transport",
         Spec("raw", "raw: subscribe `image`; compressed: `image/compressed`", choices=("raw", "compressed")),
@@ -155,6 +172,27 @@ def camera_names(text: str) -> list[str]:
     return names
 
 
+def stereo_pairs(text: str, cameras: list[str]) -> list[tuple[str, str]]:
+    """The `stereo.pairs` parameter as (left, right) names; ValueError names a pair that is not two different
+    cameras of `cameras`, or a camera in two pairs."""
+    pairs = []
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        left, colon, right = (part.strip() for part in entry.partition(":"))
+        if not colon or not left or not right or left == right:
+            raise ValueError(f"stereo.pairs: {entry!r} is not LEFT:RIGHT, two different cameras")
+        if unknown := [name for name in (left, right) if name not in cameras]:
+            raise ValueError(f"stereo.pairs: {', '.join(unknown)} not in cameras ({', '.join(filter(None, cameras))})")
+        pairs.append((left, right))
+    used = [name for pair in pairs for name in pair]
+    if twice := sorted({name for name in used if used.count(name) > 1}):
+        raise ValueError(f"stereo.pairs: {', '.join(twice)} in more than one pair")
+    return pairs
+
+
+def stereo_config(values: dict[str, Any]) -> StereoConfig:
+    return StereoConfig(**{name: values[f"stereo.{name}"] for name in settings_of(StereoConfig)})
+
+
 def validate(values: dict[str, Any]) -> None:
     """Raise ValueError with the reason the first bad value is bad (values of other names are ignored).
 
@@ -165,8 +203,8 @@ def validate(values: dict[str, Any]) -> None:
             if type(value) is not type(param.default):
                 raise ValueError(f"{name} must be a {type(param.default).__name__}, got {value!r}")
             param.spec.check(name, value)
-    if "cameras" in values:
-        camera_names(values["cameras"])
+    stereo_pairs(values["stereo.pairs"], camera_names(values["cameras"]))
+    stereo_config(values).validate()
     pipeline_config(values).validate()
 
 

@@ -38,7 +38,7 @@ from std_msgs.msg import Header  # noqa: E402
 from alike_ros.model.weights import bundled_weights_path  # noqa: E402
 from alike_ros.monitoring import STAGES, Level  # noqa: E402
 from alike_ros.ros.conversions import array_to_image  # noqa: E402
-from alike_ros.ros.messages import decode_features, decode_matches  # noqa: E402
+from alike_ros.ros.messages import decode_features, decode_matches, decode_stereo_matches  # noqa: E402
 from alike_ros.ros.node import ExtractorNode  # noqa: E402
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos" / "eval"
@@ -693,22 +693,28 @@ class Rig:
 
     CAMERAS = ("left", "right")
 
-    def __init__(self, context: Context, weights: Path):
+    def __init__(self, context: Context, weights: Path, namespace: str = "/rig_test", **extra):
         overrides = {
             **{"cameras": ",".join(self.CAMERAS), "weights": str(weights), "warmup_frames": 1},
             **{"diagnostics.period": 0.3, "detector.max_keypoints": 500, "input.qos.reliability": "reliable"},
+            **{k.replace("__", "."): v for k, v in extra.items()},
         }
+        self.namespace = namespace
         self.node = ExtractorNode(
             context=context,
-            namespace="/rig_test",
+            namespace=namespace,
             parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
         )
-        self.probe = Node("rig_probe", context=context, namespace="/rig_test")
+        self.probe = Node("rig_probe", context=context, namespace=namespace)
         self.cond = threading.Condition()
-        self.received: dict[str, list] = {f"{c}/{t}": [] for c in self.CAMERAS for t in ("features", "matches")}
+        topics = [f"{c}/{t}" for c in self.CAMERAS for t in ("features", "matches")] + ["left/stereo_matches"]
+        self.received: dict[str, list] = {topic: [] for topic in topics}
         self.statuses: list[DiagnosticStatus] = []
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pubs = {c: self.probe.create_publisher(Image, f"{c}/image", reliable) for c in self.CAMERAS}
+        self.info_pubs = {
+            c: self.probe.create_publisher(CameraInfo, f"{c}/camera_info", reliable) for c in self.CAMERAS
+        }
         for topic in self.received:
             self.probe.create_subscription(PointCloud2, topic, lambda m, t=topic: self._record(t, m), reliable)
         self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
@@ -728,7 +734,7 @@ class Rig:
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         with self.cond:
-            self.statuses += [s for s in msg.status if s.name.startswith("/rig_test/extractor")]
+            self.statuses += [s for s in msg.status if s.name.startswith(f"{self.namespace}/extractor")]
             self.cond.notify_all()
 
     def wait(self, predicate: Callable[[], bool]) -> bool:
@@ -740,10 +746,26 @@ class Rig:
                 self.cond.wait(0.05)
         return True
 
+    def header(self, camera: str) -> Header:
+        self.stamp_ns += 10_000_000
+        return Header(frame_id=f"{camera}_optical", stamp=Time(nanoseconds=self.stamp_ns).to_msg())
+
+    def arrived(self, topic: str, stamp) -> PointCloud2:
+        assert self.wait(lambda: any(m.header.stamp == stamp for m in self.received[topic])), f"no {topic}"
+        return next(m for m in self.received[topic] if m.header.stamp == stamp)
+
+    def send_pair(self, left: np.ndarray, right: np.ndarray) -> PointCloud2:
+        """A left and a right image with one stamp; the pair's stereo matches (lock-step)."""
+        header = self.header("left")
+        self.image_pubs["left"].publish(array_to_image(left, "mono8", header))
+        self.image_pubs["right"].publish(
+            array_to_image(right, "mono8", Header(frame_id="right_optical", stamp=header.stamp))
+        )
+        return self.arrived("left/stereo_matches", header.stamp)
+
     def send(self, camera: str, pixels: np.ndarray) -> tuple[PointCloud2, PointCloud2]:
         """One image to `camera`; its features and matches (lock-step)."""
-        self.stamp_ns += 10_000_000
-        header = Header(frame_id=f"{camera}_optical", stamp=Time(nanoseconds=self.stamp_ns).to_msg())
+        header = self.header(camera)
         self.image_pubs[camera].publish(array_to_image(pixels, "mono8", header))
         found = {}
         for kind in ("features", "matches"):
@@ -796,6 +818,58 @@ def test_a_setting_applies_to_every_camera(rig, canvas):
             assert 0 < features.width <= 40
     finally:
         rig.node.set_parameters([Parameter("detector.max_keypoints", value=500)])
+
+
+@pytest.fixture(scope="module")
+def stereo_rig(ros_context, alike_t_weights) -> Iterator[Rig]:
+    r = Rig(ros_context, alike_t_weights, "/stereo_test", stereo__pairs="left:right", stereo__max_disparity=64.0)
+    yield r
+    r.close()
+
+
+def test_a_stereo_pair_is_matched_left_to_right_with_disparity_and_depth(stereo_rig):
+    rig = stereo_rig
+    left = cv2.resize(make_textured_image(), (640, 480), interpolation=cv2.INTER_CUBIC)
+    disparity, fx, baseline = 7.3, 500.0, 0.1
+    right = cv2.warpAffine(left, np.float32([[1, 0, -disparity], [0, 1, 0]]), (640, 480), flags=cv2.INTER_CUBIC)
+    for camera, tx in (("left", 0.0), ("right", -fx * baseline)):  # rectified: P's intrinsics alike, R = I
+        info = CameraInfo(width=640, height=480, k=[fx, 0.0, 320.0, 0.0, fx, 240.0, 0.0, 0.0, 1.0])
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [fx, 0.0, 320.0, tx, 0.0, fx, 240.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        rig.info_pubs[camera].publish(info)
+    assert rig.wait(lambda: np.isfinite(rig.node.rigs["left:right"].geometry.baseline))
+    msg = rig.send_pair(left, right)
+    rows = decode_stereo_matches(msg)
+    assert len(rows) > 50
+    assert np.median(np.abs(rows["disparity"] - disparity)) < 0.1
+    np.testing.assert_allclose(rows["depth"], fx * baseline / rows["disparity"], rtol=1e-5)
+    # self-contained: both stamps, and rows of the two `features` messages of that instant
+    lf = decode_features(rig.arrived("left/features", msg.header.stamp))
+    rf = decode_features(rig.arrived("right/features", msg.header.stamp))
+    np.testing.assert_allclose(np.c_[rows["x0"], rows["y0"]], lf.keypoints[rows["index0"]])
+    np.testing.assert_allclose(np.c_[rows["x1"], rows["y1"]], rf.keypoints[rows["index1"]])
+    assert np.all(rows["stamp1_sec"] == msg.header.stamp.sec) and np.all(
+        rows["stamp1_nanosec"] == msg.header.stamp.nanosec
+    )
+    status = "/stereo_test/extractor/left: alike extractor"
+    assert rig.wait(
+        lambda: any(
+            s.name == status and ("stereo.pairs_matched", "0") not in [(kv.key, kv.value) for kv in s.values]
+            for s in rig.statuses
+        )
+    )
+
+
+def test_a_stereo_frame_without_its_partner_is_counted_unpaired(stereo_rig):
+    rig = stereo_rig
+    left = cv2.resize(make_textured_image(), (640, 480), interpolation=cv2.INTER_CUBIC)
+    before = rig.node.statistics("left")
+    rig.image_pubs["left"].publish(array_to_image(left, "mono8", rig.header("left")))  # its right frame never comes
+    # (received before the pair's left frame, which would replace it in the subscription's queue of one)
+    assert rig.wait(lambda: rig.node.statistics("left").received > before.received)
+    rig.send_pair(left, left)
+    assert rig.node.statistics("left").dropped["unpaired"] == before.dropped["unpaired"] + 1
+    assert rig.node.statistics("right").dropped["unpaired"] == 0
 
 
 @pytest.mark.parametrize("cameras", ["left,left", "left,2nd", "left/,right", "/abs"])

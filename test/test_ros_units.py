@@ -31,6 +31,7 @@ from alike_ros.monitoring import (  # noqa: E402
 from alike_ros.ros import params  # noqa: E402
 from alike_ros.ros.diagnostics import stage_medians, to_status  # noqa: E402
 from alike_ros.ros.mailbox import Mailboxes  # noqa: E402
+from alike_ros.ros.stereo import LEFT, RIGHT, StampPairing, StereoGeometry  # noqa: E402
 from alike_ros.ros.vins import LAYOUTS, CameraModel, encode_vins  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "extractor.yaml"
@@ -280,3 +281,54 @@ def test_a_new_camera_gets_the_stale_timeout_and_old_latencies_raise_no_warning(
     assert stale.level == Level.OK  # not stale yet, and a 500 ms frame 20 s ago is no news
     recent = assess(stats.snapshot(1_000 * MS), 100.0, 0.5, 3.0, publishers=1)
     assert recent.level == Level.WARN and "over the 100 ms budget" in recent.message
+
+
+def test_stereo_frames_pair_by_stamp_and_the_rest_are_counted():
+    pairing = StampPairing(max_skew_ns=0)
+    assert pairing.add(LEFT, 100, "l100") == (None, [0, 0])
+    assert pairing.add(RIGHT, 100, "r100") == (("l100", "r100", 100, 100), [0, 0])
+    assert pairing.add(LEFT, 200, "l200") == (None, [0, 0])  # its right frame never comes
+    assert pairing.add(RIGHT, 301, "r301") == (None, [0, 0])
+    # l300 pairs with nothing (skew 0: 301 is another instant); l400 pairs with r400, giving up l200, l300, r301
+    assert pairing.add(LEFT, 300, "l300") == (None, [0, 0])
+    assert pairing.add(RIGHT, 400, "r400") == (None, [0, 0])
+    assert pairing.add(LEFT, 400, "l400") == (("l400", "r400", 400, 400), [2, 1])
+    skewed = StampPairing(max_skew_ns=5)  # an unsynchronised driver: the closest stamp within the skew
+    skewed.add(RIGHT, 96, "r96")
+    skewed.add(RIGHT, 103, "r103")
+    assert skewed.add(LEFT, 100, "l100") == (("l100", "r103", 100, 103), [0, 1])
+    bounded = StampPairing(max_skew_ns=0, keep=3)
+    assert [bounded.add(LEFT, t, t)[1] for t in range(5)] == [[0, 0]] * 3 + [[1, 0]] * 2  # never grows
+
+
+def stereo_info(fx: float, tx: float, rotation=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)) -> CameraInfo:
+    return CameraInfo(
+        width=640, height=480, k=[fx, 0.0, 320.0, 0.0, fx, 240.0, 0.0, 0.0, 1.0], r=list(map(float, rotation)),
+        p=[fx, 0.0, 320.0, tx, 0.0, fx, 240.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+    )  # fmt: skip
+
+
+def test_stereo_geometry_from_camera_info():
+    assert StereoGeometry.from_camera_infos(None, None).rectified  # assumed, and said
+    assert "no camera_info" in StereoGeometry.from_camera_infos(None, None).note
+    rectified = StereoGeometry.from_camera_infos(stereo_info(500.0, 0.0), stereo_info(500.0, -50.0))
+    assert rectified.rectified and rectified.fx == 500.0 and rectified.baseline == pytest.approx(0.1)
+    tilted = stereo_info(500.0, -50.0, rotation=(0.99, -0.14, 0, 0.14, 0.99, 0, 0, 0, 1))
+    unrectified = StereoGeometry.from_camera_infos(stereo_info(500.0, 0.0), tilted)
+    assert not unrectified.rectified and "unrectified" in unrectified.note
+    other_fx = StereoGeometry.from_camera_infos(stereo_info(500.0, 0.0), stereo_info(510.0, -51.0))
+    assert not other_fx.rectified
+
+
+@pytest.mark.parametrize(
+    "pairs, reason",
+    [("left:left", "two different"), ("left:back", "not in cameras"), ("left:right,right:rear", "more than one"),
+     ("left", "LEFT:RIGHT")],
+)  # fmt: skip
+def test_bad_stereo_pairs_are_rejected_with_the_reason(pairs, reason):
+    values = {**parameters.DEFAULTS, "cameras": "left,right,rear", "stereo.pairs": pairs}
+    with pytest.raises(ValueError, match=reason):
+        parameters.validate(values)
+    parameters.validate({**values, "stereo.pairs": "left:right"})
+    with pytest.raises(ValueError, match="min_disparity"):
+        parameters.validate({**values, "stereo.pairs": "left:right", "stereo.min_disparity": 300.0})

@@ -1,4 +1,4 @@
-"""PointCloud2 layouts of `features` and `matches` (see CONVENTIONS.md), to and from numpy.
+"""PointCloud2 layouts of `features`, `matches` and `stereo_matches` (see CONVENTIONS.md), to and from numpy.
 
 Encoding builds one numpy structured array per message, so a row is a point and each field sits at the
 offset PointField says; decoding reads the fields the message declares, never assumed offsets.
@@ -24,6 +24,8 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
+from ..extractor import Features
+from ..matching.stereo import StereoMatches
 from ..matching.tracker import TrackedFrame
 
 _TO_NUMPY = {
@@ -102,6 +104,25 @@ MATCHES_DTYPE = np.dtype(
 )
 
 
+STEREO_MATCHES_DTYPE = np.dtype(
+    [
+        ("stamp0_sec", "<i4"),  # the left frame's header stamp (also the message's)
+        ("stamp0_nanosec", "<u4"),
+        ("stamp1_sec", "<i4"),  # the right frame's header stamp
+        ("stamp1_nanosec", "<u4"),
+        ("index0", "<u4"),  # row in the left frame's `features` message
+        ("index1", "<u4"),  # row in the right frame's `features` message
+        ("x0", "<f4"),  # the left keypoint
+        ("y0", "<f4"),
+        ("x1", "<f4"),  # the right keypoint
+        ("y1", "<f4"),
+        ("similarity", "<f4"),  # cosine similarity of the two descriptors
+        ("disparity", "<f4"),  # x_left - x_right, pixels: measured on the images where refined
+        ("depth", "<f4"),  # fx * baseline / disparity from the right camera_info's P; NaN where unknown
+    ]
+)
+
+
 def to_point_cloud(header: Header, rows: np.ndarray) -> PointCloud2:
     """An unordered (height 1) little-endian PointCloud2 with one point per row of a structured array."""
     fields = []
@@ -168,6 +189,34 @@ def encode_matches(header: Header, previous_stamp_ns: int | None, frame: Tracked
     return to_point_cloud(header, rows)
 
 
+def encode_stereo_matches(
+    header: Header,
+    right_stamp_ns: int,
+    left: Features,
+    right: Features,
+    matches: StereoMatches,
+    depth: np.ndarray | None,
+) -> PointCloud2:
+    """`header`: the left frame's; `depth`: one per match, or None where the geometry is unknown."""
+    rows = np.empty(len(matches), dtype=STEREO_MATCHES_DTYPE)
+    if len(rows):
+        i0, i1 = matches.indices.T
+        rows["stamp0_sec"], rows["stamp0_nanosec"] = header.stamp.sec, header.stamp.nanosec
+        rows["stamp1_sec"], rows["stamp1_nanosec"] = divmod(right_stamp_ns, 10**9)
+        rows["index0"], rows["index1"] = i0, i1
+        rows["x0"], rows["y0"] = left.keypoints[i0].T
+        rows["x1"], rows["y1"] = right.keypoints[i1].T
+        rows["similarity"] = matches.similarity
+        rows["disparity"] = matches.disparity
+        rows["depth"] = np.nan if depth is None else depth
+    return to_point_cloud(header, rows)
+
+
+def decode_stereo_matches(msg: PointCloud2) -> np.ndarray:
+    """Stereo matches as a structured array with the STEREO_MATCHES_DTYPE fields (native byte order)."""
+    return _decode_rows(msg, STEREO_MATCHES_DTYPE, "stereo matches")
+
+
 @dataclass
 class DecodedFeatures:
     keypoints: np.ndarray  # N x 2 float32
@@ -203,11 +252,15 @@ def decode_features(msg: PointCloud2) -> DecodedFeatures:
 
 def decode_matches(msg: PointCloud2) -> np.ndarray:
     """Matches as a structured array with the MATCHES_DTYPE fields (native byte order)."""
+    return _decode_rows(msg, MATCHES_DTYPE, "matches")
+
+
+def _decode_rows(msg: PointCloud2, dtype: np.dtype, kind: str) -> np.ndarray:
     rows = from_point_cloud(msg)
-    missing = set(MATCHES_DTYPE.names) - set(rows.dtype.names or ())
+    missing = set(dtype.names) - set(rows.dtype.names or ())
     if missing:
-        raise ValueError(f"not a matches message: missing fields {sorted(missing)}")
-    out = np.empty(len(rows), dtype=MATCHES_DTYPE.newbyteorder("="))
-    for name in MATCHES_DTYPE.names:
+        raise ValueError(f"not a {kind} message: missing fields {sorted(missing)}")
+    out = np.empty(len(rows), dtype=dtype.newbyteorder("="))
+    for name in dtype.names:
         out[name] = rows[name]
     return out

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -38,7 +39,8 @@ from ..pipeline import FramePipeline
 from . import params
 from .fastdds import camera_setting, profile_in_effect, use_large_data_profile
 from .mailbox import Mailboxes
-from .stream import CameraStream, ImageMessage
+from .stereo import LEFT, RIGHT, StereoRig
+from .stream import CameraStream
 
 NODE_NAME = "extractor"
 INPUT_REVIEW_PERIOD = 1.0  # s of steady time between checks of the input publishers' QoS (events come first)
@@ -59,12 +61,24 @@ class ExtractorNode(Node):
             f"{self._values['warmup_frames']} frame(s) at {self._values['warmup_sizes']}"
             + (f", for cameras {', '.join(names)}" if names != [""] else "")
         )
-        self._inbox: Mailboxes[ImageMessage] = Mailboxes(names)
+        pairs = parameters.stereo_pairs(self._values["stereo.pairs"], names)
+        paired = {name for pair in pairs for name in pair}
+        # What the worker serves in turn: each camera on its own, and each stereo pair as one
+        self._inbox: Mailboxes[Any] = Mailboxes([n for n in names if n not in paired] + [f"{a}:{b}" for a, b in pairs])
         setting, in_effect = camera_setting(), profile_in_effect()
         self.streams: dict[str, CameraStream] = {
-            name: CameraStream(self, name, self._sharing(first, i), self._values, self._inbox.put, setting, in_effect)
+            name: CameraStream(
+                self, name, self._sharing(first, i), self._values, partial(self._inbox.put, name), setting, in_effect
+            )
             for i, name in enumerate(names)
         }
+        self.rigs: dict[str, StereoRig] = {}
+        for left_name, right_name in pairs:
+            left, right = self.streams[left_name], self.streams[right_name]
+            rig = StereoRig(self, left, right, self._values, self._inbox.put)
+            left.deliver, right.deliver = partial(rig.on_frame, LEFT), partial(rig.on_frame, RIGHT)
+            left.extra = rig.extra
+            self.rigs[rig.name] = rig
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Publishers come and go without a parameter change: follow them (the events of the subscriptions call
         # the same review at once; this steady timer also runs while a bag's /clock is paused).
@@ -93,9 +107,14 @@ class ExtractorNode(Node):
             taken = self._inbox.take(timeout=0.1)
             if taken is None:
                 continue
-            stream = self.streams[taken[0]]
+            unit, item = taken
+            rig = self.rigs.get(unit)
+            stream = rig.left if rig else self.streams[unit]
             try:
-                stream.process(taken[1])
+                if rig:
+                    rig.process(*item)
+                else:
+                    stream.process(item)
             except Exception as exc:  # never let one frame end the worker; counted with the model's failures
                 stream.stats.on_dropped("model_failure", repr(exc))
                 self.get_logger().error(f"{stream.label}: frame failed: {exc!r}", throttle_duration_sec=5.0)
@@ -143,6 +162,8 @@ class ExtractorNode(Node):
         self._values = values
         for stream, pipeline in zip(streams, pipelines, strict=True):
             stream.apply(values, changed, pipeline)
+        for rig in self.rigs.values():
+            rig.apply(values)
         if "diagnostics.period" in changed:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = self.create_timer(values["diagnostics.period"], self._publish_diagnostics)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +43,15 @@ MessageInfo = Mapping[str, Any]
 ImageMessage = Image | CompressedImage
 
 
+@dataclass
+class Processed:
+    """A frame the camera processed and published: its result and its pixels as converted."""
+
+    result: FrameResult
+    pixels: np.ndarray
+    color: str
+
+
 class CameraStream:
     def __init__(
         self,
@@ -49,15 +59,17 @@ class CameraStream:
         name: str,
         pipeline: FramePipeline,
         values: dict[str, Any],
-        deliver: Callable[[str, ImageMessage], bool],
+        deliver: Callable[[ImageMessage], bool],
         camera_setting: str,
         profile_in_effect: str,
     ):
-        """`deliver(name, msg)` hands a received frame to the node's worker and says whether it replaced one not
-        yet processed; `camera_setting` and `profile_in_effect` are named in diagnostics (ros.fastdds)."""
+        """`deliver(msg)` hands a received frame on (to the node's inbox, or to its stereo pair) and says whether
+        it replaced one not yet processed; `camera_setting` and `profile_in_effect` are named in diagnostics
+        (ros.fastdds)."""
         self.node, self.name, self.pipeline = node, name, pipeline
         self._values = values
-        self._deliver = deliver
+        self.deliver = deliver  # the node points it at the stereo pair when the camera is in one
+        self.extra: Callable[[], dict[str, str]] = dict  # what a stereo pair adds to this camera's status
         self._camera_setting, self._profile_in_effect = camera_setting, profile_in_effect
         self._logger = node.get_logger()
         self.stats = Statistics(values["diagnostics.window"], node.get_clock().now().nanoseconds)
@@ -152,7 +164,7 @@ class CameraStream:
     def _on_image(self, msg: ImageMessage, info: MessageInfo) -> None:
         self.stats.on_received(self.node.get_clock().now().nanoseconds)
         self.count_missed(info)
-        if self._deliver(self.name, msg):
+        if self.deliver(msg):
             self.stats.on_dropped("superseded")
 
     def count_missed(self, info: MessageInfo) -> None:
@@ -168,16 +180,16 @@ class CameraStream:
 
     # ---------------------------------------------------------------- frames (the node's worker thread)
 
-    def process(self, msg: ImageMessage) -> None:
+    def process(self, msg: ImageMessage) -> Processed | None:
         """One frame: convert, extract and track, publish, and count it; bad input and model failures are counted
-        drops, never exceptions."""
+        drops (None), never exceptions."""
         stages: dict[str, float] = {}
         start = time.perf_counter()
         try:
             pixels, color = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
         except ValueError as exc:
             self._drop_bad_input(exc)
-            return
+            return None
         stages["conversion"] = (time.perf_counter() - start) * 1e3
 
         stamp = Time.from_msg(msg.header.stamp)
@@ -185,11 +197,11 @@ class CameraStream:
             result = self.pipeline(pixels, color, stamp.nanoseconds)  # read once: a reload may swap it meanwhile
         except ValueError as exc:  # the image itself is unusable (e.g. too large for the extractor)
             self._drop_bad_input(exc)
-            return
+            return None
         except Exception as exc:  # a model failure (e.g. out of memory) must not stop the node
             self.stats.on_dropped("model_failure", repr(exc))
             self._logger.error(f"{self.label}: model failed on a frame: {exc!r}", throttle_duration_sec=5.0)
-            return
+            return None
         if result.reset:
             self._logger.info(f"{self.label}: restarting tracks: {result.reset} (a bag looped, or another camera?)")
         stages.update(result.timings)
@@ -199,6 +211,7 @@ class CameraStream:
         stages["publishing"] = (time.perf_counter() - start) * 1e3
         now = self.node.get_clock().now()
         self.stats.on_processed(now.nanoseconds, stages, (now - stamp).nanoseconds / 1e6)
+        return Processed(result, pixels, color)
 
     def _drop_bad_input(self, exc: ValueError) -> None:
         self.stats.on_dropped("bad_input", str(exc))
@@ -260,6 +273,7 @@ class CameraStream:
             "input.publishers": ", ".join(offered),
             "fastdds.profile": self._profile_in_effect,
             "fastdds.camera_setting": self._camera_setting,
+            **self.extra(),
         }
         return snap
 

@@ -47,7 +47,7 @@ from sensor_msgs.msg import PointCloud2
 
 from alike_ros.monitoring import END_TO_END, STAGES
 from alike_ros.ros import fastdds
-from alike_ros.ros.diagnostics import frame_counters, stage_medians
+from alike_ros.ros.diagnostics import frame_counters, in_flight, stage_medians
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "config" / "fastdds_large_data.xml"
@@ -164,8 +164,7 @@ class Probe:
 def idle(status: DiagnosticStatus) -> dict[str, int] | None:
     """The counters of `status` if every frame received is processed or dropped, else None."""
     c = frame_counters(status)
-    done = c["processed"] + c["superseded"] + c["bad_input"] + c["model_failure"]
-    return c if c["received"] == done else None
+    return c if in_flight(c) == 0 else None
 
 
 def base_env() -> dict[str, str]:

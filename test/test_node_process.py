@@ -28,8 +28,8 @@ from std_msgs.msg import Header  # noqa: E402
 from alike_ros.model.weights import bundled_weights_path  # noqa: E402
 from alike_ros.ros import fastdds  # noqa: E402
 from alike_ros.ros.conversions import array_to_image  # noqa: E402
-from alike_ros.ros.diagnostics import frame_counters  # noqa: E402
-from alike_ros.ros.messages import decode_features  # noqa: E402
+from alike_ros.ros.diagnostics import frame_counters, in_flight  # noqa: E402
+from alike_ros.ros.messages import decode_features, decode_stereo_matches  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # 55..89: not the in-process tests' domain, so the two never hear each other (ALIKE_ROS_TEST_DOMAIN: another one)
@@ -192,12 +192,6 @@ class CameraRig:
         return report, {k: after[k] - before[k] for k in after}, self.statuses_between(start, end), features
 
 
-def in_flight(counts: dict[str, int]) -> int:
-    """Frames received but neither processed nor dropped yet."""
-    done = counts["processed"] + counts["superseded"] + counts["bad_input"] + counts["model_failure"]
-    return counts["received"] - done
-
-
 def level(status) -> int:
     value = status.level  # a `byte` field: bytes of length 1 in rclpy
     return int.from_bytes(value, "little") if isinstance(value, bytes) else int(value)
@@ -355,3 +349,44 @@ def test_a_fast_and_a_slow_camera_in_other_processes_are_both_served(probe_node,
     assert fast["processed"] + fast["superseded"] == fast["received"], fast
     assert fast["processed"] >= slow["processed"], (fast, slow)  # the rest of the model's time goes to it
     assert fast["superseded"] > 0, fast  # (else the node was not loaded, and this test would prove nothing)
+
+
+def test_a_stereo_driver_in_another_process_gets_left_right_matches_with_depth(probe_node, tmp_path):
+    """A rectified stereo driver (the stand-in camera with --stereo-disparity: left/image, right/image with equal
+    stamps, and their camera_info) in its own process; the node pairs the frames and publishes stereo matches whose
+    disparity and depth are the rig's."""
+    namespace, disparity, frames = "/proc_stereo", 6.0, 30
+    received: list[PointCloud2] = []
+    probe_node.create_subscription(
+        PointCloud2,
+        f"{namespace}/left/stereo_matches",
+        received.append,
+        QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
+    )
+    log = tmp_path / "node.log"
+    command = [
+        sys.executable, "-m", "alike_ros", "node", "--ros-args", "--params-file", "config/extractor.yaml",
+        "-p", f"weights:={weights()}", "-p", "device:=cpu", "-p", "cameras:=left,right",
+        "-p", "stereo.pairs:=left:right", "-r", f"__ns:={namespace}",
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        node = subprocess.Popen(command, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        camera = subprocess.run(
+            [sys.executable, "-m", "alike_ros", "camera", "--size", "640x480", "--rate", "5", "--frames", str(frames),
+             "--stereo-disparity", f"{disparity:g}", "--wait-for-subscribers", str(WAIT),
+             "--ros-args", "-r", f"__ns:={namespace}"],
+            cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=2 * WAIT,
+        )  # fmt: skip
+        assert camera.returncode == 0, camera.stderr
+        assert wait(lambda: len(received) >= frames // 2 or node.poll() is not None), (len(received), log.read_text())
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(timeout=WAIT)
+    assert node.returncode == 0, log.read_text()
+    rows = np.concatenate([decode_stereo_matches(m) for m in received])
+    assert len(rows) > 50 * len(received)
+    assert abs(np.median(rows["disparity"]) - disparity) < 0.2
+    fx = 640.0  # the stand-in rig's camera_info: fx = the width, baseline 0.1 m
+    assert abs(np.median(rows["depth"]) - fx * 0.1 / disparity) < 0.5
+    assert all(m.header.frame_id == "left_camera" for m in received)

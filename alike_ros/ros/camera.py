@@ -2,7 +2,8 @@
 
     python -m alike_ros camera [--topic image] [--size 640x480] [--rate 30] [--frames N | --seconds S]
                                [--reliability reliable|best_effort] [--depth 5] [--encoding bgr8|mono8]
-                               [--wait-for-subscribers S] [--fastdds-profile] [--ros-args ...]
+                               [--wait-for-subscribers S] [--stereo-disparity D] [--fastdds-profile]
+                               [--ros-args ...]
 
 It models a third-party driver in its own process, to test and benchmark the extractor node across processes:
 it sets no Fast DDS profile unless told to (--fastdds-profile; otherwise the environment decides, as for any driver:
@@ -32,15 +33,16 @@ from types import FrameType
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 from ..bag.sample import homography, load_photo
 from . import fastdds
-from .conversions import array_to_image
+from .conversions import array_to_image, image_to_array
 
 NODE_NAME = "camera"
 BASE_SIZE = (240, 320)  # (height, width) the sample trajectory keeps inside the photograph
 ENCODINGS = ("bgr8", "mono8")
+STEREO_BASELINE = 0.1  # m, of the --stereo-disparity rig
 RELIABILITIES = ("reliable", "best_effort")
 
 
@@ -127,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         "seeing it (default: 1)",
     )
     parser.add_argument(
+        "--stereo-disparity",
+        type=_positive(float),
+        metavar="D",
+        help="a rectified stereo driver instead: left/<topic> and right/<topic> with equal stamps, the right view the "
+        "left one moved D px to the left (a plane facing the rig), and left/camera_info, right/camera_info "
+        f"(fx = the width, baseline {STEREO_BASELINE:g} m)",
+    )
+    parser.add_argument(
         "--fastdds-profile",
         action="store_true",
         help="apply the package's Fast DDS large-data profile as the node does (unless one is set in the "
@@ -171,6 +181,33 @@ class FrameSource:
     def messages(self) -> list[Image]:
         """One ready Image per distinct frame (header left empty): publishing then only sets the header."""
         return [array_to_image(frame, self.encoding) for frame in self._frames]
+
+
+def stereo_infos(size: tuple[int, int]) -> list[CameraInfo]:
+    """Rectified camera_info of the left and the right camera of the stand-in stereo rig."""
+    width, height = size
+    fx, cx, cy = float(width), (width - 1) / 2, (height - 1) / 2
+    infos = []
+    for tx in (0.0, -fx * STEREO_BASELINE):
+        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=[0.0] * 5)
+        info.k = [fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [fx, 0.0, cx, tx, 0.0, fx, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        infos.append(info)
+    return infos
+
+
+def shifted(messages: list[Image], disparity: float) -> list[Image]:
+    """The right views of `messages`: each image moved `disparity` px to the left."""
+    shift = np.float32([[1, 0, -disparity], [0, 1, 0]])
+    out = []
+    for msg in messages:
+        pixels, _ = image_to_array(msg)
+        moved = cv2.warpAffine(
+            pixels, shift, (msg.width, msg.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+        out.append(array_to_image(moved, msg.encoding))
+    return out
 
 
 class Schedule:
@@ -248,8 +285,10 @@ def _run(stop: StopRequest, argv: list[str]) -> int:
 
     args = parse_args(remove_ros_args([NODE_NAME, *argv])[1:])
     source = FrameSource(args.size, args.encoding, args.period)
-    messages = source.messages()
+    views = [source.messages()]  # per camera: one ready message per distinct frame
     del source  # the messages hold the pixels
+    if args.stereo_disparity:
+        views.append(shifted(views[0], args.stereo_disparity))
     if args.fastdds_profile:
         print(fastdds.use_large_data_profile(), file=sys.stderr)  # before rclpy.init: read with the participant
     rclpy.init(args=[NODE_NAME, *argv], signal_handler_options=SignalHandlerOptions.NO)
@@ -260,17 +299,21 @@ def _run(stop: StopRequest, argv: list[str]) -> int:
         reliability=ReliabilityPolicy.RELIABLE if args.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
         durability=DurabilityPolicy.VOLATILE,
     )
-    publisher = node.create_publisher(Image, args.topic, qos)
+    sides = ("left/", "right/") if args.stereo_disparity else ("",)
+    publishers = [node.create_publisher(Image, side + args.topic, qos) for side in sides]
+    infos = stereo_infos(args.size) if args.stereo_disparity else []
+    info_publishers = [node.create_publisher(CameraInfo, side + "camera_info", qos) for side in sides[: len(infos)]]
+    publisher = publishers[0]
     logger = node.get_logger()
     width, height = args.size
     logger.info(
-        f"{width}x{height} {args.encoding} at {args.rate:g} Hz on {publisher.topic_name} ({args.reliability}, "
-        f"keep last {args.depth}); {len(messages)} distinct frames ready"
+        f"{width}x{height} {args.encoding} at {args.rate:g} Hz on {', '.join(p.topic_name for p in publishers)} "
+        f"({args.reliability}, keep last {args.depth}); {len(views[0])} distinct frames ready"
     )
 
     def wait_for_subscriber(timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while publisher.get_subscription_count() == 0:
+        while min(p.get_subscription_count() for p in publishers) == 0:
             if stop.wait(0.02) or time.monotonic() > deadline:
                 return False
         return True
@@ -292,10 +335,15 @@ def _run(stop: StopRequest, argv: list[str]) -> int:
     end = first + args.seconds if args.seconds else float("inf")
     try:
         while not stop.is_set() and (args.frames is None or sent < args.frames):
-            msg = messages[sent % len(messages)]
-            msg.header.frame_id = args.frame_id
-            msg.header.stamp = node.get_clock().now().to_msg()
-            publisher.publish(msg)
+            stamp = node.get_clock().now().to_msg()  # one instant for every camera of the rig
+            for i, (side, pub, messages) in enumerate(zip(sides, publishers, views, strict=True)):
+                msg = messages[sent % len(messages)]
+                msg.header.frame_id = f"{side.strip('/')}_{args.frame_id}" if side else args.frame_id
+                msg.header.stamp = stamp
+                pub.publish(msg)
+                if infos:  # as stereo drivers do: each image's camera_info with its header
+                    infos[i].header = msg.header
+                    info_publishers[i].publish(infos[i])
             last = time.monotonic()
             sent += 1
             next_deadline = schedule.sent(last)
@@ -304,7 +352,8 @@ def _run(stop: StopRequest, argv: list[str]) -> int:
             stop.wait(max(0.0, next_deadline - time.monotonic()))
     finally:
         if args.reliability == "reliable" and sent and not stop.is_set():
-            publisher.wait_for_all_acked(Duration(seconds=1.0))  # the last frames reach the subscribers first
+            for pub in publishers:  # the last frames reach the subscribers first
+                pub.wait_for_all_acked(Duration(seconds=1.0))
         elapsed = last - first
         report = {
             "frames_sent": sent,
@@ -315,7 +364,7 @@ def _run(stop: StopRequest, argv: list[str]) -> int:
             "size": f"{width}x{height}",
             "encoding": args.encoding,
             "reliability": args.reliability,
-            "topic": publisher.topic_name,
+            "topic": ", ".join(p.topic_name for p in publishers),
             "subscribers_at_start": subscribers,
             "interrupted": stop.is_set(),
         }

@@ -43,6 +43,12 @@ def frame_counters(status: DiagnosticStatus) -> dict[str, int]:
     return {name: int(value) for name, value in counts.items()}
 
 
+def in_flight(counts: dict[str, int]) -> int:
+    """Frames of `frame_counters` received but neither processed nor dropped yet (missed ones never arrived)."""
+    dropped = sum(n for reason, n in counts.items() if reason not in ("received", "processed", "missed"))
+    return counts["received"] - counts["processed"] - dropped
+
+
 def stage_medians(values: dict[str, str]) -> dict[str, float]:
     """The median ms of each stage in the key/value pairs of a status `to_status` wrote, in the status's order."""
     prefix, suffix = "latency.", ".p50_ms"

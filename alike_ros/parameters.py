@@ -68,6 +68,16 @@ PARAMETERS: tuple[Param, ...] = (
         read_only=True,
     ),
     Param(
+        "workers",
+        Spec(
+            2,
+            "threads that process frames, sharing the model: up to one per camera (a stereo pair counts as one); "
+            "each camera's frames stay in order",
+            range=(1, 64),
+        ),
+        read_only=True,
+    ),
+    Param(
         "stereo.pairs",
         Spec(
             "",

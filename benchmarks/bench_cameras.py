@@ -4,7 +4,7 @@
 
 Layouts, each with two stand-in cameras (`python -m alike_ros camera`, one process each, reliable) publishing
 --size bgr8 at --rate Hz for --seconds:
-- one node: `cameras:=a,b`, one model for both;
+- one node: `cameras:=a,b`, one model for both, with 2 worker threads (the default) and with 1;
 - two nodes: one node per camera, each with its own model.
 Nodes run the package defaults on the CPU. Per camera, from the nodes' /diagnostics once they are idle: frames
 received and processed (and processed per second of the run); per layout: the nodes' CPU time per second of the run
@@ -87,14 +87,14 @@ def rss_mib(pid: int) -> float:
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
 
 
-def run_layout(one_node: bool, args: argparse.Namespace, probe: Diagnostics) -> dict:
+def run_layout(one_node: bool, workers: int, args: argparse.Namespace, probe: Diagnostics) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     node_command = [
         sys.executable, "-m", "alike_ros", "node", "--ros-args", "--params-file", "config/extractor.yaml",
         "-p", "device:=cpu", "-p", f"warmup_sizes:={args.size}", "-p", "diagnostics.period:=0.5",
     ]  # fmt: skip
     if one_node:
-        commands = [[*node_command, "-p", "cameras:=a,b", "-r", f"__ns:={NAMESPACE}"]]
+        commands = [[*node_command, "-p", "cameras:=a,b", "-p", f"workers:={workers}", "-r", f"__ns:={NAMESPACE}"]]
         statuses = [f"{NAMESPACE}/extractor/{c}: alike extractor" for c in "ab"]
     else:
         commands = [[*node_command, "-r", f"__ns:={NAMESPACE}/{c}"] for c in "ab"]
@@ -169,7 +169,11 @@ def main() -> int:
     rclpy.init(context=context, domain_id=args.domain)
     probe = Diagnostics(context)
     try:
-        layouts = {name: run_layout(name == "one node", args, probe) for name in ("one node", "two nodes")}
+        layouts = {
+            "one node, 2 workers (default)": run_layout(True, 2, args, probe),
+            "one node, 1 worker": run_layout(True, 1, args, probe),
+            "two nodes": run_layout(False, 1, args, probe),
+        }
     finally:
         probe.executor.shutdown()
         context.try_shutdown()

@@ -103,10 +103,25 @@ def test_mailboxes_serve_the_cameras_in_turn():
         if tick % 3 == 0:
             box.put("slow", f"s{tick}")
         served.append(box.take(0.0)[0])
+        box.done(served[-1])
     assert served.count("slow") == 10 and served.count("fast") == 20
     assert all("slow" in served[i : i + 2] for i in range(0, 30, 3))  # served at once, or at the next take
     with pytest.raises(KeyError):
         box.put("unknown", "x")
+
+
+def test_a_camera_is_never_with_two_workers_at_once():
+    """Two workers: while one holds a camera's frame, the camera's newer frame waits for it (frames stay in order,
+    its tracker is never used by two threads), and the other worker serves another camera meanwhile."""
+    box = Mailboxes(["a", "b"])
+    box.put("a", "a1")
+    assert box.take(0.0) == ("a", "a1")  # worker 1 holds a
+    box.put("a", "a2")
+    box.put("b", "b1")
+    assert box.take(0.0) == ("b", "b1")  # worker 2: not a2
+    assert box.take(0.0) is None  # a busy, b empty
+    box.done("a")
+    assert box.take(0.0) == ("a", "a2")
 
 
 def test_statistics_and_levels():

@@ -2,7 +2,8 @@
 
 A slot keeps only the newest frame, so a slow model or a slow consumer never builds a backlog (each frame replaced
 unread is counted by the caller). `take` starts its search after the camera it served last: a camera that always has
-a frame waiting cannot starve one that has a frame now and then.
+a frame waiting cannot starve one that has a frame now and then. With several workers, a camera whose frame a worker
+holds is not served again until that worker calls `done`, so each camera's frames stay in order.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Mailboxes(Generic[Item]):
         self._order = list(names)
         self._slots: dict[str, Item | None] = dict.fromkeys(self._order)
         self._next = 0  # where the next search starts: after the camera served last
+        self._busy: set[str] = set()  # cameras whose frame a worker holds
 
     def put(self, name: str, item: Item) -> bool:
         """Leave `item` in the slot of camera `name`; True when it replaced a frame not yet taken."""
@@ -30,16 +32,27 @@ class Mailboxes(Generic[Item]):
             return replaced
 
     def take(self, timeout: float) -> tuple[str, Item] | None:
-        """The next camera in turn that has a frame, and the frame; None when none came within `timeout` s."""
+        """The next camera in turn that has a frame and no worker on it, and the frame (the caller calls `done`
+        with the name when finished); None when there was none within `timeout` s."""
         with self._cond:
-            if not any(item is not None for item in self._slots.values()):
+            if not self._ready():
                 self._cond.wait(timeout)
             for offset in range(len(self._order)):
                 index = (self._next + offset) % len(self._order)
                 name = self._order[index]
                 item = self._slots[name]
-                if item is not None:
+                if item is not None and name not in self._busy:
                     self._slots[name] = None
+                    self._busy.add(name)
                     self._next = index + 1
                     return name, item
             return None
+
+    def done(self, name: str) -> None:
+        """The worker that took camera `name`'s frame has finished with it."""
+        with self._cond:
+            self._busy.discard(name)
+            self._cond.notify()
+
+    def _ready(self) -> bool:
+        return any(item is not None and name not in self._busy for name, item in self._slots.items())

@@ -48,7 +48,7 @@ INPUT_REVIEW_PERIOD = 1.0  # s of steady time between checks of the input publis
 
 class ExtractorNode(Node):
     def __init__(self, **kwargs: Any):
-        self._worker: threading.Thread | None = None  # destroy_node may run on a half-built node
+        self._workers: list[threading.Thread] = []  # destroy_node may run on a half-built node
         super().__init__(NODE_NAME, **kwargs)
         for p in parameters.PARAMETERS:
             self.declare_parameter(p.name, p.default, params.descriptor(p))
@@ -86,8 +86,13 @@ class ExtractorNode(Node):
             INPUT_REVIEW_PERIOD, self._review_inputs, clock=Clock(clock_type=ClockType.STEADY_TIME)
         )
         self._running = True
-        self._worker = threading.Thread(target=self._work, name="alike_worker", daemon=True)
-        self._worker.start()
+        # One worker per camera or pair, up to `workers`: they share the model, each camera stays in order
+        count = min(self._values["workers"], len(self.streams) - len(self.rigs))
+        self._workers = [
+            threading.Thread(target=self._work, name=f"alike_worker_{i}", daemon=True) for i in range(count)
+        ]
+        for worker in self._workers:
+            worker.start()
         self._diagnostics_timer = self.create_timer(self._values["diagnostics.period"], self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -118,6 +123,8 @@ class ExtractorNode(Node):
             except Exception as exc:  # never let one frame end the worker; counted with the model's failures
                 stream.stats.on_dropped("model_failure", repr(exc))
                 self.get_logger().error(f"{stream.label}: frame failed: {exc!r}", throttle_duration_sec=5.0)
+            finally:
+                self._inbox.done(unit)
 
     # ---------------------------------------------------------------- diagnostics
 
@@ -172,8 +179,8 @@ class ExtractorNode(Node):
 
     def destroy_node(self) -> None:
         self._running = False
-        if self._worker is not None:
-            self._worker.join()  # the frame in progress finishes (its publishing may fail once shut down)
+        for worker in self._workers:
+            worker.join()  # the frame in progress finishes (its publishing may fail once shut down)
         super().destroy_node()
 
 

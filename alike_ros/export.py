@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import importlib
 import io
+import threading
 import warnings
 from pathlib import Path
 
@@ -192,11 +193,13 @@ class OpenVinoNetwork(GraphNetwork):
         }
         core = openvino.Core()
         self.compiled = core.compile_model(core.read_model(export_onnx(net)), "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self._requests = threading.local()  # an infer request serves one call at a time: one per thread (workers)
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
     def run(self, array: np.ndarray) -> list[np.ndarray]:
-        results = self.request.infer({INPUT: array})  # copies of the outputs, not views of the request's buffers
+        if not hasattr(self._requests, "request"):
+            self._requests.request = self.compiled.create_infer_request()
+        results = self._requests.request.infer({INPUT: array})  # copies of the outputs, not views of its buffers
         return [results[self.compiled.output(name)] for name in OUTPUTS]
 
 

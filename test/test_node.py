@@ -810,6 +810,21 @@ def test_two_cameras_share_one_model_and_keep_their_own_tracks_topics_and_status
         assert values["input_topic"] == f"/rig_test/{name.split('/')[3].split(':')[0]}/image"
 
 
+def test_two_workers_on_the_shared_model_give_what_the_model_gives_alone(rig, canvas):
+    """Frames of both cameras sent at once: two workers extract them at the same time, on one extractor."""
+    images = {"left": frame_at(canvas, 7), "right": np.ascontiguousarray(frame_at(canvas, 9)[::-1])}
+    assert len(rig.node._workers) == 2
+    for _ in range(3):
+        headers = {camera: rig.header(camera) for camera in images}
+        for camera, header in headers.items():
+            rig.image_pubs[camera].publish(array_to_image(images[camera], "mono8", header))
+        for camera, header in headers.items():
+            got = decode_features(rig.arrived(f"{camera}/features", header.stamp))
+            alone = rig.node.streams[camera].pipeline.extractor(images[camera], "rgb")
+            np.testing.assert_allclose(got.keypoints, alone.keypoints, atol=1e-4)
+            np.testing.assert_allclose(got.descriptors, alone.descriptors, atol=1e-5)
+
+
 def test_a_setting_applies_to_every_camera(rig, canvas):
     try:
         assert all(r.successful for r in rig.node.set_parameters([Parameter("detector.max_keypoints", value=40)]))

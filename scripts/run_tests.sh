@@ -5,7 +5,6 @@
 #   scripts/run_tests.sh -k node                # arguments go to pytest, in every lane
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ruff check .
 failed=()
 for distro in ${DISTROS:-jazzy kilted}; do
   echo "== $distro"
@@ -16,6 +15,7 @@ for distro in ${DISTROS:-jazzy kilted}; do
     . scripts/ros_distro.sh
     if [ -f "$VENV/ros_env.sh" ]; then . "$VENV/ros_env.sh"; else . "$VENV/bin/activate"; fi
     set -u
+    ruff check .
     python -m pytest -q "$@"
   ); then
     failed+=("$distro")

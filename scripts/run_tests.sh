@@ -15,8 +15,7 @@ for distro in ${DISTROS:-jazzy kilted}; do
     . scripts/ros_distro.sh
     if [ -f "$VENV/ros_env.sh" ]; then . "$VENV/ros_env.sh"; else . "$VENV/bin/activate"; fi
     set -u
-    ruff check .
-    python -m pytest -q "$@"
+    ruff check . && python -m pytest -q "$@"  # (errexit does not apply inside an `if` condition)
   ); then
     failed+=("$distro")
   fi

@@ -717,6 +717,10 @@ class Rig:
         }
         for topic in self.received:
             self.probe.create_subscription(PointCloud2, topic, lambda m, t=topic: self._record(t, m), reliable)
+        for camera in self.CAMERAS:
+            topic = f"{camera}/features_vins"
+            self.received[topic] = []
+            self.probe.create_subscription(PointCloud, topic, lambda m, t=topic: self._record(t, m), reliable)
         self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
         for executor, node in zip(self.executors, (self.node, self.probe), strict=True):
@@ -873,6 +877,36 @@ def test_a_stereo_pair_is_matched_left_to_right_with_disparity_and_depth(stereo_
             for s in rig.statuses
         )
     )
+
+
+def test_a_stereo_pair_in_the_vins_fusion_layout_is_one_message_with_one_id_per_point(stereo_rig):
+    rig = stereo_rig
+    left = cv2.resize(make_textured_image(), (640, 480), interpolation=cv2.INTER_CUBIC)
+    right = cv2.warpAffine(left, np.float32([[1, 0, -7.3], [0, 1, 0]]), (640, 480), flags=cv2.INTER_CUBIC)
+    assert all(r.successful for r in rig.node.set_parameters([Parameter("output.vins_layout", value="vins_fusion")]))
+    try:
+        # camera_info is volatile: sent once each camera's new subscription (made by the change) hears the probe
+        for camera in Rig.CAMERAS:
+            assert rig.wait(lambda c=camera: rig.node.streams[c].camera_info_sub.get_publisher_count() > 0)
+        for camera, tx in (("left", 0.0), ("right", -50.0)):
+            info = CameraInfo(width=640, height=480, k=[500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0])
+            info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+            info.p = [500.0, 0.0, 320.0, tx, 0.0, 500.0, 240.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+            rig.info_pubs[camera].publish(info)
+        assert rig.wait(lambda: all(rig.node.streams[c].camera is not None for c in Rig.CAMERAS))
+        stereo = decode_stereo_matches(rig.send_pair(left, right))
+        vins = rig.arrived("left/features_vins", rig.received["left/stereo_matches"][-1].header.stamp)
+        channels = {c.name: np.array(c.values) for c in vins.channels}
+        assert list(channels) == ["id_of_point", "camera_id", "u_of_point", "v_of_point", "velocity_x_of_point",
+                                  "velocity_y_of_point"]  # fmt: skip
+        camera_id, ids = channels["camera_id"], channels["id_of_point"]
+        lf = decode_features(rig.received["left/features"][-1])
+        assert np.sum(camera_id == 0) == len(lf.keypoints) and np.sum(camera_id == 1) == len(stereo)
+        np.testing.assert_array_equal(ids[camera_id == 1], lf.track_ids[stereo["index0"]].astype(np.float32))
+        np.testing.assert_allclose(channels["u_of_point"][camera_id == 1], stereo["x1"])
+        assert not rig.received["right/features_vins"]  # both cameras go out in the left's message
+    finally:
+        rig.node.set_parameters([Parameter("output.vins_layout", value="none")])
 
 
 def test_a_stereo_frame_without_its_partner_is_counted_unpaired(stereo_rig):

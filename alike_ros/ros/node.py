@@ -77,6 +77,7 @@ class ExtractorNode(Node):
             left, right = self.streams[left_name], self.streams[right_name]
             rig = StereoRig(self, left, right, self._values, self._inbox.put)
             left.deliver, right.deliver = partial(rig.on_frame, LEFT), partial(rig.on_frame, RIGHT)
+            left.in_stereo_pair = right.in_stereo_pair = True
             left.extra = rig.extra
             self.rigs[rig.name] = rig
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

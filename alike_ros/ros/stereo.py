@@ -5,7 +5,8 @@ differ by at most `stereo.max_skew` become one item of the inbox, so the worker 
 one instant together (the newest pair replaces one not yet processed; both frames count as superseded). A frame that
 finds no partner while newer ones arrive is counted as `unpaired` on its camera. After both frames went through
 their cameras' pipelines (features, tracks, outputs), the pair is matched (`matching.stereo`) and published on
-`<left>/stereo_matches`.
+`<left>/stereo_matches`; with `output.vins_layout: vins_fusion`, both cameras' points go out together on
+`<left>/features_vins` (right points under the left point's id), as VINS-Fusion's stereo front end publishes them.
 
 The geometry comes from the two cameras' `camera_info` when they are published: rectified when both have R = I and
 the same projection intrinsics (P[:3, :3]), with the baseline from the right camera's P[0, 3]; then each match has a
@@ -26,12 +27,14 @@ import cv2
 import numpy as np
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, PointCloud2
+from std_msgs.msg import Header
 
 from .. import parameters
 from ..matching.stereo import match_rectified, refine
 from . import params
 from .conversions import to_bgr8
 from .messages import encode_stereo_matches
+from .vins import encode_vins_stereo
 
 if TYPE_CHECKING:
     from rclpy.node import Node
@@ -174,6 +177,30 @@ class StereoRig:
         depth = found.depth(geometry.fx, geometry.baseline) if np.isfinite(geometry.baseline) else None
         self.matches_pub.publish(encode_stereo_matches(left_msg.header, right_stamp_ns, lf, rf, found, depth))
         self.pairs_matched += 1
+        if self._values["output.vins_layout"] == "vins_fusion":
+            self._publish_vins(left_msg.header, right_stamp_ns, left, right, found.indices)
+
+    def _publish_vins(
+        self, header: Header, right_stamp_ns: int, left: Processed, right: Processed, pairs: np.ndarray
+    ) -> None:
+        """Both cameras in one `features_vins` message on the left camera's topic (VINS-Fusion's stereo input)."""
+        cameras = (self.left.camera, self.right.camera)
+        if None in cameras:
+            self.node.get_logger().warning(
+                f"{self.name}: features_vins needs both cameras' camera_info", throttle_duration_sec=10.0
+            )
+            return
+        stamps = (Time.from_msg(header.stamp).nanoseconds, right_stamp_ns)
+        dts = tuple(
+            (stamp - p.result.previous_stamp_ns) / 1e9 if p.result.previous_stamp_ns is not None else 0.0
+            for stamp, p in zip(stamps, (left, right), strict=True)
+        )
+        try:
+            msg = encode_vins_stereo(header, left.result.tracked, right.result.tracked, pairs, cameras, dts)
+        except ValueError as exc:
+            self.node.get_logger().warning(f"{self.name}: features_vins skipped: {exc}", throttle_duration_sec=10.0)
+            return
+        self.left.vins_pub.publish(msg)
 
     def extra(self) -> dict[str, str]:
         """What the left camera's /diagnostics status adds about the pair."""

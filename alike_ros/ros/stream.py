@@ -70,6 +70,7 @@ class CameraStream:
         self._values = values
         self.deliver = deliver  # the node points it at the stereo pair when the camera is in one
         self.extra: Callable[[], dict[str, str]] = dict  # what a stereo pair adds to this camera's status
+        self.in_stereo_pair = False
         self._camera_setting, self._profile_in_effect = camera_setting, profile_in_effect
         self._logger = node.get_logger()
         self.stats = Statistics(values["diagnostics.window"], node.get_clock().now().nanoseconds)
@@ -225,7 +226,8 @@ class CameraStream:
         if self._values["debug_image.enabled"] and self.debug_pub.get_subscription_count() > 0:
             drawn = draw_tracks(to_bgr8(pixels, color), tracked)
             self.debug_pub.publish(array_to_image(drawn, "bgr8", header))
-        if self._values["output.vins_layout"] != "none":
+        layout = self._values["output.vins_layout"]
+        if layout != "none" and not (layout == "vins_fusion" and self.in_stereo_pair):  # the pair publishes those
             self._publish_vins(header, tracked, result.previous_stamp_ns)
 
     def _publish_vins(self, header: Header, tracked: TrackedFrame, previous_stamp_ns: int | None) -> None:

@@ -10,6 +10,8 @@ Nodes run the package defaults on the CPU. Per camera, from the nodes' /diagnost
 received and processed (and processed per second of the run); per layout: the nodes' CPU time per second of the run
 (user + system, /proc/PID/stat) and their resident memory at the end (VmRSS, summed over the nodes).
 
+Batching: alike-t's network on two VGA frames one after the other against one batch of two, in this process.
+
 Stereo: the cost of one pair's left-right work in the node, in this process on one VGA pair of the sample scene (the
 right view moved 8 px): `match_rectified` on the two frames' alike-t features, `refine` on the images, and the
 stamp pairing, median over --repeats. `--write` replaces only the "## Several cameras" section of BENCHMARKS.md.
@@ -29,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
@@ -153,6 +156,26 @@ def stereo_costs(repeats: int) -> dict[str, float]:
     return medians
 
 
+def network_batch_costs(repeats: int) -> tuple[float, float]:
+    """alike-t's network on two VGA frames: one after the other, and as one batch of two (median ms)."""
+    source = FrameSource((640, 480), "bgr8")
+    extractor = extractors.build("alike-t", extractors.Options(None, "cpu"))
+    tensors = [extractor._prepare(source.pixels(k), "bgr")[1] for k in (0, 5)]
+    batch = torch.cat(tensors).contiguous(memory_format=extractor.memory_format)
+
+    def median_ms(run) -> float:
+        times = []
+        for i in range(repeats + 3):
+            start = time.perf_counter()
+            run()
+            if i >= 3:  # after warming up
+                times.append((time.perf_counter() - start) * 1e3)
+        return float(np.median(times))
+
+    with torch.inference_mode():
+        return median_ms(lambda: [extractor.net(t) for t in tensors]), median_ms(lambda: extractor.net(batch))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -178,6 +201,7 @@ def main() -> int:
         probe.executor.shutdown()
         context.try_shutdown()
     stereo = stereo_costs(args.repeats)
+    sequential_ms, batched_ms = network_batch_costs(args.repeats)
     distro, versions = ros_stack()
     lines = [
         "## Several cameras",
@@ -199,6 +223,10 @@ def main() -> int:
         f"{stereo['matches']:.0f} row matches, {stereo['refined']:.0f} confirmed on the images; median of "
         f"{args.repeats}): `match_rectified` {stereo['match_rectified']:.1f} ms, `refine` {stereo['refine']:.1f} ms, "
         f"stamp pairing {stereo['pairing'] * 1e3:.0f} µs.",
+        "",
+        f"Batching on the CPU (torch {torch.__version__}, {torch.get_num_threads()} threads): alike-t's network on two "
+        f"640x480 frames took {sequential_ms:.1f} ms one after the other and {batched_ms:.1f} ms as one batch of two "
+        f"(median of {args.repeats}).",
         "",
     ]
     publish("\n".join(lines), args.write)

@@ -72,16 +72,40 @@ def frame_at(canvas: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(canvas[y0 : y0 + SIZE[0], x0 : x0 + SIZE[1]])
 
 
+def extractor_and_probe(context: Context, namespace: str, overrides: dict, probe: str) -> tuple[ExtractorNode, Node]:
+    node = ExtractorNode(
+        context=context, namespace=namespace, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]
+    )
+    return node, Node(probe, context=context, namespace=namespace)
+
+
+def wait_notified(cond: threading.Condition, predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+    """Wait until `predicate` holds, checked whenever `cond` is notified (and every 50 ms); False after `timeout`."""
+    deadline = time.monotonic() + timeout
+    with cond:
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            cond.wait(0.05)
+    return True
+
+
+def spin_apart(context: Context, *nodes: Node) -> list[SingleThreadedExecutor]:
+    """One executor thread per node, as in a deployment (separate processes): a shared one lets them starve each
+    other."""
+    executors = []
+    for node in nodes:
+        executors.append(SingleThreadedExecutor(context=context))
+        executors[-1].add_node(node)
+        threading.Thread(target=executors[-1].spin, daemon=True).start()
+    return executors
+
+
 class Probe:
     """The outside world of one extractor node: publishers of its inputs and recorders of its outputs."""
 
     def __init__(self, context: Context, namespace: str, overrides: dict):
-        self.node = ExtractorNode(
-            context=context,
-            namespace=namespace,
-            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
-        )
-        self.probe = Node("probe", context=context, namespace=namespace)
+        self.node, self.probe = extractor_and_probe(context, namespace, overrides, "probe")
         self.cond = threading.Condition()
         self.received: dict[str, list] = {"features": [], "matches": [], "debug_image": [], "features_vins": []}
         self.diagnostics: list[DiagnosticStatus] = []
@@ -97,11 +121,7 @@ class Probe:
         self.set_client = self.probe.create_client(
             SetParameters, f"{self.node.get_fully_qualified_name()}/set_parameters"
         )
-        # one executor per node, as in a deployment (separate processes): a shared one lets them starve each other
-        self.executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
-        for executor, node in zip(self.executors, (self.node, self.probe), strict=True):
-            executor.add_node(node)
-            threading.Thread(target=executor.spin, daemon=True).start()
+        self.executors = spin_apart(context, self.node, self.probe)
         self._last_stamp_ns = 0  # every test takes fresh, increasing stamps close to the clock's time
         self.wait_connected(self.image_pub)
         assert self.wait(lambda: self.probe.count_publishers(self.node.resolve_topic_name("features")) > 0)
@@ -134,13 +154,7 @@ class Probe:
         assert self.wait(lambda: self.node.streams[""].debug_pub.get_subscription_count() > 0)
 
     def wait(self, predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while not predicate():
-                if time.monotonic() > deadline:
-                    return False
-                self.cond.wait(0.05)
-        return True
+        return wait_notified(self.cond, predicate, timeout)
 
     def header(self, sec: int | None = None) -> Header:
         """A header stamped now (strictly after the previous one), or at `sec` seconds."""
@@ -700,12 +714,7 @@ class Rig:
             **{k.replace("__", "."): v for k, v in extra.items()},
         }
         self.namespace = namespace
-        self.node = ExtractorNode(
-            context=context,
-            namespace=namespace,
-            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
-        )
-        self.probe = Node("rig_probe", context=context, namespace=namespace)
+        self.node, self.probe = extractor_and_probe(context, namespace, overrides, "rig_probe")
         self.cond = threading.Condition()
         topics = [f"{c}/{t}" for c in self.CAMERAS for t in ("features", "matches")] + ["left/stereo_matches"]
         self.received: dict[str, list] = {topic: [] for topic in topics}
@@ -722,10 +731,7 @@ class Rig:
             self.received[topic] = []
             self.probe.create_subscription(PointCloud, topic, lambda m, t=topic: self._record(t, m), reliable)
         self.probe.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
-        self.executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
-        for executor, node in zip(self.executors, (self.node, self.probe), strict=True):
-            executor.add_node(node)
-            threading.Thread(target=executor.spin, daemon=True).start()
+        self.executors = spin_apart(context, self.node, self.probe)
         for camera, pub in self.image_pubs.items():
             assert self.wait(lambda p=pub: p.get_subscription_count() > 0)
             assert self.wait(lambda c=camera: self.node.streams[c].image_sub.get_publisher_count() > 0)
@@ -742,13 +748,7 @@ class Rig:
             self.cond.notify_all()
 
     def wait(self, predicate: Callable[[], bool]) -> bool:
-        deadline = time.monotonic() + WAIT
-        with self.cond:
-            while not predicate():
-                if time.monotonic() > deadline:
-                    return False
-                self.cond.wait(0.05)
-        return True
+        return wait_notified(self.cond, predicate)
 
     def header(self, camera: str) -> Header:
         self.stamp_ns += 10_000_000

@@ -271,6 +271,15 @@ def test_best_effort_camera_without_the_profile_is_diagnosed(camera_rig):
 RIG_NS = "/proc_rig"
 
 
+def node_process(namespace: str, log: Path, *params: str) -> subprocess.Popen:
+    """The node in its own process under `namespace`: the params file, on the CPU, with `params` (NAME:=VALUE)."""
+    command = [sys.executable, "-m", "alike_ros", "node", "--ros-args", "--params-file", "config/extractor.yaml",
+               "-p", f"weights:={weights()}", "-p", "device:=cpu", *(a for p in params for a in ("-p", p)),
+               "-r", f"__ns:={namespace}"]  # fmt: skip
+    with open(log, "w") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+
+
 def test_a_fast_and_a_slow_camera_in_other_processes_are_both_served(probe_node, tmp_path):
     """One node, cameras `fast` (VGA at 30 Hz: more than the model keeps up with here) and `slow` (VGA at 4 Hz), each
     a process of its own: the slow camera's frames are all processed, the fast one gets the rest of the model's time
@@ -287,13 +296,7 @@ def test_a_fast_and_a_slow_camera_in_other_processes_are_both_served(probe_node,
 
     probe_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     log = tmp_path / "node.log"
-    command = [
-        sys.executable, "-m", "alike_ros", "node", "--ros-args", "--params-file", "config/extractor.yaml",
-        "-p", f"weights:={weights()}", "-p", "device:=cpu", "-p", "cameras:=fast,slow",
-        "-p", "diagnostics.period:=0.5", "-r", f"__ns:={RIG_NS}",
-    ]  # fmt: skip
-    with open(log, "w") as out:
-        node = subprocess.Popen(command, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    node = node_process(RIG_NS, log, "cameras:=fast,slow", "diagnostics.period:=0.5")
     try:
         assert wait(lambda: all(statuses.values()) or node.poll() is not None), log.read_text()
         assert node.poll() is None, log.read_text()
@@ -365,13 +368,7 @@ def test_a_stereo_driver_in_another_process_gets_left_right_matches_with_depth(p
         QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE),
     )
     log = tmp_path / "node.log"
-    command = [
-        sys.executable, "-m", "alike_ros", "node", "--ros-args", "--params-file", "config/extractor.yaml",
-        "-p", f"weights:={weights()}", "-p", "device:=cpu", "-p", "cameras:=left,right",
-        "-p", "stereo.pairs:=left:right", "-r", f"__ns:={namespace}",
-    ]  # fmt: skip
-    with open(log, "w") as out:
-        node = subprocess.Popen(command, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    node = node_process(namespace, log, "cameras:=left,right", "stereo.pairs:=left:right")
     try:
         camera = subprocess.run(
             [sys.executable, "-m", "alike_ros", "camera", "--size", "640x480", "--rate", "5", "--frames", str(frames),

@@ -1,10 +1,11 @@
-"""`ros2 launch alike_ros extractor.launch.py [params_file:=F] [namespace:=N] [image:=T] [cameras:=C] [device:=D]
-[model:=M] [weights:=W] [use_sim_time:=true|false] [fastdds_profile:=true|false]`
+"""`ros2 launch alike_ros extractor.launch.py [params_file:=F] [namespace:=N] [image:=T] [cameras:=C] [stereo:=L:R]
+[device:=D] [model:=M] [weights:=W] [use_sim_time:=true|false] [fastdds_profile:=true|false]`
 
 Starts the ALIKE extractor node with config/extractor.yaml (or another params file). `cameras`, `device`, `model` and
 `weights` override the file only when given (empty `weights` in the file: the bundled weights); `use_sim_time`
 (default false) is always passed. `image` remaps the input topic of the one camera, and `<image>/compressed` follows
-it; with `cameras:=left,right` each camera subscribes `<namespace>/<camera>/image`.
+it; with `cameras:=left,right` each camera subscribes `<namespace>/<camera>/image`. `stereo:=left:right` starts a
+stereo rig: cameras left and right (unless `cameras` names more) paired, matches on `<namespace>/left/stereo_matches`.
 
 `fastdds_profile` (default true): unless a Fast DDS profile file is already set (FASTRTPS_DEFAULT_PROFILES_FILE or
 FASTDDS_DEFAULT_PROFILES_FILE), everything this launch starts gets the installed config/fastdds_large_data.xml (large
@@ -40,6 +41,9 @@ def _extractor(context: LaunchContext) -> list[Action]:
         for name in ("device", "model", "weights", "cameras")
         if (value := LaunchConfiguration(name).perform(context))
     }
+    if stereo := LaunchConfiguration("stereo").perform(context):  # a rig: its two cameras, unless cameras names more
+        overrides["stereo.pairs"] = stereo
+        overrides.setdefault("cameras", stereo.replace(":", ","))
     overrides["use_sim_time"] = _flag(context, "use_sim_time")
     image = LaunchConfiguration("image").perform(context)
     actions: list[Action] = []
@@ -83,6 +87,12 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="",
                 description="several cameras through one model, e.g. left,right (each subscribes "
                 "<namespace>/<camera>/image); empty: the params file's (empty there: one camera on `image`)",
+            ),
+            DeclareLaunchArgument(
+                "stereo",
+                default_value="",
+                description="a stereo pair LEFT:RIGHT (e.g. left:right): those cameras (unless `cameras` names more) "
+                "and their left-right matches on <namespace>/LEFT/stereo_matches; empty: the params file's",
             ),
             DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda or cuda:N; empty: file's"),
             DeclareLaunchArgument("model", default_value="", description="alike-t, -s, -n or -l; empty: file's"),

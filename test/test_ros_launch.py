@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "extractor.launch.py"
 OPT_OUT_ENV = fastdds.OPT_OUT_ENV
 ARGUMENTS = {
-    *("params_file", "namespace", "image", "cameras", "device", "model", "weights", "use_sim_time", "fastdds_profile")
+    *("params_file", "namespace", "image", "cameras", "stereo", "device", "model", "weights", "use_sim_time"),
+    "fastdds_profile",
 }
 
 
@@ -99,6 +100,7 @@ def test_launch_arguments():
         "namespace": "",
         "image": "image",
         "cameras": "",
+        "stereo": "",
         "device": "",
         "model": "",
         "weights": "",
@@ -124,6 +126,14 @@ def test_node_and_overrides(share):
 def test_a_camera_list_reaches_the_node(share):
     context, actions = run_function(params_file="/tmp/p.yaml", cameras="left,right")
     assert node_overrides(context, node_of(actions))[1] == {"cameras": "left,right", "use_sim_time": False}
+
+
+def test_a_stereo_rig_from_the_launch_line(share):
+    context, actions = run_function(params_file="/tmp/p.yaml", stereo="left:right")
+    overrides = node_overrides(context, node_of(actions))[1]
+    assert overrides == {"cameras": "left,right", "stereo.pairs": "left:right", "use_sim_time": False}
+    context, actions = run_function(params_file="/tmp/p.yaml", stereo="left:right", cameras="left,right,rear")
+    assert node_overrides(context, node_of(actions))[1]["cameras"] == "left,right,rear"
 
 
 def test_use_sim_time(share):

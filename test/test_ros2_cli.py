@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import spinning_node, wait_until
@@ -61,7 +62,7 @@ from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from alike_ros.ros.conversions import array_to_image  # noqa: E402
-from alike_ros.ros.messages import decode_features  # noqa: E402
+from alike_ros.ros.messages import decode_features, decode_stereo_matches  # noqa: E402
 
 TRACEBACK = "Traceback (most recent call last)"
 SHIPPED = ("alike-t", "alike-s", "alike-n", "sift-residual", "keynet")  # the models with bundled weights
@@ -271,6 +272,38 @@ def test_ros2_launch_features_and_parameters(workspace, probe, textured_image, t
     assert returncode == 0, output
     assert TRACEBACK not in output, output
     assert "process has died" not in output, output
+
+
+def test_ros2_launch_a_stereo_rig(workspace, probe, textured_image, tmp_path):
+    """`stereo:=left:right` on the launch line: the two cameras, paired, and their left-right matches."""
+    log = tmp_path / "stereo.log"
+    process = workspace.start(
+        "ros2 launch alike_ros extractor.launch.py namespace:=cli_rig stereo:=left:right device:=cpu", log
+    )
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    received: list[PointCloud2] = []
+    subscription = probe.create_subscription(PointCloud2, "/cli_rig/left/stereo_matches", received.append, reliable)
+    publishers = [probe.create_publisher(Image, f"/cli_rig/{side}/image", reliable) for side in ("left", "right")]
+    height, width = textured_image.shape
+    right = cv2.warpAffine(textured_image, np.float32([[1, 0, -5.0], [0, 1, 0]]), (width, height))
+    try:
+        assert wait(lambda: all(p.get_subscription_count() for p in publishers) or process.poll() is not None)
+        deadline = time.monotonic() + WAIT
+        while not received and time.monotonic() < deadline and process.poll() is None:
+            header = Header(frame_id="cli_rig", stamp=probe.get_clock().now().to_msg())  # one stamp: one instant
+            for publisher, image in zip(publishers, (textured_image, right), strict=True):
+                publisher.publish(array_to_image(image, "mono8", header))
+            wait(lambda: bool(received), timeout=5.0)  # pacing only; no assertion on time
+        assert received, log.read_text()
+        rows = decode_stereo_matches(received[0])
+        assert len(rows) > 10 and abs(np.median(rows["disparity"]) - 5.0) < 0.3, rows["disparity"]
+    finally:
+        for publisher in publishers:
+            probe.destroy_publisher(publisher)
+        probe.destroy_subscription(subscription)
+        returncode, output = stop(process, log)
+    assert returncode == 0, output
+    assert TRACEBACK not in output, output
 
 
 def test_ros2_run_with_the_installed_params_file(workspace, probe, textured_image, tmp_path):

@@ -108,7 +108,13 @@ class FrameResult:
     tracked: TrackedFrame
     timings: dict[str, float]  # milliseconds for each of STAGES
     previous_stamp_ns: int | None  # stamp of the frame matched against; None when there was none
+    stamp_ns: int  # this frame's stamp
     reset: str = ""  # why the tracks restarted at this frame ("" when they did not)
+
+    @property
+    def seconds_since_previous(self) -> float:
+        """Stamp difference to the frame matched against, s; 0 when there was none (velocities need it)."""
+        return 0.0 if self.previous_stamp_ns is None else (self.stamp_ns - self.previous_stamp_ns) / 1e9
 
 
 def warm_up_image(height: int, width: int) -> np.ndarray:
@@ -191,4 +197,4 @@ class FramePipeline:
         timings["matching"] = (time.perf_counter() - start) * 1e3
         previous = self._previous_stamp_ns if tracked.previous is not None else None
         self._previous_stamp_ns, self._previous_size = stamp_ns, features.image_size
-        return FrameResult(tracked, timings, previous, reset)
+        return FrameResult(tracked, timings, previous, stamp_ns, reset)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end on a fresh machine: set up the venv (ROS 2 Jazzy's wheels; ROS_DISTRO=kilted: Kilted's),
 # generate a sample bag (synthetic camera motion over a real photograph, with ground-truth homographies), process it
-# offline, replay it through the live extractor node when rclpy works here, and print a summary (images sent, processed and dropped, keypoints,
-# tracks, matches, accuracy against the ground truth, wall-clock timings with the cold start apart).
+# offline, replay it through the live extractor node when rclpy works here, and print a summary (images sent, processed
+# and dropped, keypoints, tracks, matches, accuracy against the ground truth, wall-clock timings with the cold start
+# apart).
 # Outputs in out/demo/ (OUT=...): debug.gif, report.png, debug_live.gif, report_live.png, summary JSON, bags.
 #
 #   scripts/demo.sh                          # bundled weights, config/extractor.yaml

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace, methods: list[Method | Unavailable]) -> tuple[
         title = f"Stereo: {pair.name} ({w}x{h}), rows ±{args.stereo.row_tolerance:g} px, then refined on the images"
         sections.append(report.Section(f"stereo-{pair.name.lower()}", title))
     by_key = {s.key: s for s in sections}
+    stereo_matcher = MatcherConfig(min_similarity=-1.0, mutual=True, ratio=args.stereo_ratio)
 
     for method in methods:
         if isinstance(method, Unavailable):
@@ -152,9 +153,8 @@ def run(args: argparse.Namespace, methods: list[Method | Unavailable]) -> tuple[
             summary.ms_per_image = timer.mean
             by_key["video"].rows[method.name] = summary
         for pair in tqdm(pairs, desc=f"{method.name} stereo"):
-            matcher = MatcherConfig(min_similarity=-1.0, mutual=True, ratio=args.stereo_ratio)
             by_key[f"stereo-{pair.name.lower()}"].rows[method.name] = stereo.evaluate_stereo(
-                method, [pair], matcher, args.stereo
+                method, [pair], stereo_matcher, args.stereo
             )
     return sections, skipped
 

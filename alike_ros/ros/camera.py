@@ -303,7 +303,6 @@ def _run(stop: StopRequest, argv: list[str]) -> int:
     publishers = [node.create_publisher(Image, side + args.topic, qos) for side in sides]
     infos = stereo_infos(args.size) if args.stereo_disparity else []
     info_publishers = [node.create_publisher(CameraInfo, side + "camera_info", qos) for side in sides[: len(infos)]]
-    publisher = publishers[0]
     logger = node.get_logger()
     width, height = args.size
     logger.info(
@@ -325,7 +324,7 @@ def _run(stop: StopRequest, argv: list[str]) -> int:
             wait_for_subscriber(max(0.0, args.wait_for_subscribers - (time.monotonic() - waited)))
         elif not stop.is_set():
             logger.warning(f"no subscriber after {args.wait_for_subscribers:g} s; publishing anyway")
-    subscribers = publisher.get_subscription_count()
+    subscribers = min(p.get_subscription_count() for p in publishers)
     if not stop.is_set():
         logger.info(f"publishing to {subscribers} subscriber(s)")
 

@@ -126,9 +126,9 @@ class StereoRig:
         it replaced one not yet processed."""
         self.node, self.left, self.right = node, left, right
         self.name = f"{left.name}:{right.name}"
-        self._values = values
         self._deliver = deliver
-        self._pairing: StampPairing[ImageMessage] = StampPairing(round(values["stereo.max_skew"] * 1e9))
+        self._pairing: StampPairing[ImageMessage] = StampPairing(0)
+        self.apply(values)
         self._infos: list[CameraInfo | None] = [None, None]
         self.geometry = StereoGeometry.from_camera_infos(None, None)
         self.pairs_matched = 0
@@ -157,7 +157,8 @@ class StereoRig:
         return False  # superseded frames are counted here, for both cameras
 
     def apply(self, values: dict[str, Any]) -> None:
-        self._values = values
+        """Make `values` current (the settings are derived here, once per change, not per pair)."""
+        self._values, self._config = values, parameters.stereo_config(values)
         self._pairing.max_skew_ns = round(values["stereo.max_skew"] * 1e9)
 
     def process(self, left_msg: ImageMessage, right_msg: ImageMessage, right_stamp_ns: int) -> None:
@@ -165,9 +166,9 @@ class StereoRig:
         left, right = self.left.process(left_msg), self.right.process(right_msg)
         if left is None or right is None:  # counted by the camera that dropped it
             return
-        geometry, config = self.geometry, parameters.stereo_config(self._values)
+        geometry, config = self.geometry, self._config
         lf, rf = left.result.tracked.features, right.result.tracked.features
-        matcher = parameters.pipeline_config(self._values).matcher
+        matcher = self.left.pipeline.config.matcher  # the matching.* rules, as the camera's tracks use them
         if geometry.rectified:
             found = match_rectified(lf.keypoints, lf.descriptors, rf.keypoints, rf.descriptors, matcher, config)
             found = refine(_grey(left), _grey(right), lf.keypoints, rf.keypoints, found, config)
@@ -178,11 +179,9 @@ class StereoRig:
         self.matches_pub.publish(encode_stereo_matches(left_msg.header, right_stamp_ns, lf, rf, found, depth))
         self.pairs_matched += 1
         if self._values["output.vins_layout"] == "vins_fusion":
-            self._publish_vins(left_msg.header, right_stamp_ns, left, right, found.indices)
+            self._publish_vins(left_msg.header, left, right, found.indices)
 
-    def _publish_vins(
-        self, header: Header, right_stamp_ns: int, left: Processed, right: Processed, pairs: np.ndarray
-    ) -> None:
+    def _publish_vins(self, header: Header, left: Processed, right: Processed, pairs: np.ndarray) -> None:
         """Both cameras in one `features_vins` message on the left camera's topic (VINS-Fusion's stereo input)."""
         cameras = (self.left.camera, self.right.camera)
         if None in cameras:
@@ -190,11 +189,7 @@ class StereoRig:
                 f"{self.name}: features_vins needs both cameras' camera_info", throttle_duration_sec=10.0
             )
             return
-        stamps = (Time.from_msg(header.stamp).nanoseconds, right_stamp_ns)
-        dts = tuple(
-            (stamp - p.result.previous_stamp_ns) / 1e9 if p.result.previous_stamp_ns is not None else 0.0
-            for stamp, p in zip(stamps, (left, right), strict=True)
-        )
+        dts = (left.result.seconds_since_previous, right.result.seconds_since_previous)
         try:
             msg = encode_vins_stereo(header, left.result.tracked, right.result.tracked, pairs, cameras, dts)
         except ValueError as exc:

@@ -24,7 +24,6 @@ from std_msgs.msg import Header
 
 from .. import parameters
 from ..drawing import draw_tracks
-from ..matching.tracker import TrackedFrame
 from ..monitoring import SequenceGaps, Snapshot, Statistics, assess, transport_cause
 from ..pipeline import FramePipeline, FrameResult
 from . import params
@@ -228,19 +227,18 @@ class CameraStream:
             self.debug_pub.publish(array_to_image(drawn, "bgr8", header))
         layout = self._values["output.vins_layout"]
         if layout != "none" and not (layout == "vins_fusion" and self.in_stereo_pair):  # the pair publishes those
-            self._publish_vins(header, tracked, result.previous_stamp_ns)
+            self._publish_vins(header, result)
 
-    def _publish_vins(self, header: Header, tracked: TrackedFrame, previous_stamp_ns: int | None) -> None:
+    def _publish_vins(self, header: Header, result: FrameResult) -> None:
         camera = self.camera
         if camera is None:
             self._logger.warning(
                 f"{self.label}: features_vins needs camera_info; none received yet", throttle_duration_sec=10.0
             )
             return
-        now_ns = Time.from_msg(header.stamp).nanoseconds
-        dt = (now_ns - previous_stamp_ns) / 1e9 if previous_stamp_ns is not None else 0.0
+        layout, dt = self._values["output.vins_layout"], result.seconds_since_previous
         try:
-            self.vins_pub.publish(encode_vins(header, tracked, self._values["output.vins_layout"], camera, dt))
+            self.vins_pub.publish(encode_vins(header, result.tracked, layout, camera, dt))
         except ValueError as exc:
             self._logger.warning(f"{self.label}: features_vins skipped: {exc}", throttle_duration_sec=10.0)
 

@@ -30,7 +30,7 @@ from rclpy.serialization import serialize_message
 from sections import machine
 from std_msgs.msg import Header
 
-from alike_ros.bag.sample import SampleConfig, homography, load_photo
+from alike_ros.bag.sample import SampleConfig
 from alike_ros.evaluation.metrics import match_errors
 from alike_ros.evaluation.synthetic import synthetic_pairs
 from alike_ros.extractor import Extractor, Features
@@ -38,6 +38,7 @@ from alike_ros.matching.matcher import Matcher, Matches
 from alike_ros.matching.tracker import TrackedFrame
 from alike_ros.pipeline import PipelineConfig
 from alike_ros.ros.messages import decode_features, encode_features, uint8_cosine_error_bound
+from alike_ros.scene import homography, load_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "photos" / "eval"

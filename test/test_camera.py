@@ -18,10 +18,10 @@ import pytest
 pytest.importorskip("rclpy", reason="the camera publishes sensor_msgs (rclpy)")
 
 from alike_ros.__main__ import COMMANDS  # noqa: E402
-from alike_ros.bag.sample import load_photo  # noqa: E402
 from alike_ros.ros import fastdds  # noqa: E402
 from alike_ros.ros.camera import FrameSource, Schedule, StopRequest, parse_args, parse_size  # noqa: E402
 from alike_ros.ros.conversions import image_to_array  # noqa: E402
+from alike_ros.scene import load_photo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAIN = int(os.environ.get("ALIKE_ROS_TEST_DOMAIN", 55 + os.getpid() % 35))  # as test_node_process.py

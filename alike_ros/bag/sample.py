@@ -1,13 +1,16 @@
-"""A small deterministic bag: a synthetic camera moving over a real photograph, with ground-truth homographies.
+"""A small deterministic bag: synthetic cameras moving over a real photograph, with ground-truth homographies.
 
-The photograph is `grace_hopper.jpg` from matplotlib's sample data (matplotlib is a dependency). Every frame
-is the photograph warped by a homography H_k (a smooth pan, roll, zoom and slight tilt), so the motion
-between two frames is known exactly: a pixel x of frame j lies at H_k H_j^-1 x in frame k.
+The scene is `alike_ros.scene`'s: every frame is the photograph warped by a homography H_k, so the motion between
+two frames is known exactly (a pixel x of frame j lies at H_k H_j^-1 x in frame k).
 
-Per camera namespace NS (`/camera`, or `/cam0`, `/cam1`... with several cameras) the bag holds
+Per camera namespace NS (`/camera`; `/cam0`, `/cam1`... with several cameras; `/stereo/left` and `/stereo/right`
+for a stereo rig) the bag holds
 - `NS/image_raw` (sensor_msgs/Image, bgr8) or `NS/image_raw/compressed` (sensor_msgs/CompressedImage, JPEG);
 - `NS/homography` (std_msgs/Float64MultiArray): H_k row-major (3 x 3), mapping pixels of the photograph to
-  pixels of the frame, written with the same bag timestamp as the frame; header stamps equal bag timestamps.
+  pixels of the frame, written with the same bag timestamp as the frame; header stamps equal bag timestamps;
+- for a stereo rig, `NS/camera_info` (rectified, with the baseline in the right camera's P) with each frame. The
+  right camera's homography is the left one's moved by the rig's disparity, so the same topics give the ground
+  truth of left-right matches: a left pixel x lies at H_right H_left^-1 x in the right frame of the same stamp.
 """
 
 from __future__ import annotations
@@ -17,15 +20,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from matplotlib import cbook
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
 
+from ..scene import PHOTO, StereoScene, homography, load_photo
 from .storage import write_bag
 
-PHOTO = "grace_hopper.jpg"
 START_NS = 1_700_000_000 * 10**9  # a fixed epoch, so two runs write identical bags
 HOMOGRAPHY_TOPIC = "homography"
+STEREO_NAMESPACES = ("/stereo/left", "/stereo/right")
 
 
 @dataclass
@@ -38,37 +41,18 @@ class SampleConfig:
     compressed: bool = False
     jpeg_quality: int = 95
     period: int = 60  # frames per cycle of the trajectory: the motion between frames does not depend on `frames`
+    stereo: bool = False  # a rectified stereo rig (STEREO_NAMESPACES) instead of `cameras`
+    stereo_near: float = 12.0  # the rig's disparity at the left edge of the left frame, px
+    stereo_far: float = 20.0  # and at its right edge
+
+    def stereo_scene(self) -> StereoScene:
+        return StereoScene(self.width, self.height, self.stereo_near, self.stereo_far)
 
 
-def load_photo() -> np.ndarray:
-    """The sample photograph as BGR uint8 (600 x 512)."""
-    data = np.frombuffer(Path(cbook.get_sample_data(PHOTO, asfileobj=False)).read_bytes(), np.uint8)
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
-
-
-def camera_namespaces(cameras: int) -> list[str]:
-    return ["/camera"] if cameras == 1 else [f"/cam{i}" for i in range(cameras)]
-
-
-def homography(t: float, camera: int, photo_size: tuple[int, int], frame_size: tuple[int, int]) -> np.ndarray:
-    """H mapping photo pixels to frame pixels at phase t of the (periodic) trajectory.
-
-    The amplitudes keep every frame inside the photograph (no invented border content): zoom >= 1 and
-    roll <= 8 degrees keep the view within 175 x 141 photo pixels of its centre.
-    """
-    (ph, pw), (fh, fw) = photo_size, frame_size
-    phase = 2 * np.pi * t + camera * np.pi / 2
-    cx = (pw - 1) / 2 + 55 * np.sin(phase)
-    cy = (ph - 1) / 2 + 90 * np.sin(2 * phase)
-    angle = np.deg2rad(8) * np.sin(phase + 1.0)
-    zoom = 1.1 + 0.1 * np.sin(3 * phase)
-    to_origin = np.array([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]])
-    c, s = zoom * np.cos(angle), zoom * np.sin(angle)
-    rotate_zoom = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-    tilt = np.array([[1, 0, 0], [0, 1, 0], [1.5e-4 * np.sin(phase), 1.5e-4 * np.cos(phase), 1]])
-    to_frame = np.array([[1, 0, (fw - 1) / 2], [0, 1, (fh - 1) / 2], [0, 0, 1]])
-    H = to_frame @ tilt @ rotate_zoom @ to_origin
-    return H / H[2, 2]
+def camera_namespaces(config: SampleConfig) -> list[str]:
+    if config.stereo:
+        return list(STEREO_NAMESPACES)
+    return ["/camera"] if config.cameras == 1 else [f"/cam{i}" for i in range(config.cameras)]
 
 
 def homography_message(H: np.ndarray) -> Float64MultiArray:
@@ -94,8 +78,12 @@ def make_sample(out: str | Path, config: SampleConfig, storage: str = "sqlite3",
     """Write the sample bag to `out`; returns its path."""
     if config.frames < 2 or config.cameras < 1 or config.rate <= 0:
         raise ValueError("a sample needs >= 2 frames, >= 1 camera and a positive rate")
+    if config.stereo and not 0 <= config.stereo_near <= config.stereo_far < config.width / 2:
+        raise ValueError("a stereo sample needs 0 <= near <= far disparity < half the width")
     photo = load_photo()
-    namespaces = camera_namespaces(config.cameras)
+    namespaces = camera_namespaces(config)
+    scene = config.stereo_scene()
+    views = [scene.right_from_left if ns == STEREO_NAMESPACES[1] else np.eye(3) for ns in namespaces]
     image_type = "sensor_msgs/msg/CompressedImage" if config.compressed else "sensor_msgs/msg/Image"
     image_suffix = "image_raw/compressed" if config.compressed else "image_raw"
     info = {
@@ -105,14 +93,23 @@ def make_sample(out: str | Path, config: SampleConfig, storage: str = "sqlite3",
             ns: {"image": f"{ns}/{image_suffix}", "homography": f"{ns}/{HOMOGRAPHY_TOPIC}"} for ns in namespaces
         },
     }
+    if config.stereo:
+        left, right = STEREO_NAMESPACES
+        info["stereo"] = {"left": left, "right": right, "near": scene.near, "far": scene.far, "fx": scene.fx,
+                          "baseline": scene.baseline}  # fmt: skip
     with write_bag(out, storage, overwrite, custom_data={"alike_ros.sample": info}) as bag:
         for ns in namespaces:
             bag.add_topic(f"{ns}/{image_suffix}", image_type)
             bag.add_topic(f"{ns}/{HOMOGRAPHY_TOPIC}", "std_msgs/msg/Float64MultiArray")
+            if config.stereo:
+                bag.add_topic(f"{ns}/camera_info", "sensor_msgs/msg/CameraInfo")
+        camera_infos = scene.camera_infos() if config.stereo else ()
         for k in range(config.frames):
             stamp_ns = START_NS + round(k * 1e9 / config.rate)
             for cam, ns in enumerate(namespaces):
-                H = homography(k / config.period, cam, photo.shape[:2], (config.height, config.width))
+                trajectory = 0 if config.stereo else cam  # a rig moves as one
+                size = (config.height, config.width)
+                H = views[cam] @ homography(k / config.period, trajectory, photo.shape[:2], size)
                 frame = cv2.warpPerspective(photo, H, (config.width, config.height), flags=cv2.INTER_LINEAR)
                 header = Header(frame_id=f"{ns.strip('/')}_optical_frame")
                 header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 10**9)
@@ -122,4 +119,7 @@ def make_sample(out: str | Path, config: SampleConfig, storage: str = "sqlite3",
                     image_message(header, frame, config.compressed, config.jpeg_quality),
                 )
                 bag.write(f"{ns}/{HOMOGRAPHY_TOPIC}", stamp_ns, homography_message(H))
+                if camera_infos:
+                    camera_infos[cam].header = header
+                    bag.write(f"{ns}/camera_info", stamp_ns, camera_infos[cam])
     return Path(out)

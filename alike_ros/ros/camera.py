@@ -35,14 +35,13 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
-from ..bag.sample import homography, load_photo
+from ..scene import StereoScene, homography, load_photo
 from . import fastdds
-from .conversions import array_to_image, image_to_array
+from .conversions import array_to_image
 
 NODE_NAME = "camera"
 BASE_SIZE = (240, 320)  # (height, width) the sample trajectory keeps inside the photograph
 ENCODINGS = ("bgr8", "mono8")
-STEREO_BASELINE = 0.1  # m, of the --stereo-disparity rig
 RELIABILITIES = ("reliable", "best_effort")
 
 
@@ -134,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="D",
         help="a rectified stereo driver instead: left/<topic> and right/<topic> with equal stamps, the right view the "
         "left one moved D px to the left (a plane facing the rig), and left/camera_info, right/camera_info "
-        f"(fx = the width, baseline {STEREO_BASELINE:g} m)",
+        f"(fx = the width, baseline {StereoScene.baseline:g} m)",
     )
     parser.add_argument(
         "--fastdds-profile",
@@ -154,11 +153,18 @@ class FrameSource:
     """The frames of one period of the sample trajectory at `size` (width, height), rendered once."""
 
     def __init__(
-        self, size: tuple[int, int], encoding: str = "bgr8", period: int = 60, photo: np.ndarray | None = None
+        self,
+        size: tuple[int, int],
+        encoding: str = "bgr8",
+        period: int = 60,
+        photo: np.ndarray | None = None,
+        view: np.ndarray | None = None,
     ):
+        """`view`: a 3 x 3 map of frame pixels applied after the trajectory (the right camera of a stereo rig)."""
         if encoding not in ENCODINGS:
             raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}; got {encoding!r}")
         self.size, self.encoding, self.period = size, encoding, period
+        self._view = np.eye(3) if view is None else view
         self._photo = load_photo() if photo is None else photo
         self._frames = [self.render(k) for k in range(period)]
 
@@ -168,7 +174,7 @@ class FrameSource:
         scale = max(width / BASE_SIZE[1], height / BASE_SIZE[0])
         base = homography((k % self.period) / self.period, 0, self._photo.shape[:2], (height / scale, width / scale))
         zoom = np.array([[scale, 0, (scale - 1) / 2], [0, scale, (scale - 1) / 2], [0, 0, 1]])  # pixel centres
-        return zoom @ base
+        return self._view @ zoom @ base
 
     def render(self, k: int) -> np.ndarray:
         width, height = self.size
@@ -181,33 +187,6 @@ class FrameSource:
     def messages(self) -> list[Image]:
         """One ready Image per distinct frame (header left empty): publishing then only sets the header."""
         return [array_to_image(frame, self.encoding) for frame in self._frames]
-
-
-def stereo_infos(size: tuple[int, int]) -> list[CameraInfo]:
-    """Rectified camera_info of the left and the right camera of the stand-in stereo rig."""
-    width, height = size
-    fx, cx, cy = float(width), (width - 1) / 2, (height - 1) / 2
-    infos = []
-    for tx in (0.0, -fx * STEREO_BASELINE):
-        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=[0.0] * 5)
-        info.k = [fx, 0.0, cx, 0.0, fx, cy, 0.0, 0.0, 1.0]
-        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        info.p = [fx, 0.0, cx, tx, 0.0, fx, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-        infos.append(info)
-    return infos
-
-
-def shifted(messages: list[Image], disparity: float) -> list[Image]:
-    """The right views of `messages`: each image moved `disparity` px to the left."""
-    shift = np.float32([[1, 0, -disparity], [0, 1, 0]])
-    out = []
-    for msg in messages:
-        pixels, _ = image_to_array(msg)
-        moved = cv2.warpAffine(
-            pixels, shift, (msg.width, msg.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
-        out.append(array_to_image(moved, msg.encoding))
-    return out
 
 
 class Schedule:
@@ -284,11 +263,10 @@ def _run(stop: StopRequest, argv: list[str]) -> int:
     from rclpy.utilities import remove_ros_args
 
     args = parse_args(remove_ros_args([NODE_NAME, *argv])[1:])
-    source = FrameSource(args.size, args.encoding, args.period)
-    views = [source.messages()]  # per camera: one ready message per distinct frame
-    del source  # the messages hold the pixels
-    if args.stereo_disparity:
-        views.append(shifted(views[0], args.stereo_disparity))
+    rig = StereoScene(*args.size, args.stereo_disparity, args.stereo_disparity) if args.stereo_disparity else None
+    matrices = [None, rig.right_from_left] if rig else [None]
+    # per camera: one ready message per distinct frame (the messages hold the pixels)
+    views = [FrameSource(args.size, args.encoding, args.period, view=m).messages() for m in matrices]
     if args.fastdds_profile:
         print(fastdds.use_large_data_profile(), file=sys.stderr)  # before rclpy.init: read with the participant
     rclpy.init(args=[NODE_NAME, *argv], signal_handler_options=SignalHandlerOptions.NO)
@@ -301,7 +279,7 @@ def _run(stop: StopRequest, argv: list[str]) -> int:
     )
     sides = ("left/", "right/") if args.stereo_disparity else ("",)
     publishers = [node.create_publisher(Image, side + args.topic, qos) for side in sides]
-    infos = stereo_infos(args.size) if args.stereo_disparity else []
+    infos = rig.camera_infos() if rig else ()
     info_publishers = [node.create_publisher(CameraInfo, side + "camera_info", qos) for side in sides[: len(infos)]]
     logger = node.get_logger()
     width, height = args.size

@@ -114,6 +114,12 @@ def to_bgr8(pixels: np.ndarray, color: Color) -> np.ndarray:
     return np.ascontiguousarray(pixels[..., ::-1]) if color == "rgb" else pixels.copy()
 
 
+def to_grey8(pixels: np.ndarray, color: Color) -> np.ndarray:
+    """An H x W uint8 grey image (as `to_bgr8` scales 16-bit data)."""
+    bgr = to_bgr8(pixels, color) if pixels.ndim == 3 or pixels.dtype != np.uint8 else pixels
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if bgr.ndim == 3 else bgr
+
+
 def array_to_image(pixels: np.ndarray, encoding: str, header: Header | None = None) -> Image:
     """An Image message of `pixels` (H x W or H x W x C, dtype and channels matching `encoding`)."""
     enc = ENCODINGS.get(encoding)

@@ -23,16 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import cv2
 import numpy as np
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, PointCloud2
 from std_msgs.msg import Header
 
 from .. import parameters
-from ..matching.stereo import match_rectified, refine
+from ..extractor import Features
+from ..matching.matcher import MatcherConfig
+from ..matching.stereo import StereoConfig, StereoMatches, match_rectified, refine
 from . import params
-from .conversions import to_bgr8
+from .conversions import to_grey8
 from .messages import encode_stereo_matches
 from .vins import encode_vins_stereo
 
@@ -111,6 +112,25 @@ class StereoGeometry:
         return cls(True, p_left[0, 0], baseline, f"rectified, fx {p_left[0, 0]:g} px, baseline {baseline:g}")
 
 
+def match_pair(
+    left: Features,
+    right: Features,
+    greys: tuple[np.ndarray, np.ndarray],
+    geometry: StereoGeometry,
+    matcher: MatcherConfig,
+    config: StereoConfig,
+) -> tuple[StereoMatches, np.ndarray | None]:
+    """The left-right matches of one pair of frames (8-bit grey `greys`) as its geometry allows, and the depth of each
+    (None where the geometry gives none)."""
+    if not geometry.rectified:  # no row or disparity check can be trusted: every pair is a candidate
+        config = replace(config, row_tolerance=1e4, min_disparity=-1e4, max_disparity=1e4)
+    found = match_rectified(left.keypoints, left.descriptors, right.keypoints, right.descriptors, matcher, config)
+    if geometry.rectified:  # refinement searches along the row
+        found = refine(*greys, left.keypoints, right.keypoints, found, config)
+    depth = found.depth(geometry.fx, geometry.baseline) if np.isfinite(geometry.baseline) else None
+    return found, depth
+
+
 class StereoRig:
     """One pair of the node's cameras (see the module's text)."""
 
@@ -166,16 +186,10 @@ class StereoRig:
         left, right = self.left.process(left_msg), self.right.process(right_msg)
         if left is None or right is None:  # counted by the camera that dropped it
             return
-        geometry, config = self.geometry, self._config
         lf, rf = left.result.tracked.features, right.result.tracked.features
         matcher = self.left.pipeline.config.matcher  # the matching.* rules, as the camera's tracks use them
-        if geometry.rectified:
-            found = match_rectified(lf.keypoints, lf.descriptors, rf.keypoints, rf.descriptors, matcher, config)
-            found = refine(_grey(left), _grey(right), lf.keypoints, rf.keypoints, found, config)
-        else:  # no row or disparity check can be trusted: every pair is a candidate, nothing refined
-            unbounded = replace(config, row_tolerance=1e4, min_disparity=-1e4, max_disparity=1e4)
-            found = match_rectified(lf.keypoints, lf.descriptors, rf.keypoints, rf.descriptors, matcher, unbounded)
-        depth = found.depth(geometry.fx, geometry.baseline) if np.isfinite(geometry.baseline) else None
+        greys = (to_grey8(left.pixels, left.color), to_grey8(right.pixels, right.color))
+        found, depth = match_pair(lf, rf, greys, self.geometry, matcher, self._config)
         self.matches_pub.publish(encode_stereo_matches(left_msg.header, right_stamp_ns, lf, rf, found, depth))
         self.pairs_matched += 1
         if self._values["output.vins_layout"] == "vins_fusion":
@@ -204,8 +218,3 @@ class StereoRig:
             "stereo.pairs_matched": str(self.pairs_matched),
             "stereo.geometry": self.geometry.note,
         }
-
-
-def _grey(processed: Processed) -> np.ndarray:
-    """The frame as 8-bit grey, for the disparity refinement."""
-    return cv2.cvtColor(to_bgr8(processed.pixels, processed.color), cv2.COLOR_BGR2GRAY)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -44,7 +44,7 @@ class LatencySummary:
     max: float = 0.0
 
     @classmethod
-    def of(cls, samples: deque[float]) -> LatencySummary:
+    def of(cls, samples: Collection[float]) -> LatencySummary:
         if not samples:
             return cls()
         values = np.fromiter(samples, dtype=np.float64)

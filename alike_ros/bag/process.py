@@ -4,6 +4,11 @@ The output holds every input topic unchanged plus, per camera namespace NS, `NS/
 `NS/matches` (the node's PointCloud2 layouts, same encoders) and optionally `NS/debug_image`. Each output
 message copies its image's header and is written at the image's bag timestamp. Nothing is dropped; an
 image that cannot be used (bad encoding, inconsistent size, undecodable) is skipped and counted.
+
+Stereo pairs (LEFT:RIGHT namespaces) are paired by stamp as in the node (`stereo.max_skew`) and matched left to
+right (`ros.stereo.match_pair`, with the geometry of the pair's `NS/camera_info` topics when the bag has them) into
+`LEFT/stereo_matches`, written at the bag timestamp of the frame that completed the pair; frames that never pair are
+counted as unpaired.
 """
 
 from __future__ import annotations
@@ -17,18 +22,23 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Time
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
 from tqdm import tqdm
 
 from ..drawing import draw_tracks
-from ..parameters import Settings
+from ..extractor import Features
+from ..monitoring import LatencySummary
+from ..parameters import Settings, stereo_config
 from ..pipeline import FramePipeline
-from ..ros.conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8
-from ..ros.messages import encode_features, encode_matches
+from ..ros.conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8, to_grey8
+from ..ros.messages import encode_features, encode_matches, encode_stereo_matches
+from ..ros.stereo import LEFT, RIGHT, StampPairing, StereoGeometry, match_pair
 from .storage import READ_ERRORS, BagError, open_bag, storage_of, write_bag
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 OUTPUTS = ("features", "matches", "debug_image")
+STEREO_OUTPUT = "stereo_matches"
 IMAGE_NAMES = {"image", "image_raw", "image_rect", "image_color", "image_rect_color", "image_mono", "image_rect_raw"}
 
 
@@ -69,6 +79,33 @@ def select_image_topics(connections: list, requested: list[str]) -> list[str]:
     return sorted(t for t in topics if not (t.endswith("/compressed") and base_topic(t) in topics))
 
 
+def namespace_pairs(pairs: list[str], namespaces: list[str]) -> list[tuple[str, str]]:
+    """`--stereo` values (LEFT:RIGHT camera namespaces, leading slash optional) as (left, right) namespaces of the
+    bag; BagError names a pair that is not two different cameras of the bag, or a camera in two pairs."""
+    found, used = [], []
+    for entry in pairs:
+        left, right = ("/" + part.strip().strip("/") for part in entry.partition(":")[::2])
+        if ":" not in entry or left == right or "/" in (left, right):
+            raise BagError(f"stereo pair {entry!r} is not LEFT:RIGHT, two different camera namespaces")
+        if unknown := [ns for ns in (left, right) if ns not in namespaces]:
+            raise BagError(f"stereo pair {entry!r}: {', '.join(unknown)} not among the cameras {', '.join(namespaces)}")
+        found.append((left, right))
+        used += [left, right]
+    if twice := sorted({ns for ns in used if used.count(ns) > 1}):
+        raise BagError(f"stereo pairs: {', '.join(twice)} in more than one pair")
+    return found
+
+
+@dataclass
+class ProcessedFrame:
+    """One image through its camera: the messages to write and what its stereo pair needs."""
+
+    header: Header
+    features: Features
+    grey: np.ndarray | None  # 8-bit, for stereo refinement (None: not in a pair)
+    outputs: dict[str, Any]
+
+
 @dataclass
 class Camera:
     """Per image topic: output namespace, tracker and counts."""
@@ -76,6 +113,7 @@ class Camera:
     topic: str
     namespace: str
     pipeline: FramePipeline
+    stereo: bool = False  # in a stereo pair: keep its grey image
     frames: int = 0
     processed: int = 0
     skipped: Counter = field(default_factory=Counter)
@@ -83,17 +121,73 @@ class Camera:
     timings: dict[str, list[float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        stats = {
-            stage: {"mean": float(np.mean(v)), "p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
-            for stage, v in self.timings.items()
-        }
         return {
             "image_topic": self.topic,
             "frames": self.frames,
             "processed": self.processed,
             "skipped": dict(self.skipped),
             "tracker_resets": dict(self.resets),
-            "timings_ms": stats,
+            "timings_ms": timing_stats(self.timings),
+        }
+
+
+def timing_stats(timings: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """mean, p50 and p95 of each stage's milliseconds."""
+    stats = {stage: LatencySummary.of(values) for stage, values in timings.items()}
+    return {stage: {"mean": s.mean, "p50": s.p50, "p95": s.p95} for stage, s in stats.items()}
+
+
+@dataclass
+class StereoPair:
+    """Two cameras' frames paired by stamp and matched left to right (see the module's text)."""
+
+    left: Camera
+    right: Camera
+    settings: Settings
+    infos: list[CameraInfo | None] = field(default_factory=lambda: [None, None])
+    pairs: int = 0
+    unpaired: list[int] = field(default_factory=lambda: [0, 0])
+    matches: list[int] = field(default_factory=list)
+    timings: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.left.stereo = self.right.stereo = True
+        self.config = stereo_config(self.settings.values)
+        self._pairing: StampPairing[ProcessedFrame] = StampPairing(round(self.settings.values["stereo.max_skew"] * 1e9))
+
+    @property
+    def geometry(self) -> StereoGeometry:
+        return StereoGeometry.from_camera_infos(*self.infos)
+
+    def offer(self, side: int, frame: ProcessedFrame) -> Any | None:
+        """A processed frame of one side: the `stereo_matches` message of the pair it completes, or None."""
+        pair, given_up = self._pairing.add(side, _stamp_ns(frame.header.stamp), frame)
+        self.unpaired = [a + b for a, b in zip(self.unpaired, given_up, strict=True)]
+        if pair is None:
+            return None
+        left, right, _, right_stamp = pair
+        start = time.perf_counter()
+        matcher = self.left.pipeline.config.matcher
+        found, depth = match_pair(
+            left.features, right.features, (left.grey, right.grey), self.geometry, matcher, self.config
+        )
+        self.timings.setdefault("stereo", []).append((time.perf_counter() - start) * 1e3)
+        self.pairs += 1
+        self.matches.append(len(found))
+        return encode_stereo_matches(left.header, right_stamp, left.features, right.features, found, depth)
+
+    def summary(self) -> dict[str, Any]:
+        waiting = self._pairing.waiting()
+        return {
+            "right": self.right.namespace,
+            "pairs": self.pairs,
+            "unpaired": {
+                cam.namespace: given + left
+                for cam, given, left in zip((self.left, self.right), self.unpaired, waiting, strict=True)
+            },  # fmt: skip
+            "geometry": self.geometry.note,
+            "matches_mean": float(np.mean(self.matches)) if self.matches else 0.0,
+            "timings_ms": timing_stats(self.timings),
         }
 
 
@@ -115,8 +209,9 @@ class Processor:
         self._first = self._first or pipeline
         return Camera(topic, namespace, pipeline)
 
-    def __call__(self, cam: Camera, msg: Image | CompressedImage) -> dict[str, Any]:
-        """Output messages by name (features, matches, debug_image) for one image; {} when it is skipped."""
+    def __call__(self, cam: Camera, msg: Image | CompressedImage) -> ProcessedFrame | None:
+        """One image through its camera: its output messages by name (features, matches, debug_image) and what a
+        stereo pair needs; None when it is skipped."""
         cam.frames += 1
         start = time.perf_counter()
         try:
@@ -126,7 +221,7 @@ class Processor:
         except ValueError as exc:
             cam.skipped["bad image"] += 1
             tqdm.write(f"warning: {cam.topic}: skipped frame at {_stamp_ns(msg.header.stamp)} ns: {exc}")
-            return {}
+            return None
         if result.reset:
             cam.resets[result.reset] += 1
         frame = result.tracked
@@ -138,7 +233,8 @@ class Processor:
         for stage, ms in {"conversion": conversion, **result.timings}.items():
             cam.timings.setdefault(stage, []).append(ms)
         cam.processed += 1
-        return out
+        grey = to_grey8(image, color) if cam.stereo else None
+        return ProcessedFrame(msg.header, frame.features, grey, out)
 
 
 def process_bag(
@@ -150,19 +246,30 @@ def process_bag(
     storage: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    stereo: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Process `inp` into `out` (same storage format unless given); returns the summary also stored in the
-    output bag's metadata under `alike_ros.process`."""
-    summary: dict[str, Any] = {"input": str(inp), "settings": settings.values, "cameras": {}, "skipped_topics": {}}
+    """Process `inp` into `out` (same storage format unless given); `stereo`: LEFT:RIGHT camera namespaces. Returns
+    the summary also stored in the output bag's metadata under `alike_ros.process`."""
+    summary: dict[str, Any] = {
+        "input": str(inp), "settings": settings.values, "cameras": {}, "stereo": {}, "skipped_topics": {}
+    }  # fmt: skip
     with open_bag(inp) as reader:
         topics = select_image_topics(reader.connections, image_topics or [])
         if not topics:
             raise BagError(f"{inp} has no sensor_msgs/Image or CompressedImage topic")
+        namespaces = camera_namespaces(topics)
+        pairs = namespace_pairs(stereo or [], list(namespaces.values()))
         processor = Processor(settings, debug_image)  # after the checks of the bag: loading a model takes time
-        cameras = {t: processor.camera(t, ns) for t, ns in camera_namespaces(topics).items()}
+        cameras = {t: processor.camera(t, ns) for t, ns in namespaces.items()}
+        by_namespace = {c.namespace: c for c in cameras.values()}
+        rigs = [StereoPair(by_namespace[left], by_namespace[right], settings) for left, right in pairs]
+        sides = {rig.left.topic: (rig, LEFT) for rig in rigs} | {rig.right.topic: (rig, RIGHT) for rig in rigs}
+        infos = {output_topic(cam.namespace, "camera_info"): (rig, side) for rig in rigs
+                 for cam, side in ((rig.left, LEFT), (rig.right, RIGHT))}  # fmt: skip
         names = OUTPUTS if debug_image else OUTPUTS[:2]
         names = names if settings.pipeline.matching else tuple(n for n in names if n != "matches")
         new_topics = {output_topic(c.namespace, n) for c in cameras.values() for n in names}
+        new_topics |= {output_topic(rig.left.namespace, STEREO_OUTPUT) for rig in rigs}
         if clash := new_topics & {c.topic for c in reader.connections}:
             raise BagError(f"{inp} already has output topics {sorted(clash)}; process the unprocessed bag")
         with write_bag(out, storage or storage_of(inp), overwrite, custom_data={"alike_ros.process": summary}) as bag:
@@ -180,6 +287,8 @@ def process_bag(
                 for name in names:
                     msgtype = "sensor_msgs/msg/Image" if name == "debug_image" else "sensor_msgs/msg/PointCloud2"
                     bag.add_topic(output_topic(cam.namespace, name), msgtype)
+            for rig in rigs:
+                bag.add_topic(output_topic(rig.left.namespace, STEREO_OUTPUT), "sensor_msgs/msg/PointCloud2")
             messages = reader.messages()
             index = 0
             with tqdm(total=reader.message_count, unit="msg", desc="process", disable=not progress) as bar:
@@ -194,6 +303,9 @@ def process_bag(
                     bar.update()
                     if conn.id in targets:
                         bag.write(targets[conn.id], timestamp, raw)
+                    if conn.topic in infos and conn.msgtype == "sensor_msgs/msg/CameraInfo":
+                        rig, side = infos[conn.topic]
+                        rig.infos[side] = deserialize_message(raw, CameraInfo)
                     if conn.topic not in cameras:
                         continue
                     cam = cameras[conn.topic]
@@ -204,7 +316,13 @@ def process_bag(
                         cam.skipped["bad message"] += 1
                         tqdm.write(f"warning: {conn.topic}: message {index} does not deserialise: {exc}")
                         continue
-                    for name, message in processor(cam, msg).items():
+                    frame = processor(cam, msg)
+                    if frame is None:
+                        continue
+                    for name, message in frame.outputs.items():
                         bag.write(output_topic(cam.namespace, name), timestamp, message)
+                    if conn.topic in sides and (matches := sides[conn.topic][0].offer(sides[conn.topic][1], frame)):
+                        bag.write(output_topic(sides[conn.topic][0].left.namespace, STEREO_OUTPUT), timestamp, matches)
             summary["cameras"] = {c.namespace or "/": c.summary() for c in cameras.values()}
+            summary["stereo"] = {rig.left.namespace: rig.summary() for rig in rigs}
     return summary

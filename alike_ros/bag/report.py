@@ -28,7 +28,6 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
-from std_msgs.msg import Float64MultiArray
 
 from ..drawing import LONG_TRACK, track_colours
 from ..geometry import warp_points
@@ -36,10 +35,11 @@ from ..monitoring import END_TO_END
 from ..ros.conversions import compressed_to_array, image_to_array, to_bgr8
 from ..ros.diagnostics import stage_medians
 from ..ros.messages import decode_features, decode_matches
+from .stereo_report import analyse_stereo, describe_stereo
 from .storage import READ_ERRORS, BagError, open_bag, read_custom_data
+from .truth import read_truth, stamp_ns
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
-HOMOGRAPHY_TYPE = "std_msgs/msg/Float64MultiArray"
 MIN_TRACK = 3  # frames a track must have been seen in to count as "tracked" (plot) and to be drawn (video)
 MAX_MARKS = 200  # tracks drawn per video frame: the best-scored one of each grid cell, best-scored cells first
 MARK_CELLS = 16  # grid cells across the longer image side, at most one drawn track each (spreads the marks)
@@ -146,10 +146,6 @@ def latency_summary(values: np.ndarray) -> dict[str, Any]:
     }
 
 
-def stamp_ns(sec: int, nanosec: int) -> int:
-    return int(sec) * 10**9 + int(nanosec)
-
-
 def image_topic(connections, namespace: str, preferred: str | None = None) -> str | None:
     """NS's input image topic among the connections (`NS/image_raw`, `NS/image_raw/compressed`, the topic
     NS itself, ...): `preferred` when present, else a raw one before a compressed one."""
@@ -168,28 +164,6 @@ def message_stamps(reader, topic: str) -> dict[int, int]:
         header = deserialize_message(raw, IMAGE_TYPES[conn.msgtype]).header
         stamps[stamp_ns(header.stamp.sec, header.stamp.nanosec)] = timestamp
     return stamps
-
-
-def read_truth(path: Path, namespaces: list[str]) -> tuple[dict[str, dict[int, np.ndarray]], str]:
-    """Ground-truth homographies by namespace and bag timestamp, and a note when `path` has none.
-
-    Only `NS/homography` topics of type std_msgs/Float64MultiArray with 9 values are read: rosbags reads
-    every topic of the bag when given no connection, so a bag without them reads nothing."""
-    truth: dict[str, dict[int, np.ndarray]] = {ns: {} for ns in namespaces}
-    topics = {f"{ns}/homography": ns for ns in namespaces}
-    with open_bag(path) as reader:
-        conns = [c for c in reader.connections if c.topic in topics and c.msgtype == HOMOGRAPHY_TYPE]
-        if not conns:
-            return truth, f"{path} has no NS/homography topic ({HOMOGRAPHY_TYPE}) for {', '.join(topics)}"
-        try:
-            for conn, timestamp, raw in reader.messages(conns):
-                data = np.asarray(deserialize_message(raw, Float64MultiArray).data, np.float64)
-                if data.size != 9:
-                    raise BagError(f"{conn.topic} in {path} holds {data.size} values, not a 3x3 homography")
-                truth[topics[conn.topic]][timestamp] = data.reshape(3, 3)
-        except READ_ERRORS as exc:
-            raise BagError(f"{path} is damaged: {exc}") from exc
-    return truth, ""
 
 
 def match_errors(rows: np.ndarray, H0: np.ndarray, H1: np.ndarray) -> np.ndarray:
@@ -612,6 +586,9 @@ def report_main(args: argparse.Namespace) -> int:
             print(f"  {describe_offline(timings, cam['frames'])}")
         elif report.latency_note:
             print(f"  no end-to-end latency: {report.latency_note}")
+    for left, pair in analyse_stereo(args.bag, args.ground_truth).items():
+        summary.setdefault("stereo", {})[left] = stereo = pair.summary()
+        print(describe_stereo(stereo, left))
     if diagnostics := node_diagnostics(args.bag):
         summary["node_diagnostics"] = diagnostics
         processed = sum(len(r.ordered()) for r in reports.values()) if len(reports) == 1 else None

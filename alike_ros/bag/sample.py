@@ -113,13 +113,13 @@ def make_sample(out: str | Path, config: SampleConfig, storage: str = "sqlite3",
                 frame = cv2.warpPerspective(photo, H, (config.width, config.height), flags=cv2.INTER_LINEAR)
                 header = Header(frame_id=f"{ns.strip('/')}_optical_frame")
                 header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 10**9)
+                if camera_infos:  # before its image, so that a reader knows the geometry when the image comes
+                    camera_infos[cam].header = header
+                    bag.write(f"{ns}/camera_info", stamp_ns, camera_infos[cam])
                 bag.write(
                     f"{ns}/{image_suffix}",
                     stamp_ns,
                     image_message(header, frame, config.compressed, config.jpeg_quality),
                 )
                 bag.write(f"{ns}/{HOMOGRAPHY_TOPIC}", stamp_ns, homography_message(H))
-                if camera_infos:
-                    camera_infos[cam].header = header
-                    bag.write(f"{ns}/camera_info", stamp_ns, camera_infos[cam])
     return Path(out)

@@ -86,6 +86,11 @@ class StampPairing(Generic[Item]):
             return (item, other, stamp_ns, other_stamp), given_up
         return (other, item, other_stamp, stamp_ns), given_up
 
+    def waiting(self) -> list[int]:
+        """How many items of each side wait for a partner."""
+        with self._lock:
+            return [len(side) for side in self._waiting]
+
 
 @dataclass(frozen=True)
 class StereoGeometry:

@@ -261,9 +261,11 @@ class Extractor:
         if half:
             self.net = self.net.half()
 
-    def _prepare(self, image: np.ndarray, color: Color) -> tuple[tuple[int, int], torch.Tensor, tuple[int, int]]:
+    def _prepare(
+        self, image: np.ndarray, color: Color, max_side: int
+    ) -> tuple[tuple[int, int], torch.Tensor, tuple[int, int]]:
         """The (height, width) of the image as given, the network input, and the (height, width) it has."""
-        tensor, size = network_input(image, color, self.max_side, self.device, 32, self.memory_format)
+        tensor, size = network_input(image, color, max_side, self.device, 32, self.memory_format)
         return image.shape[:2], tensor.half() if self.half else tensor, size
 
     def _network(self, tensor: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, Callable]:
@@ -293,14 +295,14 @@ class Extractor:
     @torch.inference_mode()
     def score_map(self, image: np.ndarray, color: Color = "rgb") -> np.ndarray:
         """The dense sigmoid score map of the image the network sees (after any resize)."""
-        _, tensor, (h, w) = self._prepare(image, color)
+        _, tensor, (h, w) = self._prepare(image, color, self.max_side)
         return self._network(tensor, h, w)[0].cpu().numpy()
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
+    def __call__(self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None) -> Features:
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
-            original, tensor, (h, w) = self._prepare(image, color)
+            original, tensor, (h, w) = self._prepare(image, color, self.max_side if max_side is None else max_side)
         with timed(timings, self.device, "network"):
             scores, describe = self._network(tensor, h, w)
         with timed(timings, self.device, "detection"):

@@ -199,6 +199,40 @@ def stereo_pairs(text: str, cameras: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+# What one camera of several may set for itself, as `<camera>.input.transport` and `<camera>.input.max_side` (a camera
+# name's `/` as `.`): unset, the node's value applies.
+CAMERA_OVERRIDES: dict[str, Spec] = {
+    "input.transport": Spec(
+        "", "this camera's input.transport; empty: the node's", choices=("", *BY_NAME["input.transport"].spec.choices)
+    ),
+    "input.max_side": Spec(
+        -1, "this camera's input.max_side; -1: the node's", range=(-1, _pipeline["max_side"].range[1])
+    ),
+}
+
+
+def camera_parameters(cameras: list[str]) -> tuple[Param, ...]:
+    """The per-camera parameters of these cameras (none for the single unnamed camera)."""
+    return tuple(
+        Param(f"{name.replace('/', '.')}.{key}", spec)
+        for name in cameras
+        if name
+        for key, spec in CAMERA_OVERRIDES.items()
+    )
+
+
+def camera_values(values: dict[str, Any], camera: str) -> dict[str, Any]:
+    """The values as they apply to one camera: the node's, with the camera's own overrides where set."""
+    own = {key: values.get(f"{camera.replace('/', '.')}.{key}", spec.default) for key, spec in CAMERA_OVERRIDES.items()}
+    return {**values, **{key: value for key, value in own.items() if value != CAMERA_OVERRIDES[key].default}}
+
+
+def camera_changes(changed: set[str], camera: str) -> set[str]:
+    """The parameter names whose change concerns one camera, its overrides named as the node's settings."""
+    prefix = camera.replace("/", ".") + "."
+    return {name.removeprefix(prefix) if camera and name.startswith(prefix) else name for name in changed}
+
+
 def stereo_config(values: dict[str, Any]) -> StereoConfig:
     return StereoConfig(**{name: values[f"stereo.{name}"] for name in settings_of(StereoConfig)})
 
@@ -207,15 +241,18 @@ def validate(values: dict[str, Any]) -> None:
     """Raise ValueError with the reason the first bad value is bad (values of other names are ignored).
 
     Types are exact, as a ROS parameter's are: 1 is not a valid float parameter, 1.0 is."""
+    cameras = camera_names(values["cameras"])
+    known = BY_NAME | {p.name: p for p in camera_parameters(cameras)}
     for name, value in values.items():
-        if name in BY_NAME:
-            param = BY_NAME[name]
+        if name in known:
+            param = known[name]
             if type(value) is not type(param.default):
                 raise ValueError(f"{name} must be a {type(param.default).__name__}, got {value!r}")
             param.spec.check(name, value)
-    stereo_pairs(values["stereo.pairs"], camera_names(values["cameras"]))
+    stereo_pairs(values["stereo.pairs"], cameras)
     stereo_config(values).validate()
-    pipeline_config(values).validate()
+    for camera in cameras:
+        pipeline_config(camera_values(values, camera)).validate()
 
 
 @dataclass
@@ -229,7 +266,9 @@ class Settings:
         """Defaults overridden by `params`; unknown names and bad values raise ValueError."""
         # use_sim_time and QoS overrides are rclpy's own parameters, valid in any node's file
         known = {k: v for k, v in (params or {}).items() if k != "use_sim_time" and not k.startswith("qos_overrides.")}
-        if unknown := sorted(set(known) - set(BY_NAME)):
+        text = known.get("cameras", DEFAULTS["cameras"])
+        cameras = camera_names(text) if isinstance(text, str) else []  # not a string: `validate` says so
+        if unknown := sorted(set(known) - set(BY_NAME) - {p.name for p in camera_parameters(cameras)}):
             raise ValueError(f"unknown parameters {', '.join(unknown)}")
         values = {**DEFAULTS, **known}
         validate(values)

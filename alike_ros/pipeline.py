@@ -166,14 +166,14 @@ class FramePipeline:
             self.tracker.reset()
 
     def reconfigure(self, config: PipelineConfig) -> None:
-        """Apply detector, matcher, max_side, matching and thread changes from the next frame on."""
+        """Apply detector, matcher, max_side, matching and thread changes from the next frame on (the detector and
+        the threads are the shared extractor's, the same for every camera)."""
         if config.needs_rebuild(self.config):
             raise ValueError(f"{sorted(REBUILD_SETTINGS)} need a new FramePipeline")
         config.validate()
         use_threads(config.threads)
         # Attribute swaps: each is read once per frame, so a frame never sees a half-made config.
         self.extractor.detector = replace(config.detector)
-        self.extractor.max_side = config.max_side
         self.tracker.matcher.config = replace(config.matcher)
         self.config = config
 
@@ -187,7 +187,7 @@ class FramePipeline:
 
     def __call__(self, image: np.ndarray, color: Color, stamp_ns: int) -> FrameResult:
         """Process one frame; `stamp_ns` is its capture time (a header stamp), used for the reset rules only."""
-        features = self.extractor(image, color)
+        features = self.extractor(image, color, self.config.max_side)  # per camera: the extractor may be shared
         start = time.perf_counter()
         reset = self.reset_reason(stamp_ns, features.image_size)
         if reset or not self.config.matching:

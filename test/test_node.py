@@ -839,6 +839,30 @@ def test_a_setting_applies_to_every_camera(rig, canvas):
         rig.node.set_parameters([Parameter("detector.max_keypoints", value=500)])
 
 
+def test_a_camera_may_set_its_own_max_side_and_transport(rig, canvas):
+    image = frame_at(canvas, 3)
+    extractor = rig.node.streams["left"].pipeline.extractor
+    try:
+        (result,) = rig.node.set_parameters([Parameter("left.input.max_side", value=96)])
+        assert result.successful, result.reason
+        for camera, max_side in (("left", 96), ("right", 0)):  # the right camera keeps the node's input.max_side
+            features, _ = rig.send(camera, image)
+            np.testing.assert_allclose(
+                decode_features(features).keypoints, extractor(image, "rgb", max_side).keypoints, atol=1e-4
+            )
+        (result,) = rig.node.set_parameters([Parameter("left.input.max_side", value=-5)])
+        assert not result.successful and "left.input.max_side" in result.reason
+        (result,) = rig.node.set_parameters([Parameter("right.input.transport", value="compressed")])
+        assert result.successful, result.reason
+        assert rig.node.streams["right"].image_sub.topic_name == "/rig_test/right/image/compressed"
+        assert rig.node.streams["left"].image_sub.topic_name == "/rig_test/left/image"
+    finally:
+        rig.node.set_parameters(
+            [Parameter("left.input.max_side", value=-1), Parameter("right.input.transport", value="")]
+        )
+    assert rig.node.streams["right"].image_sub.topic_name == "/rig_test/right/image"
+
+
 @pytest.fixture(scope="module")
 def stereo_rig(ros_context, alike_t_weights) -> Iterator[Rig]:
     r = Rig(ros_context, alike_t_weights, "/stereo_test", stereo__pairs="left:right", stereo__max_disparity=64.0)

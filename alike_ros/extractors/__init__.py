@@ -27,10 +27,12 @@ class FeatureExtractor(Protocol):
 
     device: torch.device
     detector: DetectorConfig  # swapped by FramePipeline.reconfigure between frames
-    max_side: int
+    max_side: int  # the default of a call's `max_side`
     descriptor_dim: int
 
-    def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features: ...
+    def __call__(self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None) -> Features:
+        """`max_side`: this call's downscaling (several cameras share one extractor); None: `self.max_side`."""
+        ...
 
 
 @dataclass(frozen=True)

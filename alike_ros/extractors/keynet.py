@@ -47,10 +47,10 @@ class KeyNetExtractor:
         self.sift_size = sift_size
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
+    def __call__(self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None) -> Features:
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
-            rgb = to_rgb_float(image, color, self.max_side)
+            rgb = to_rgb_float(image, color, self.max_side if max_side is None else max_side)
             gray = to_gray_uint8(rgb)
             tensor, _ = network_input(rgb, "rgb", 0, self.device, 8)  # the describer's cells must tile it exactly
             grey = torch.from_numpy(gray.astype(np.float32) / 255.0)[None, None].to(self.device)

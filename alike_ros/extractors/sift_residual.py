@@ -53,10 +53,10 @@ class SiftResidualExtractor:
         self.descriptor_dim = net.cfg.dim
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
+    def __call__(self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None) -> Features:
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
-            rgb = to_rgb_float(image, color, self.max_side)
+            rgb = to_rgb_float(image, color, self.max_side if max_side is None else max_side)
             tensor, _ = network_input(rgb, "rgb", 0, self.device, 8)  # the map's cells must tile the input exactly
         with timed(timings, self.device, "detection"):
             points, responses, sift = sift_features(to_gray_uint8(rgb), self.detector.limit)

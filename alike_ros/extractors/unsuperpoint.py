@@ -34,10 +34,12 @@ class UnsuperPointExtractor:
         self.descriptor_dim = net.cfg.dim
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray, color: Color = "rgb") -> Features:
+    def __call__(self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None) -> Features:
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
-            tensor, size = network_input(image, color, self.max_side, self.device, CELL, torch.channels_last)
+            tensor, size = network_input(
+                image, color, self.max_side if max_side is None else max_side, self.device, CELL, torch.channels_last
+            )
         with timed(timings, self.device, "network"):
             scores, _, points, dense = self.net.cells(tensor)
         with timed(timings, self.device, "detection"):

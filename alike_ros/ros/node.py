@@ -35,7 +35,7 @@ from std_msgs.msg import Header
 from .. import parameters
 from ..model.weights import WeightsError
 from ..monitoring import Snapshot
-from ..pipeline import FramePipeline
+from ..pipeline import FramePipeline, PipelineConfig
 from . import params
 from .fastdds import camera_setting, profile_in_effect, use_large_data_profile
 from .mailbox import Mailboxes
@@ -52,10 +52,14 @@ class ExtractorNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         for p in parameters.PARAMETERS:
             self.declare_parameter(p.name, p.default, params.descriptor(p))
-        self._values = {p.name: self.get_parameter(p.name).value for p in parameters.PARAMETERS}
+        names = parameters.camera_names(self.get_parameter("cameras").value)
+        own = parameters.camera_parameters(names)  # each camera's overrides, declared once its name is known
+        for p in own:
+            self.declare_parameter(p.name, p.default, params.descriptor(p))
+        self._names = {p.name for p in (*parameters.PARAMETERS, *own)}
+        self._values = {name: self.get_parameter(name).value for name in self._names}
         parameters.validate(self._values)  # a bad params file stops the node here, with the reason
-        names = parameters.camera_names(self._values["cameras"])
-        first = FramePipeline(parameters.pipeline_config(self._values))
+        first = FramePipeline(self._config(self._values, names[0]))
         self.get_logger().info(
             f"{self._values['model']} on {first.extractor.device}, warmed up with "
             f"{self._values['warmup_frames']} frame(s) at {self._values['warmup_sizes']}"
@@ -68,7 +72,13 @@ class ExtractorNode(Node):
         setting, in_effect = camera_setting(), profile_in_effect()
         self.streams: dict[str, CameraStream] = {
             name: CameraStream(
-                self, name, self._sharing(first, i), self._values, partial(self._inbox.put, name), setting, in_effect
+                self,
+                name,
+                self._sharing(first, i, self._config(self._values, name)),
+                parameters.camera_values(self._values, name),
+                partial(self._inbox.put, name),
+                setting,
+                in_effect,
             )
             for i, name in enumerate(names)
         }
@@ -98,9 +108,13 @@ class ExtractorNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     @staticmethod
-    def _sharing(first: FramePipeline, index: int) -> FramePipeline:
-        """Camera `index`'s pipeline: the first one, or one of its own on the first one's (warm) extractor."""
-        return first if index == 0 else FramePipeline(first.config, extractor=first.extractor)
+    def _config(values: dict[str, Any], camera: str) -> PipelineConfig:
+        return parameters.pipeline_config(parameters.camera_values(values, camera))
+
+    @staticmethod
+    def _sharing(first: FramePipeline, index: int, config: PipelineConfig) -> FramePipeline:
+        """Camera `index`'s pipeline: the first one, or one of its own (`config`) on the first one's warm extractor."""
+        return first if index == 0 else FramePipeline(config, extractor=first.extractor)
 
     def _review_inputs(self) -> None:
         for stream in self.streams.values():
@@ -142,7 +156,7 @@ class ExtractorNode(Node):
     # ---------------------------------------------------------------- parameters
 
     def _on_set_parameters(self, changes: list[Parameter]) -> SetParametersResult:
-        mine = {p.name: p.value for p in changes if p.name in parameters.BY_NAME}
+        mine = {p.name: p.value for p in changes if p.name in self._names}
         if not mine:
             return SetParametersResult(successful=True)
         values = {**self._values, **mine}
@@ -156,20 +170,21 @@ class ExtractorNode(Node):
 
     def _apply(self, values: dict[str, Any], changed: set[str]) -> None:
         """Make `values` current; raises (and changes nothing) when a new model cannot be loaded."""
-        config = parameters.pipeline_config(values)
+        configs = {name: self._config(values, name) for name in self.streams}
         streams = list(self.streams.values())
         if changed & parameters.MODEL_KEYS:
             self.get_logger().info(f"loading {values['model']} on {values['device']} ...")
-            first = FramePipeline(config)  # beside the running one, which serves frames meanwhile
-            pipelines = [self._sharing(first, i) for i in range(len(streams))]
+            first = FramePipeline(configs[streams[0].name])  # beside the running one, which serves frames meanwhile
+            pipelines = [self._sharing(first, i, configs[stream.name]) for i, stream in enumerate(streams)]
             self.get_logger().info(f"{values['model']} loaded on {first.extractor.device}")
         else:
             pipelines = [stream.pipeline for stream in streams]
-            for pipeline in pipelines:  # the shared extractor's settings (the same each time), each camera's matcher
-                pipeline.reconfigure(config)
+            for stream in streams:  # the shared extractor's settings (the same each time), each camera's own
+                stream.pipeline.reconfigure(configs[stream.name])
         self._values = values
         for stream, pipeline in zip(streams, pipelines, strict=True):
-            stream.apply(values, changed, pipeline)
+            camera_values = parameters.camera_values(values, stream.name)
+            stream.apply(camera_values, parameters.camera_changes(changed, stream.name), pipeline)
         for rig in self.rigs.values():
             rig.apply(values)
         if "diagnostics.period" in changed:
@@ -205,7 +220,13 @@ def parser() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         prog="ros2 run alike_ros extractor",
         description="The ALIKE extractor node: images in; features, matches, a debug image and /diagnostics out.",
-        epilog="Parameters (--ros-args -p NAME:=VALUE, or --params-file FILE):\n" + table,
+        epilog="Parameters (--ros-args -p NAME:=VALUE, or --params-file FILE):\n"
+        + table
+        + "\nPer camera of `cameras` (a name's / as .):\n"
+        + "\n".join(
+            f"  CAMERA.{key} (default {spec.default!r}): {spec.help}"
+            for key, spec in parameters.CAMERA_OVERRIDES.items()
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 

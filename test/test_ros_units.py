@@ -319,6 +319,7 @@ def test_stereo_frames_pair_by_stamp_and_the_rest_are_counted():
 def stereo_info(fx: float, tx: float, rotation=(1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)) -> CameraInfo:
     return CameraInfo(
         width=640, height=480, k=[fx, 0.0, 320.0, 0.0, fx, 240.0, 0.0, 0.0, 1.0], r=list(map(float, rotation)),
+        distortion_model="plumb_bob", d=[0.0] * 5,
         p=[fx, 0.0, 320.0, tx, 0.0, fx, 240.0, 0.0, 0.0, 0.0, 1.0, 0.0],
     )  # fmt: skip
 
@@ -333,6 +334,25 @@ def test_stereo_geometry_from_camera_info():
     assert not unrectified.rectified and "unrectified" in unrectified.note
     other_fx = StereoGeometry.from_camera_infos(stereo_info(500.0, 0.0), stereo_info(510.0, -51.0))
     assert not other_fx.rectified
+    assert unrectified.calibration is None and "mutual nearest neighbours only" in unrectified.note
+    # with the right camera's pose: the epipolar check, from each camera's own K and D
+    posed = StereoGeometry.from_camera_infos(stereo_info(500.0, 0.0), stereo_info(510.0, -51.0), "0.1 0 0 0 0 0 1")
+    assert posed.calibration is not None and "epipolar" in posed.note
+    assert posed.calibration.K_right[0, 0] == 510.0 and np.allclose(posed.calibration.t, [-0.1, 0, 0])
+    fisheye = stereo_info(510.0, -51.0)
+    fisheye.distortion_model = "equidistant"
+    mixed = StereoGeometry.from_camera_infos(stereo_info(500.0, 0.0), fisheye, "0.1 0 0 0 0 0 1")
+    assert mixed.calibration is None and "not handled" in mixed.note
+    no_k = stereo_info(510.0, -51.0)
+    no_k.k = [0.0] * 9
+    assert "without intrinsics" in StereoGeometry.from_camera_infos(stereo_info(500.0, 0.0), no_k, "0 0 0 0 0 0 1").note
+
+
+def test_a_bad_right_pose_is_rejected_with_the_reason():
+    values = {**parameters.DEFAULTS, "stereo.right_pose": "0.1 0 0"}
+    with pytest.raises(ValueError, match="right_pose"):
+        parameters.validate(values)
+    parameters.validate({**values, "stereo.right_pose": "0.1 0 0 0 0 0 1"})
 
 
 @pytest.mark.parametrize(

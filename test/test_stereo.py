@@ -9,7 +9,16 @@ import torch
 from conftest import make_textured_image
 
 from alike_ros.matching.matcher import Matcher, MatcherConfig
-from alike_ros.matching.stereo import StereoConfig, StereoMatches, candidates, match_rectified, refine
+from alike_ros.matching.stereo import (
+    Calibration,
+    StereoConfig,
+    StereoMatches,
+    candidates,
+    match_epipolar,
+    match_rectified,
+    refine,
+    right_from_left,
+)
 
 CONFIGS = [
     MatcherConfig(min_similarity=-1.0, mutual=True, ratio=1.0),
@@ -135,3 +144,69 @@ def test_the_stereo_benchmark_judges_matches_by_the_ground_truth_disparity(shift
         < 0.05
     )
     assert "binary" in evaluate_stereo(OrbMethod(500), [pair], MatcherConfig(), config)
+
+
+# ---------------------------------------------------------------- unrectified pairs: the epipolar check
+
+
+def _rotation(rx: float, ry: float, rz: float) -> np.ndarray:
+    return cv2.Rodrigues(np.array([rx, ry, rz], np.float64))[0]
+
+
+def _quaternion_xyzw(R: np.ndarray) -> np.ndarray:
+    w = np.sqrt(max(1.0 + np.trace(R), 1e-12)) / 2
+    return np.array([(R[2, 1] - R[1, 2]) / (4 * w), (R[0, 2] - R[2, 0]) / (4 * w), (R[1, 0] - R[0, 1]) / (4 * w), w])
+
+
+@pytest.fixture
+def unrectified_scene():
+    """Points seen by two distorted cameras with a known pose, descriptors equal for the two views of one point."""
+    rng = np.random.default_rng(3)
+    K_left = np.array([[400.0, 0, 320], [0, 410, 240], [0, 0, 1]])
+    K_right = np.array([[390.0, 0, 310], [0, 395, 250], [0, 0, 1]])
+    D_left, D_right = np.array([-0.1, 0.02, 0, 0, 0]), np.array([-0.08, 0.01, 0.001, 0, 0])
+    pose_R, pose_t = _rotation(0.02, -0.05, 0.01), np.array([0.12, 0.01, 0.005])  # right camera in the left frame
+    points = np.c_[rng.uniform(-2, 2, 300), rng.uniform(-1.5, 1.5, 300), rng.uniform(2, 8, 300)]
+    R, t = pose_R.T, -pose_R.T @ pose_t  # X_right = R X_left + t
+    left = cv2.projectPoints(points, np.zeros(3), np.zeros(3), K_left, D_left)[0].reshape(-1, 2)
+    right = cv2.projectPoints(points, cv2.Rodrigues(R)[0], t, K_right, D_right)[0].reshape(-1, 2)
+    descriptors = rng.normal(size=(300, 64)).astype(np.float32)
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    pose = " ".join(f"{v:.12g}" for v in (*pose_t, *_quaternion_xyzw(pose_R)))
+    calibration = Calibration(K_left, D_left, K_right, D_right, *right_from_left(pose))
+    return left, right, descriptors, points, calibration
+
+
+def test_right_pose_is_the_right_cameras_pose_in_the_left_frame():
+    R, t = right_from_left("0.1 0 0 0 0 0 1")  # a right camera 10 cm to the right, no rotation
+    np.testing.assert_allclose(R, np.eye(3))
+    np.testing.assert_allclose(R @ np.array([0.1, 0, 5]) + t, [0, 0, 5])  # its centre's ray, seen from the right
+    for bad in ("", "1 2 3", "0 0 0 0 0 0 0", "a b c d e f g", "0 0 0 nan 0 0 1"):
+        with pytest.raises(ValueError, match="right_pose"):
+            right_from_left(bad)
+    with pytest.raises(ValueError, match="right_pose"):
+        StereoConfig(right_pose="1 2").validate()
+
+
+def test_an_unrectified_pair_is_matched_on_its_epipolar_lines_with_triangulated_depth(unrectified_scene):
+    left, right, descriptors, points, calibration = unrectified_scene
+    order = np.random.default_rng(4).permutation(len(right))  # the right keypoints in another order
+    found, depth = match_epipolar(
+        left, descriptors, right[order], descriptors[order], MatcherConfig(), calibration, tolerance=1.0
+    )
+    assert len(found) == len(left)
+    np.testing.assert_array_equal(order[found.indices[:, 1]], found.indices[:, 0])
+    np.testing.assert_allclose(depth, points[found.indices[:, 0], 2], rtol=1e-4)
+    np.testing.assert_allclose(found.disparity, left[found.indices[:, 0], 0] - right[order][found.indices[:, 1], 0])
+
+
+def test_the_epipolar_check_rejects_a_look_alike_off_the_line(unrectified_scene):
+    left, right, descriptors, _, calibration = unrectified_scene
+    # the right view of point 0 is gone; a keypoint with its very descriptor sits 30 px off its epipolar line
+    decoy = right[0] + np.array([0.0, 30.0])
+    moved = np.r_[right[1:], decoy[None]]
+    found, _ = match_epipolar(left, descriptors, moved, np.r_[descriptors[1:], descriptors[:1]], MatcherConfig(),
+                              calibration, tolerance=2.0)  # fmt: skip
+    assert 0 not in found.indices[:, 0] and len(found) == len(left) - 1
+    plain = Matcher(MatcherConfig())(descriptors, np.r_[descriptors[1:], descriptors[:1]])
+    assert [0, len(moved) - 1] in plain.indices.tolist()  # descriptors alone take the look-alike

@@ -157,7 +157,7 @@ class StereoPair:
 
     @property
     def geometry(self) -> StereoGeometry:
-        return StereoGeometry.from_camera_infos(*self.infos)
+        return StereoGeometry.from_camera_infos(*self.infos, self.config.right_pose)
 
     def offer(self, side: int, frame: ProcessedFrame) -> Any | None:
         """A processed frame of one side: the `stereo_matches` message of the pair it completes, or None."""

@@ -41,11 +41,62 @@ class StereoConfig:
         0.25, "refined matches whose left-to-right and right-to-left disparities differ more are dropped, pixels",
         range=(0.0, 100.0),
     )  # fmt: skip
+    right_pose: str = setting(
+        "", "unrectified pairs: the right camera's pose in the left camera's optical frame, 'x y z qx qy qz qw' (as "
+        "tf2_echo LEFT RIGHT prints it), for the epipolar check; empty: mutual nearest neighbours only",
+    )  # fmt: skip
+    epipolar_tolerance: float = setting(
+        2.0, "unrectified pairs: largest distance of a right keypoint from its left keypoint's epipolar line, pixels",
+        range=(0.0, 100.0),
+    )  # fmt: skip
 
     def validate(self) -> None:
         check(self)
         if self.min_disparity > self.max_disparity:
             raise ValueError(f"min_disparity {self.min_disparity:g} is above max_disparity {self.max_disparity:g}")
+        if self.right_pose:
+            right_from_left(self.right_pose)
+
+
+def right_from_left(pose: str) -> tuple[np.ndarray, np.ndarray]:
+    """R, t with X_right = R X_left + t, from the right camera's pose in the left frame ('x y z qx qy qz qw');
+    ValueError says what is wrong with it."""
+    try:
+        values = np.array([float(v) for v in pose.replace(",", " ").split()], np.float64)
+    except ValueError:
+        values = np.zeros(0)
+    if len(values) != 7 or not np.isfinite(values).all() or np.linalg.norm(values[3:]) < 1e-9:
+        raise ValueError(f"right_pose {pose!r} is not 'x y z qx qy qz qw' (7 finite numbers, a non-zero quaternion)")
+    x, y, z, w = values[3:] / np.linalg.norm(values[3:])
+    pose_rotation = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+    return pose_rotation.T, -pose_rotation.T @ values[:3]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """An unrectified pair: each camera's intrinsics and distortion (camera_info K, D, distortion model) and the right
+    camera's pose, X_right = R X_left + t."""
+
+    K_left: np.ndarray
+    D_left: np.ndarray
+    K_right: np.ndarray
+    D_right: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    fisheye: bool = False  # camera_info's `equidistant` model
+
+    def normalised(self, points: np.ndarray, right: bool) -> np.ndarray:
+        """N x 2 pixels to undistorted normalised image coordinates."""
+        K, D = (self.K_right, self.D_right) if right else (self.K_left, self.D_left)
+        pts = points.reshape(-1, 1, 2).astype(np.float64)
+        undistort = cv2.fisheye.undistortPoints if self.fisheye else cv2.undistortPoints
+        return undistort(pts, K, D).reshape(-1, 2)
 
 
 @dataclass
@@ -95,6 +146,41 @@ def match_rectified(
     found = Matcher(matcher).from_pairs(li, ri, similarity)
     disparity = left_keypoints[found.indices[:, 0], 0] - right_keypoints[found.indices[:, 1], 0]
     return StereoMatches(found.indices, found.similarity, disparity.astype(np.float32))
+
+
+def match_epipolar(
+    left_keypoints: np.ndarray,
+    left_descriptors: np.ndarray,
+    right_keypoints: np.ndarray,
+    right_descriptors: np.ndarray,
+    matcher: MatcherConfig,
+    calibration: Calibration,
+    tolerance: float,
+) -> tuple[StereoMatches, np.ndarray]:
+    """Descriptor matches of an unrectified pair among the pairs that fit the epipolar geometry (a right keypoint
+    within `tolerance` px of its left keypoint's epipolar line), their column differences as disparity, and the
+    depth of each along the left camera's axis, triangulated."""
+    left = calibration.normalised(left_keypoints, right=False)
+    right = calibration.normalised(right_keypoints, right=True)
+    t = calibration.t
+    essential = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ calibration.R
+    lines = np.c_[left, np.ones(len(left))] @ essential.T  # in the right camera, normalised coordinates
+    distance = np.abs(np.c_[right, np.ones(len(right))] @ lines.T) / np.maximum(
+        np.linalg.norm(lines[:, :2], axis=1), 1e-12
+    )  # M x N
+    ri, li = np.nonzero(distance * calibration.K_right[0, 0] <= tolerance)
+    similarity = np.einsum(
+        "pd,pd->p", left_descriptors[li].astype(np.float32), right_descriptors[ri].astype(np.float32)
+    )
+    found = Matcher(matcher).from_pairs(li, ri, similarity)
+    i0, i1 = found.indices.T
+    disparity = left_keypoints[i0, 0] - right_keypoints[i1, 0]
+    points = cv2.triangulatePoints(
+        np.eye(3, 4), np.c_[calibration.R, calibration.t], left[i0].T.astype(np.float64), right[i1].T.astype(np.float64)
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = (points[2] / points[3]).astype(np.float32)
+    return StereoMatches(found.indices, found.similarity, disparity.astype(np.float32)), depth
 
 
 def refine(

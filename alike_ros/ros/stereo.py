@@ -11,8 +11,10 @@ their cameras' pipelines (features, tracks, outputs), the pair is matched (`matc
 The geometry comes from the two cameras' `camera_info` when they are published: rectified when both have R = I and
 the same projection intrinsics (P[:3, :3]), with the baseline from the right camera's P[0, 3]; then each match has a
 depth. Without camera_info the images are taken to be rectified (the usual `image_rect` input) and depth is NaN.
-With camera_info that describes unrectified images, matching falls back to mutual nearest neighbours without the
-row check, refinement or depth, and the pair's diagnostics say so.
+With camera_info that describes unrectified images, the matches must fit the epipolar geometry of the two cameras'
+K and D and the right camera's pose (`stereo.right_pose`), and their depth is triangulated; without the pose,
+matching falls back to mutual nearest neighbours without any geometric check or depth. The pair's diagnostics say
+which.
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ from std_msgs.msg import Header
 from .. import parameters
 from ..extractor import Features
 from ..matching.matcher import MatcherConfig
-from ..matching.stereo import StereoConfig, StereoMatches, match_rectified, refine
+from ..matching.stereo import (
+    Calibration,
+    StereoConfig,
+    StereoMatches,
+    match_epipolar,
+    match_rectified,
+    refine,
+    right_from_left,
+)
 from . import params
 from .conversions import to_grey8
 from .messages import encode_stereo_matches
@@ -98,9 +108,13 @@ class StereoGeometry:
     fx: float = float("nan")
     baseline: float = float("nan")  # in the unit of the right camera's P[0, 3] / fx (metres by ROS convention)
     note: str = ""  # what the diagnostics say about it
+    calibration: Calibration | None = None  # unrectified, with the right camera's pose: the epipolar check
 
     @classmethod
-    def from_camera_infos(cls, left: CameraInfo | None, right: CameraInfo | None) -> StereoGeometry:
+    def from_camera_infos(
+        cls, left: CameraInfo | None, right: CameraInfo | None, right_pose: str = ""
+    ) -> StereoGeometry:
+        """`right_pose`: `stereo.right_pose`, used for unrectified images only."""
         if left is None or right is None:
             return cls(True, note="no camera_info yet: rows taken as rectified, no depth")
         p_left = np.asarray(left.p, np.float64).reshape(3, 4)
@@ -110,11 +124,29 @@ class StereoGeometry:
             return cls(True, note="camera_info without a projection (P): rows taken as rectified, no depth")
         same_intrinsics = np.allclose(p_left[:, :3], p_right[:, :3], rtol=1e-6, atol=1e-6)
         if not (same_intrinsics and all(np.allclose(r, np.eye(3), atol=1e-6) for r in rotations)):
-            return cls(False, note="camera_info describes unrectified images: mutual nearest neighbours only")
+            return cls.unrectified(left, right, right_pose)
         baseline = -p_right[0, 3] / p_right[0, 0]
         if baseline <= 0:
             return cls(True, note=f"right camera's P[0, 3] gives baseline {baseline:g}: no depth")
         return cls(True, p_left[0, 0], baseline, f"rectified, fx {p_left[0, 0]:g} px, baseline {baseline:g}")
+
+    @classmethod
+    def unrectified(cls, left: CameraInfo, right: CameraInfo, right_pose: str) -> StereoGeometry:
+        fallback = "camera_info describes unrectified images: mutual nearest neighbours only"
+        if not right_pose:
+            return cls(False, note=f"{fallback} (set stereo.right_pose for the epipolar check)")
+        models = {left.distortion_model, right.distortion_model}
+        if not models <= {"plumb_bob", "rational_polynomial", "equidistant", ""} or len(models) > 1:
+            return cls(False, note=f"{fallback} (distortion models {sorted(models)} not handled)")
+        K_left, K_right = (np.asarray(info.k, np.float64).reshape(3, 3) for info in (left, right))
+        if K_left[0, 0] <= 0 or K_right[0, 0] <= 0:
+            return cls(False, note=f"{fallback} (camera_info without intrinsics K)")
+        R, t = right_from_left(right_pose)
+        fisheye = models == {"equidistant"}
+        D_left, D_right = (np.asarray(info.d, np.float64) for info in (left, right))
+        calibration = Calibration(K_left, D_left, K_right, D_right, R, t, fisheye)
+        return cls(False, calibration=calibration, note="unrectified: epipolar check (camera_info K, D and "
+                   "stereo.right_pose), depth triangulated")  # fmt: skip
 
 
 def match_pair(
@@ -127,6 +159,11 @@ def match_pair(
 ) -> tuple[StereoMatches, np.ndarray | None]:
     """The left-right matches of one pair of frames (8-bit grey `greys`) as its geometry allows, and the depth of each
     (None where the geometry gives none)."""
+    if geometry.calibration is not None:
+        return match_epipolar(
+            left.keypoints, left.descriptors, right.keypoints, right.descriptors, matcher, geometry.calibration,
+            config.epipolar_tolerance,
+        )  # fmt: skip
     if not geometry.rectified:  # no row or disparity check can be trusted: every pair is a candidate
         config = replace(config, row_tolerance=1e4, min_disparity=-1e4, max_disparity=1e4)
     found = match_rectified(left.keypoints, left.descriptors, right.keypoints, right.descriptors, matcher, config)
@@ -153,9 +190,8 @@ class StereoRig:
         self.name = f"{left.name}:{right.name}"
         self._deliver = deliver
         self._pairing: StampPairing[ImageMessage] = StampPairing(0)
-        self.apply(values)
         self._infos: list[CameraInfo | None] = [None, None]
-        self.geometry = StereoGeometry.from_camera_infos(None, None)
+        self.apply(values)
         self.pairs_matched = 0
         out_qos = params.qos_profile(values["output.qos.reliability"], values["output.qos.depth"])
         self.matches_pub = node.create_publisher(PointCloud2, left.topic("stereo_matches"), out_qos)
@@ -165,7 +201,7 @@ class StereoRig:
     def _info_callback(self, side: int) -> Callable[[CameraInfo], None]:
         def on_info(msg: CameraInfo) -> None:
             self._infos[side] = msg
-            self.geometry = StereoGeometry.from_camera_infos(*self._infos)
+            self.geometry = StereoGeometry.from_camera_infos(*self._infos, self._config.right_pose)
 
         return on_info
 
@@ -185,6 +221,7 @@ class StereoRig:
         """Make `values` current (the settings are derived here, once per change, not per pair)."""
         self._values, self._config = values, parameters.stereo_config(values)
         self._pairing.max_skew_ns = round(values["stereo.max_skew"] * 1e9)
+        self.geometry = StereoGeometry.from_camera_infos(*self._infos, self._config.right_pose)
 
     def process(self, left_msg: ImageMessage, right_msg: ImageMessage, right_stamp_ns: int) -> None:
         """Both frames through their cameras, then left-right matching (worker thread)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .detection.dkd import DetectorConfig, describe_dense, detect
 from .export import GRAPH_RUNTIMES, runtime_problem
 from .memory import keep_freed_memory
-from .model.sparse_head import SparseHeadALNet
+from .model.sparse_head import Branches, SparseHeadALNet
 from .model.weights import load_model
 from .sampling import interpolate
 
@@ -268,48 +268,66 @@ class Extractor:
         tensor, size = network_input(image, color, max_side, self.device, 32, self.memory_format)
         return image.shape[:2], tensor.half() if self.half else tensor, size
 
-    def _network(self, tensor: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, Callable]:
-        """The H x W sigmoid score map and a function giving unit descriptors at sub-pixel keypoints."""
+    def _network(self, tensor: torch.Tensor, h: int, w: int) -> list[tuple[torch.Tensor, Callable]]:
+        """Per image of the batch: the H x W sigmoid score map and a function giving unit descriptors at sub-pixel
+        keypoints."""
         if self.fast:
             if self.graph is not None:
                 sigmoid, branches = self.graph(tensor)
-                scores = sigmoid[0, 0, :h, :w]
+                scores = sigmoid[:, 0, :h, :w]
             else:
                 logits, branches = self.net(tensor)
-                scores = torch.sigmoid(logits[0, 0, :h, :w].float())
+                scores = torch.sigmoid(logits[:, 0, :h, :w].float())
 
-            def describe(keypoints: torch.Tensor) -> torch.Tensor:
-                at_pixels = partial(self.net.descriptors_at, branches)
-                return F.normalize(interpolate(at_pixels, keypoints, h, w), dim=1)
+            def describer(image: Branches) -> Callable:
+                return lambda keypoints: F.normalize(
+                    interpolate(partial(self.net.descriptors_at, image), keypoints, h, w), dim=1
+                )
 
-            return scores, describe
-        else:
-            logits, raw = self.net(tensor)
-            dense = F.normalize(raw[0, :, :h, :w].float(), dim=0)
-
-            def describe(keypoints: torch.Tensor) -> torch.Tensor:
-                return describe_dense(dense, keypoints)
-
-        return torch.sigmoid(logits[0, 0, :h, :w].float()), describe
+            return [(scores[i], describer(branches.image(i))) for i in range(len(tensor))]
+        logits, raw = self.net(tensor)
+        dense = F.normalize(raw[:, :, :h, :w].float(), dim=1)
+        scores = torch.sigmoid(logits[:, 0, :h, :w].float())
+        return [(scores[i], partial(describe_dense, dense[i])) for i in range(len(tensor))]
 
     @torch.inference_mode()
     def score_map(self, image: np.ndarray, color: Color = "rgb") -> np.ndarray:
         """The dense sigmoid score map of the image the network sees (after any resize)."""
         _, tensor, (h, w) = self._prepare(image, color, self.max_side)
-        return self._network(tensor, h, w)[0].cpu().numpy()
+        return self._network(tensor, h, w)[0][0].cpu().numpy()
 
     @torch.inference_mode()
     def __call__(self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None) -> Features:
+        return self.batch([(image, color)], max_side)[0]
+
+    @torch.inference_mode()
+    def batch(self, images: Sequence[tuple[np.ndarray, Color]], max_side: int | None = None) -> list[Features]:
+        """Images of one size through the network as one batch, then detection and description per image: what
+        calling the extractor on each gives (tested), in one network pass, which pays on a GPU. Each image's network
+        timing is its share of the pass. ValueError when the sizes differ: padding to a common size would change
+        the scores near the borders."""
+        if not images:
+            return []
+        if self.graph is not None and len(images) > 1:  # the exported graph takes one image
+            return [self(image, color, max_side) for image, color in images]
+        side = self.max_side if max_side is None else max_side
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
-            original, tensor, (h, w) = self._prepare(image, color, self.max_side if max_side is None else max_side)
+            prepared = [self._prepare(image, color, side) for image, color in images]
+        if len({size for _, _, size in prepared}) > 1:
+            raise ValueError(f"a batch needs images of one size; got {sorted({s for _, _, s in prepared})}")
+        (h, w), share = prepared[0][2], 1.0 / len(images)
         with timed(timings, self.device, "network"):
-            scores, describe = self._network(tensor, h, w)
-        with timed(timings, self.device, "detection"):
-            keypoints, kp_scores = detect(scores, self.detector)
-            order = torch.argsort(kp_scores, descending=True, stable=True)
-            keypoints, kp_scores = keypoints[order], kp_scores[order]
-        with timed(timings, self.device, "description"):  # the copies to the host are charged here, as before
-            descriptors = describe(keypoints).cpu().numpy()
-            points, values = keypoints.cpu().numpy(), kp_scores.cpu().numpy()
-        return finished(points, values, descriptors, original, (h, w), timings)
+            maps = self._network(torch.cat([tensor for _, tensor, _ in prepared]), h, w)
+        results = []
+        for (original, _, _), (scores, describe) in zip(prepared, maps, strict=True):
+            own = {"preprocessing": timings["preprocessing"] * share, "network": timings["network"] * share}
+            with timed(own, self.device, "detection"):
+                keypoints, kp_scores = detect(scores, self.detector)
+                order = torch.argsort(kp_scores, descending=True, stable=True)
+                keypoints, kp_scores = keypoints[order], kp_scores[order]
+            with timed(own, self.device, "description"):  # the copies to the host are charged here, as before
+                descriptors = describe(keypoints).cpu().numpy()
+                points, values = keypoints.cpu().numpy(), kp_scores.cpu().numpy()
+            results.append(finished(points, values, descriptors, original, (h, w), own))
+        return results

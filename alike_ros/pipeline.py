@@ -19,7 +19,7 @@ from .config import check, setting
 from .detection.dkd import DetectorConfig
 from .export import RUNTIMES, runtime_problem
 from .extractor import STAGES as EXTRACTOR_STAGES
-from .extractor import Color, resolve_device
+from .extractor import Color, Features, resolve_device
 from .extractors import FeatureExtractor, Options, names
 from .extractors import build as build_model
 from .matching.matcher import Matcher, MatcherConfig
@@ -140,6 +140,24 @@ def build_extractor(config: PipelineConfig) -> FeatureExtractor:
     return build_model(config.model, options)
 
 
+def batch_pays(extractor: FeatureExtractor) -> bool:
+    """Whether frames of several cameras should go through the network together: on CUDA, where a batch fills the GPU
+    better; on the CPU batching measured within the noise of one-by-one (BENCHMARKS.md, Several cameras)."""
+    return extractor.device.type == "cuda" and hasattr(extractor, "batch")
+
+
+def extract_together(pipelines: list[FramePipeline], frames: list[tuple[np.ndarray, Color]]) -> list[Features] | None:
+    """The frames of several cameras sharing one extractor as one batch, each with its camera's settings; None when
+    they cannot be one batch (another extractor or max_side, images of different sizes, an extractor without
+    batches): the caller processes them one by one then."""
+    extractor, max_side = pipelines[0].extractor, pipelines[0].config.max_side
+    if any(p.extractor is not extractor or p.config.max_side != max_side for p in pipelines):
+        return None
+    if not hasattr(extractor, "batch") or len({image.shape[:2] for image, _ in frames}) > 1:
+        return None
+    return extractor.batch(frames, max_side)
+
+
 class FramePipeline:
     """Frames of one camera, in order: features, tracks and matches against the previous frame.
 
@@ -185,9 +203,11 @@ class FramePipeline:
             return "image size changed"
         return ""
 
-    def __call__(self, image: np.ndarray, color: Color, stamp_ns: int) -> FrameResult:
-        """Process one frame; `stamp_ns` is its capture time (a header stamp), used for the reset rules only."""
-        features = self.extractor(image, color, self.config.max_side)  # per camera: the extractor may be shared
+    def __call__(self, image: np.ndarray, color: Color, stamp_ns: int, features: Features | None = None) -> FrameResult:
+        """Process one frame; `stamp_ns` is its capture time (a header stamp), used for the reset rules only.
+        `features`: the frame's, already extracted (in a batch with other cameras' frames)."""
+        if features is None:
+            features = self.extractor(image, color, self.config.max_side)  # per camera: the extractor may be shared
         start = time.perf_counter()
         reset = self.reset_reason(stamp_ns, features.image_size)
         if reset or not self.config.matching:

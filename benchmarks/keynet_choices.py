@@ -62,8 +62,8 @@ class KeyNetWithAlike(Method):
     @torch.inference_mode()
     def detect(self, image: np.ndarray) -> Detections:
         points = self.keynet(image).keypoints
-        _, tensor, (h, w) = self.alike._prepare(image, "rgb")
-        _, describe = self.alike._network(tensor, h, w)
+        _, tensor, (h, w) = self.alike._prepare(image, "rgb", 0)
+        ((_, describe),) = self.alike._network(tensor, h, w)
         return Detections(points, describe(torch.from_numpy(points)).numpy())
 
 

@@ -30,6 +30,26 @@ def test_output_contract(extractor, textured_image):
     assert f.image_size == textured_image.shape
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_batch_gives_what_one_by_one_gives(alike_t_weights, textured_image, fast):
+    extractor = Extractor(
+        "alike-t", alike_t_weights, "cpu", detector=DetectorConfig(top_k=300, score_threshold=0.0), fast=fast
+    )
+    images = [(textured_image, "rgb"), (np.ascontiguousarray(textured_image[::-1, ::-1]), "rgb")]
+    for max_side in (None, 96):
+        batched = extractor.batch(images, max_side)
+        for (image, color), got in zip(images, batched, strict=True):
+            alone = extractor(image, color, max_side)
+            np.testing.assert_allclose(got.keypoints, alone.keypoints, atol=1e-4)
+            np.testing.assert_allclose(got.scores, alone.scores, atol=1e-5)
+            np.testing.assert_allclose(got.descriptors, alone.descriptors, atol=1e-5)
+            assert got.image_size == alone.image_size and set(got.timings) == set(alone.timings)
+        assert not np.array_equal(batched[0].keypoints, batched[1].keypoints)  # each image its own
+    with pytest.raises(ValueError, match="one size"):
+        extractor.batch([(textured_image, "rgb"), (textured_image[:, :-40], "rgb")])
+    assert extractor.batch([]) == []
+
+
 def test_grey_colour_and_depth_variants_agree(extractor, textured_image):
     grey = extractor(textured_image)
     rgb = np.repeat(textured_image[..., None], 3, axis=2)

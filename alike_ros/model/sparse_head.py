@@ -79,6 +79,12 @@ class Branches:
         """Every map, finest first: what the exported graph outputs after the scores."""
         return [self.fine, *self.coarse]
 
+    def image(self, index: int) -> Branches:
+        """The branches of one image of a batch."""
+        return Branches(
+            self.fine[index : index + 1], [c[index : index + 1] for c in self.coarse], self.height, self.width
+        )
+
 
 class SparseHeadALNet(nn.Module):
     def __init__(self, net: ALNet):

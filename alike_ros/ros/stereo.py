@@ -19,6 +19,7 @@ which.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from ..matching.stereo import (
     refine,
     right_from_left,
 )
+from ..pipeline import batch_pays, extract_together
 from . import params
 from .conversions import to_grey8
 from .messages import encode_stereo_matches
@@ -191,6 +193,7 @@ class StereoRig:
         self._deliver = deliver
         self._pairing: StampPairing[ImageMessage] = StampPairing(0)
         self._infos: list[CameraInfo | None] = [None, None]
+        self.batched = False  # True: batch the two frames on any device (tests; on CUDA they are batched anyway)
         self.apply(values)
         self.pairs_matched = 0
         out_qos = params.qos_profile(values["output.qos.reliability"], values["output.qos.depth"])
@@ -224,8 +227,9 @@ class StereoRig:
         self.geometry = StereoGeometry.from_camera_infos(*self._infos, self._config.right_pose)
 
     def process(self, left_msg: ImageMessage, right_msg: ImageMessage, right_stamp_ns: int) -> None:
-        """Both frames through their cameras, then left-right matching (worker thread)."""
-        left, right = self.left.process(left_msg), self.right.process(right_msg)
+        """Both frames through their cameras (through the network as one batch where that pays), then left-right
+        matching (worker thread)."""
+        left, right = self._both(left_msg, right_msg)
         if left is None or right is None:  # counted by the camera that dropped it
             return
         lf, rf = left.result.tracked.features, right.result.tracked.features
@@ -236,6 +240,21 @@ class StereoRig:
         self.pairs_matched += 1
         if self._values["output.vins_layout"] == "vins_fusion":
             self._publish_vins(left_msg.header, left, right, found.indices)
+
+    def _both(self, left_msg: ImageMessage, right_msg: ImageMessage) -> list[Processed | None]:
+        streams, messages = (self.left, self.right), (left_msg, right_msg)
+        if not (self.batched or batch_pays(self.left.pipeline.extractor)):
+            return [stream.process(msg) for stream, msg in zip(streams, messages, strict=True)]
+        converted = [stream.convert(msg) for stream, msg in zip(streams, messages, strict=True)]
+        features: list[Features] | list[None] = [None, None]
+        if None not in converted:  # else that frame was counted by its camera; the other goes on alone
+            frames = [(c.pixels, c.color) for c in converted if c]
+            with contextlib.suppress(ValueError):  # an unusable image: one by one, so that its own camera counts it
+                features = extract_together([self.left.pipeline, self.right.pipeline], frames) or features
+        return [
+            stream.process(msg, c, f) if c else None
+            for stream, msg, c, f in zip(streams, messages, converted, features, strict=True)
+        ]
 
     def _publish_vins(self, header: Header, left: Processed, right: Processed, pairs: np.ndarray) -> None:
         """Both cameras in one `features_vins` message on the left camera's topic (VINS-Fusion's stereo input)."""

@@ -24,6 +24,7 @@ from std_msgs.msg import Header
 
 from .. import parameters
 from ..drawing import draw_tracks
+from ..extractor import Features
 from ..monitoring import SequenceGaps, Snapshot, Statistics, assess, transport_cause
 from ..pipeline import FramePipeline, FrameResult
 from . import params
@@ -40,6 +41,15 @@ if TYPE_CHECKING:
 # rclpy.subscription.MessageInfo; Jazzy's has no name for it, and no publisher_gid in it).
 MessageInfo = Mapping[str, Any]
 ImageMessage = Image | CompressedImage
+
+
+@dataclass
+class Converted:
+    """A frame's pixels as converted from its message, and what that took."""
+
+    pixels: np.ndarray
+    color: str
+    milliseconds: float
 
 
 @dataclass
@@ -180,21 +190,29 @@ class CameraStream:
 
     # ---------------------------------------------------------------- frames (the node's worker thread)
 
-    def process(self, msg: ImageMessage) -> Processed | None:
-        """One frame: convert, extract and track, publish, and count it; bad input and model failures are counted
-        drops (None), never exceptions."""
-        stages: dict[str, float] = {}
+    def convert(self, msg: ImageMessage) -> Converted | None:
+        """The frame's pixels; None (a counted drop) when the message does not hold a usable image."""
         start = time.perf_counter()
         try:
             pixels, color = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
         except ValueError as exc:
             self._drop_bad_input(exc)
             return None
-        stages["conversion"] = (time.perf_counter() - start) * 1e3
+        return Converted(pixels, color, (time.perf_counter() - start) * 1e3)
 
+    def process(
+        self, msg: ImageMessage, converted: Converted | None = None, features: Features | None = None
+    ) -> Processed | None:
+        """One frame: convert, extract and track, publish, and count it; bad input and model failures are counted
+        drops (None), never exceptions. `converted` and `features`: the frame's, when a batch made them."""
+        converted = converted or self.convert(msg)
+        if converted is None:
+            return None
+        pixels, color = converted.pixels, converted.color
+        stages: dict[str, float] = {"conversion": converted.milliseconds}
         stamp = Time.from_msg(msg.header.stamp)
         try:
-            result = self.pipeline(pixels, color, stamp.nanoseconds)  # read once: a reload may swap it meanwhile
+            result = self.pipeline(pixels, color, stamp.nanoseconds, features)  # read once: a reload may swap it
         except ValueError as exc:  # the image itself is unusable (e.g. too large for the extractor)
             self._drop_bad_input(exc)
             return None

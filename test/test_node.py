@@ -830,6 +830,28 @@ def test_two_workers_on_the_shared_model_give_what_the_model_gives_alone(rig, ca
             np.testing.assert_allclose(got.descriptors, alone.descriptors, atol=1e-5)
 
 
+def test_frames_of_several_cameras_batched_through_the_network_give_what_one_by_one_gives(rig, canvas):
+    """The batch path of waiting frames (taken on CUDA) run on the CPU: one pass for the two cameras' frames, and the
+    features each camera publishes are the extractor's on that frame alone."""
+    images = {"left": frame_at(canvas, 11), "right": np.ascontiguousarray(frame_at(canvas, 13)[::-1])}
+    extractor = rig.node.streams["left"].pipeline.extractor
+    calls, batch = [], extractor.batch
+    headers = {camera: rig.header(camera) for camera in images}
+    try:
+        extractor.batch = lambda *args: calls.append(args) or batch(*args)
+        rig.node._serve_together(
+            [(camera, array_to_image(images[camera], "mono8", headers[camera])) for camera in images]
+        )
+    finally:
+        del extractor.batch
+    assert [len(args[0]) for args in calls] == [2]
+    for camera, header in headers.items():
+        got = decode_features(rig.arrived(f"{camera}/features", header.stamp))
+        alone = extractor(images[camera], "rgb")
+        np.testing.assert_allclose(got.keypoints, alone.keypoints, atol=1e-4)
+        np.testing.assert_allclose(got.descriptors, alone.descriptors, atol=1e-5)
+
+
 def test_a_setting_applies_to_every_camera(rig, canvas):
     try:
         assert all(r.successful for r in rig.node.set_parameters([Parameter("detector.max_keypoints", value=40)]))

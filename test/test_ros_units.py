@@ -124,6 +124,23 @@ def test_a_camera_is_never_with_two_workers_at_once():
     assert box.take(0.0) == ("a", "a2")
 
 
+def test_a_batch_takes_every_waiting_camera_but_a_busy_one():
+    box = Mailboxes(["a", "b", "c"])
+    assert box.take_ready(0.0) == []
+    box.put("a", "a1")
+    assert box.take(0.0) == ("a", "a1")  # another worker holds a
+    for name in ("a", "b", "c"):
+        box.put(name, f"{name}2")
+    assert box.take_ready(0.0) == [("b", "b2"), ("c", "c2")]  # a's frame waits for its worker
+    box.done("a")
+    assert box.take_ready(0.0) == [("a", "a2")]
+    for name in ("b", "c"):
+        box.done(name)
+        box.put(name, f"{name}3")
+    box.done("a")
+    assert [name for name, _ in box.take_ready(0.0)] == ["b", "c"]  # in turn, after the camera served last
+
+
 def test_statistics_and_levels():
     stats = Statistics(window=4, start_ns=0)
     for i in range(6):

@@ -48,6 +48,25 @@ class Mailboxes(Generic[Item]):
                     return name, item
             return None
 
+    def take_ready(self, timeout: float) -> list[tuple[str, Item]]:
+        """Every camera that has a frame and no worker on it, in turn, with its frame (the caller calls `done` for
+        each): what a batch takes. Empty when there was none within `timeout` s."""
+        taken = []
+        with self._cond:
+            if not self._ready():
+                self._cond.wait(timeout)
+            for offset in range(len(self._order)):
+                index = (self._next + offset) % len(self._order)
+                name = self._order[index]
+                item = self._slots[name]
+                if item is not None and name not in self._busy:
+                    self._slots[name] = None
+                    self._busy.add(name)
+                    taken.append((name, item))
+            if taken:
+                self._next = self._order.index(taken[-1][0]) + 1
+        return taken
+
     def done(self, name: str) -> None:
         """The worker that took camera `name`'s frame has finished with it."""
         with self._cond:

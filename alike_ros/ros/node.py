@@ -2,16 +2,19 @@
 and /diagnostics.
 
 One model serves every camera (`cameras` parameter; ros.stream.CameraStream holds what is per camera). Subscription
-callbacks only leave each frame in its camera's slot of the inbox (ros.mailbox); one worker thread takes the newest
+callbacks only leave each frame in its camera's slot of the inbox (ros.mailbox); worker threads take the newest
 frame of each camera in turn, so a slow model or a slow consumer never builds a backlog (every frame replaced unread
-is counted) and no camera starves another. Parameter changes are validated, then applied between frames: detector
-and matching settings take effect on the next frame, a new model is built and warmed up beside the old one and
-swapped in only if it loads.
+is counted) and no camera starves another. Where batching pays (CUDA), a worker takes every camera's waiting frame at
+once and runs those of one size through the network as one batch, a stereo pair its two frames.
+
+Parameter changes are validated, then applied between frames: detector and matching settings take effect on the next
+frame, a new model is built and warmed up beside the old one and swapped in only if it loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -33,14 +36,15 @@ from rclpy.utilities import remove_ros_args
 from std_msgs.msg import Header
 
 from .. import parameters
+from ..extractor import Features
 from ..model.weights import WeightsError
 from ..monitoring import Snapshot
-from ..pipeline import FramePipeline, PipelineConfig
+from ..pipeline import FramePipeline, PipelineConfig, batch_pays, extract_together
 from . import params
 from .fastdds import camera_setting, profile_in_effect, use_large_data_profile
 from .mailbox import Mailboxes
 from .stereo import LEFT, RIGHT, StereoRig
-from .stream import CameraStream
+from .stream import CameraStream, Converted
 
 NODE_NAME = "extractor"
 INPUT_REVIEW_PERIOD = 1.0  # s of steady time between checks of the input publishers' QoS (events come first)
@@ -97,6 +101,7 @@ class ExtractorNode(Node):
             INPUT_REVIEW_PERIOD, self._review_inputs, clock=Clock(clock_type=ClockType.STEADY_TIME)
         )
         self._running = True
+        self.batched = False  # True: batch the frames waiting together on any device (tests; CUDA batches anyway)
         # One worker per camera or pair, up to `workers`: they share the model, each camera stays in order
         count = min(self._values["workers"], len(self.streams) - len(self.rigs))
         self._workers = [
@@ -124,22 +129,56 @@ class ExtractorNode(Node):
 
     def _work(self) -> None:
         while self._running:
-            taken = self._inbox.take(timeout=0.1)
-            if taken is None:
-                continue
-            unit, item = taken
-            rig = self.rigs.get(unit)
-            stream = rig.left if rig else self.streams[unit]
-            try:
-                if rig:
-                    rig.process(*item)
-                else:
-                    stream.process(item)
-            except Exception as exc:  # never let one frame end the worker; counted with the model's failures
-                stream.stats.on_dropped("model_failure", repr(exc))
-                self.get_logger().error(f"{stream.label}: frame failed: {exc!r}", throttle_duration_sec=5.0)
-            finally:
+            if self.batched or batch_pays(next(iter(self.streams.values())).pipeline.extractor):
+                taken = self._inbox.take_ready(timeout=0.1)
+            else:
+                one = self._inbox.take(timeout=0.1)
+                taken = [one] if one else []
+            cameras = [(unit, item) for unit, item in taken if unit not in self.rigs]
+            if len(cameras) > 1:  # a stereo pair batches its own two frames
+                self._serve_together(cameras)
+                taken = [(unit, item) for unit, item in taken if unit in self.rigs]
+            for unit, item in taken:
+                self._serve(unit, item)
+
+    def _serve(
+        self, unit: str, item: Any, converted: Converted | None = None, features: Features | None = None
+    ) -> None:
+        """One camera's frame (with its pixels and features when a batch made them), or one stereo pair's."""
+        rig = self.rigs.get(unit)
+        stream = rig.left if rig else self.streams[unit]
+        try:
+            if rig:
+                rig.process(*item)
+            else:
+                stream.process(item, converted, features)
+        except Exception as exc:  # never let one frame end the worker; counted with the model's failures
+            stream.stats.on_dropped("model_failure", repr(exc))
+            self.get_logger().error(f"{stream.label}: frame failed: {exc!r}", throttle_duration_sec=5.0)
+        finally:
+            self._inbox.done(unit)
+
+    def _serve_together(self, taken: list[tuple[str, Any]]) -> None:
+        """Frames of several cameras waiting together: those of one size and max_side through the network as one
+        batch (where batching pays: CUDA), then each through its camera as usual."""
+        converted = {unit: self.streams[unit].convert(msg) for unit, msg in taken}
+        groups: dict[tuple, list[str]] = {}
+        for unit, frame in converted.items():
+            if frame is not None:  # else counted by its camera
+                key = (frame.pixels.shape[:2], self.streams[unit].pipeline.config.max_side)
+                groups.setdefault(key, []).append(unit)
+        features: dict[str, Features] = {}
+        for units in groups.values():
+            if len(units) > 1:
+                frames = [(converted[u].pixels, converted[u].color) for u in units]
+                with contextlib.suppress(ValueError):  # an unusable image: one by one, its own camera counts it
+                    found = extract_together([self.streams[u].pipeline for u in units], frames) or []
+                    features.update(zip(units, found, strict=False))
+        for unit, msg in taken:
+            if converted[unit] is None:
                 self._inbox.done(unit)
+            else:
+                self._serve(unit, msg, converted[unit], features.get(unit))
 
     # ---------------------------------------------------------------- diagnostics
 

@@ -34,24 +34,16 @@ class Mailboxes(Generic[Item]):
     def take(self, timeout: float) -> tuple[str, Item] | None:
         """The next camera in turn that has a frame and no worker on it, and the frame (the caller calls `done`
         with the name when finished); None when there was none within `timeout` s."""
-        with self._cond:
-            if not self._ready():
-                self._cond.wait(timeout)
-            for offset in range(len(self._order)):
-                index = (self._next + offset) % len(self._order)
-                name = self._order[index]
-                item = self._slots[name]
-                if item is not None and name not in self._busy:
-                    self._slots[name] = None
-                    self._busy.add(name)
-                    self._next = index + 1
-                    return name, item
-            return None
+        taken = self._take(timeout, limit=1)
+        return taken[0] if taken else None
 
     def take_ready(self, timeout: float) -> list[tuple[str, Item]]:
         """Every camera that has a frame and no worker on it, in turn, with its frame (the caller calls `done` for
         each): what a batch takes. Empty when there was none within `timeout` s."""
-        taken = []
+        return self._take(timeout, limit=len(self._order))
+
+    def _take(self, timeout: float, limit: int) -> list[tuple[str, Item]]:
+        taken: list[tuple[str, Item]] = []
         with self._cond:
             if not self._ready():
                 self._cond.wait(timeout)
@@ -63,8 +55,11 @@ class Mailboxes(Generic[Item]):
                     self._slots[name] = None
                     self._busy.add(name)
                     taken.append((name, item))
+                    last = index
+                    if len(taken) == limit:
+                        break
             if taken:
-                self._next = self._order.index(taken[-1][0]) + 1
+                self._next = last + 1
         return taken
 
     def done(self, name: str) -> None:

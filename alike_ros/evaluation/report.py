@@ -153,6 +153,8 @@ def plot_mma(sections: list[Section], path: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True)
     for ax, section in zip(axes[0], panels, strict=True):
+        if len(section.rows) > len(plt.cm.tab10.colors):  # the default cycle would give two methods one colour
+            ax.set_prop_cycle(color=plt.cm.tab20.colors)
         for name, row in section.rows.items():
             if isinstance(row, HomographySummary):
                 ax.plot(row.thresholds, 100 * row.mma, marker="o", label=name)

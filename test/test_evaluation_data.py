@@ -92,11 +92,13 @@ def test_cli_skips_absent_data_and_updates_the_doc(tmp_path, photo, capsys):
     doc = tmp_path / "EVAL.md"
     doc.write_text(f"# Eval\n\nprose\n\n{report.DOC_START}\nold\n{report.DOC_END}\n\nmore prose\n")
     argv = ["--methods", "orb", "--photos", str(photos), "--data", str(tmp_path / "none"), "--max-side", "160"]
-    argv += ["--viewpoint", "1", "--illumination", "1", "--out", str(tmp_path / "out"), "--update-doc", str(doc)]
+    argv += ["--realgeo", str(tmp_path / "none"), "--viewpoint", "1", "--illumination", "1"]
+    argv += ["--out", str(tmp_path / "out"), "--update-doc", str(doc)]
     assert main(argv) == 0
     text = doc.read_text()
-    assert "old" not in text and "prose" in text and "more prose" in text and "| ORB | 2 |" in text
+    assert "\nold\n" not in text and "prose" in text and "more prose" in text and "| ORB | 2 |" in text
     assert "fetch_eval_data.sh" in text and "python -m alike_ros evaluate --methods orb" in text
+    assert f"realgeo: {tmp_path / 'none'} is absent (pass --realgeo or set ALIKE_ROS_SHARED)" in text
     assert (tmp_path / "out" / "mma.png").is_file() and (tmp_path / "out" / "results.json").is_file()
     assert "Synthetic, all (2 pairs" in capsys.readouterr().out
 

@@ -29,10 +29,15 @@ class PairResult:
     kind: str
     keypoints: tuple[int, int]
     matches: int
-    mma: np.ndarray  # fraction correct at metrics.MMA_THRESHOLDS
+    errors: np.ndarray  # px, of each match under the true homography (metrics.match_errors)
     repeatability: float
     matching_score: float
     corner_error: float
+
+    @property
+    def mma(self) -> np.ndarray:
+        """Fraction correct at metrics.MMA_THRESHOLDS."""
+        return metrics.mma(self.errors)
 
 
 @dataclass
@@ -64,7 +69,7 @@ def evaluate_pair(method: Method, pair: Pair, det0: Detections, det1: Detections
         kind=pair.kind,
         keypoints=(len(kp0), len(kp1)),
         matches=len(matches),
-        mma=metrics.mma(metrics.match_errors(kp0, kp1, matches, pair.homography)),
+        errors=metrics.match_errors(kp0, kp1, matches, pair.homography),
         repeatability=metrics.repeatability(kp0, kp1, pair.homography, size0, size1),
         matching_score=metrics.matching_score(kp0, kp1, matches, pair.homography, size0, size1),
         corner_error=metrics.corner_error(pair.homography, h_est, size0),
@@ -85,23 +90,27 @@ def evaluate_homography_benchmark(
 @dataclass
 class HomographySummary:
     pairs: int
-    mma: np.ndarray
+    mma: np.ndarray  # fraction correct at `thresholds`
     mha: np.ndarray  # fraction at metrics.MHA_THRESHOLDS
     repeatability: float
     matching_score: float
     keypoints: float  # mean per image
     matches: float  # mean per pair
     ms_per_image: float = 0.0
+    thresholds: tuple[float, ...] = metrics.MMA_THRESHOLDS  # px
 
 
-def summarise(results: list[PairResult], kinds: str = "iv") -> HomographySummary | None:
-    """Means over the pairs whose kind is in `kinds` (None if there are none)."""
+def summarise(
+    results: list[PairResult], kinds: str = "iv", thresholds: tuple[float, ...] = metrics.MMA_THRESHOLDS
+) -> HomographySummary | None:
+    """Means over the pairs whose kind is in `kinds`, MMA at `thresholds` px (None if there are no such pairs)."""
     chosen = [r for r in results if r.kind in kinds]
     if not chosen:
         return None
     return HomographySummary(
         pairs=len(chosen),
-        mma=np.mean([r.mma for r in chosen], axis=0),
+        thresholds=thresholds,
+        mma=np.mean([metrics.mma(r.errors, thresholds) for r in chosen], axis=0),
         mha=metrics.homography_accuracy(np.array([r.corner_error for r in chosen])),
         repeatability=float(np.mean([r.repeatability for r in chosen])),
         matching_score=float(np.mean([r.matching_score for r in chosen])),

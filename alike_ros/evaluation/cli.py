@@ -14,12 +14,13 @@ from tqdm import tqdm
 
 from ..matching.matcher import MatcherConfig
 from ..matching.stereo import StereoConfig
-from . import benchmarks, report, stereo
+from . import benchmarks, pose, realgeo, report, stereo
 from .benchmarks import Timer
 from .methods import SHARED_ENV, Method, Unavailable, build_methods, shared_folder
+from .metrics import REAL_MMA_THRESHOLDS
 from .synthetic import synthetic_pairs
 
-BENCHMARKS = ("synthetic", "graf", "video", "stereo")
+BENCHMARKS = ("synthetic", "graf", "video", "stereo", "realgeo")
 DEFAULT_METHODS = "ours,upstream-alike-t,upstream-alike-n,sift,orb"
 
 
@@ -56,6 +57,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=Path,
         default=shared_folder("data", "photos", "eval"),
         help=f"folder of photos the synthetic benchmark warps (default: ${SHARED_ENV}/data/photos/eval)",
+    )
+    p.add_argument(
+        "--realgeo",
+        type=Path,
+        default=shared_folder("data", "realgeo"),
+        help=f"folder of the real-geometry sets (default: ${SHARED_ENV}/data/realgeo)",
+    )
+    p.add_argument(
+        "--realgeo-max-side", type=int, default=1024, help="real-geometry images: longer side at most, px (0: native)"
     )
     p.add_argument("--data", type=Path, default=Path("data/eval"), help="cache of fetch_eval_data.sh (%(default)s)")
     p.add_argument("--max-side", type=int, default=480, help="synthetic images: longer side in px")
@@ -125,6 +135,11 @@ def run(args: argparse.Namespace, methods: list[Method | Unavailable]) -> tuple[
         h, w = pair.disparity.shape
         title = f"Stereo: {pair.name} ({w}x{h}), rows ±{args.stereo.row_tolerance:g} px, then refined on the images"
         sections.append(report.Section(f"stereo-{pair.name.lower()}", title))
+    real = realgeo.RealSets()
+    if "realgeo" in args.benchmarks:
+        real = realgeo.load(args.realgeo, args.realgeo_max_side, f"pass --realgeo or set {SHARED_ENV}")
+        skipped += real.skipped
+    sections += _real_sections(real)
     by_key = {s.key: s for s in sections}
     stereo_matcher = MatcherConfig(min_similarity=-1.0, mutual=True, ratio=args.stereo_ratio)
 
@@ -156,7 +171,40 @@ def run(args: argparse.Namespace, methods: list[Method | Unavailable]) -> tuple[
             by_key[f"stereo-{pair.name.lower()}"].rows[method.name] = stereo.evaluate_stereo(
                 method, [pair], stereo_matcher, args.stereo
             )
+        for name, references in real.homographies.items():
+            timer = Timer()
+            progress = tqdm(references, desc=f"{method.name} {name}")
+            results = benchmarks.evaluate_homography_benchmark(method, progress, timer)
+            summary = benchmarks.summarise(results, thresholds=REAL_MMA_THRESHOLDS)
+            summary.ms_per_image = timer.mean
+            by_key[f"{report.REALGEO_PREFIX}-{name}"].rows[method.name] = summary
+        for name, scenes in real.poses.items():
+            timer = Timer()
+            summary = pose.evaluate_pose(method, tqdm(scenes, desc=f"{method.name} {name}"), timer)
+            summary.ms_per_image = timer.mean
+            by_key[f"{report.POSE_PREFIX}-{name}"].rows[method.name] = summary
     return sections, skipped
+
+
+def _real_sections(real: realgeo.RealSets) -> list[report.Section]:
+    """A section per real-geometry set, titled with its pairs and image sizes."""
+
+    def title(name: str, task: str, pairs: int, images: list[np.ndarray]) -> str:
+        sides = sorted({max(image.shape[:2]) for image in images})
+        size = str(sides[0]) if len(sides) == 1 else f"{sides[0]}-{sides[-1]}"
+        return f"Real geometry, {task}: {realgeo.TITLES[name]} ({pairs} pairs, longer side {size} px)"
+
+    sections = []
+    for name, references in real.homographies.items():
+        pairs = [pair for _, group in references for pair in group]
+        images = [image for pair in pairs for image in (pair.image0, pair.image1)]
+        key = f"{report.REALGEO_PREFIX}-{name}"
+        sections.append(report.Section(key, title(name, "homographies", len(pairs), images)))
+    for name, scenes in real.poses.items():
+        count = sum(len(scene.pairs) for scene in scenes)
+        images = [view.image for scene in scenes for view in scene.views]
+        sections.append(report.Section(f"{report.POSE_PREFIX}-{name}", title(name, "relative pose", count, images)))
+    return sections
 
 
 def to_json(sections: list[report.Section]) -> dict:
@@ -190,8 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.md").write_text(body)
     (args.out / "results.json").write_text(json.dumps(to_json(sections), indent=1) + "\n")
     images = []
-    if report.plot_mma(sections, args.out / "mma.png"):
-        images.append(args.out / "mma.png")
+    synthetic_like = [s for s in sections if not s.key.startswith(report.REALGEO_PREFIX)]
+    real = [s for s in sections if s.key.startswith(report.REALGEO_PREFIX)]
+    for plotted, name in ((synthetic_like, "mma.png"), (real, "realgeo_mma.png")):
+        if report.plot_mma(plotted, args.out / name):
+            images.append(args.out / name)
     video = next((s for s in sections if s.key == "video"), None)
     if video and report.plot_video(video, args.video_step, args.out / "video_inliers.png"):
         images.append(args.out / "video_inliers.png")

@@ -1,7 +1,8 @@
 """Metrics of local features on image pairs, as in the ALIKE paper and HPatches practice (pure numpy/OpenCV).
 
 Pixel convention everywhere: (x, y), x right, y down, integer = pixel centre (OpenCV's). A homography H maps
-points of the first image to the second; `size` is (height, width).
+points of the first image to the second; `size` is (height, width). A relative pose (R, t) maps a point of the
+first camera's frame to the second's, x1 = R x0 + t.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from scipy.spatial import cKDTree
 from ..geometry import inside, warp_points
 
 MMA_THRESHOLDS = (1, 2, 3, 4, 5)  # px, as in HPatches MMA curves
+REAL_MMA_THRESHOLDS = tuple(range(1, 11))  # px, the ALIKE paper's HPatches curves
 MHA_THRESHOLDS = (1, 3, 5)  # px of mean corner error
 CORRECT_PX = 3.0  # a keypoint repeats / a match is correct within this distance (SuperPoint, D2-Net practice)
 RANSAC_PX = 3.0  # cv2.findHomography's default reprojection threshold, as upstream's eval
 F_RANSAC_PX = 1.0  # epipolar distance for the fundamental matrix on video frames
 TRACK_ROUNDTRIP_PX = 0.5  # a Lucas-Kanade track counts as ground truth only if it comes back this close
+POSE_RANSAC_PX = 1.0  # epipolar threshold of the essential matrix, over the mean focal length (SuperGlue's)
+POSE_CONFIDENCE = 0.99999  # RANSAC confidence of the essential matrix (SuperGlue's)
+POSE_AUC_DEGREES = (5, 10, 20)  # the pose AUC thresholds peers report on MegaDepth and ScanNet
 SEED = 0  # OpenCV's RANSAC draws from its global RNG; reseeding makes every estimate reproducible
 
 
@@ -106,7 +111,8 @@ def corner_error(h_true: np.ndarray, h_est: np.ndarray | None, size: tuple[int, 
         return float("inf")
     hgt, wid = size
     corners = np.array([[0, 0], [wid - 1, 0], [0, hgt - 1], [wid - 1, hgt - 1]], np.float64)
-    err = np.linalg.norm(warp_points(h_true, corners) - warp_points(h_est, corners), axis=1).mean()
+    with np.errstate(invalid="ignore"):  # a corner either warp sends behind its camera: inf - inf
+        err = np.linalg.norm(warp_points(h_true, corners) - warp_points(h_est, corners), axis=1).mean()
     return float(err) if np.isfinite(err) else float("inf")
 
 
@@ -161,3 +167,62 @@ def max_correct_matches(truth: np.ndarray, trusted: np.ndarray, kp1: np.ndarray,
     near = cKDTree(truth[trusted]).sparse_distance_matrix(cKDTree(kp1), px, output_type="coo_matrix").tocsr()
     near.data[:] = 1  # a pair at distance 0 is stored with the value 0: every stored pair is an edge
     return int((maximum_bipartite_matching(near, perm_type="column") >= 0).sum())
+
+
+def relative_pose(r0: np.ndarray, c0: np.ndarray, r1: np.ndarray, c1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R, t) from camera 0's frame to camera 1's, for cameras given by their camera-to-world rotation R_i and
+    centre C_i (a world point X is at R_i^T (X - C_i) in camera i's frame: Strecha's and TUM's convention)."""
+    return r1.T @ r0, r1.T @ (c0 - c1)
+
+
+def estimate_relative_pose(
+    pts0: np.ndarray, pts1: np.ndarray, k0: np.ndarray, k1: np.ndarray, threshold: float = POSE_RANSAC_PX
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """R, unit t and inlier count from matched pixels of two calibrated cameras (no distortion): a RANSAC essential
+    matrix on normalised coordinates, then the cheirality check; None below 5 matches or when it fails. Of several
+    five-point solutions, the one the most matches pass (SuperGlue's and LoFTR's evaluation)."""
+    if len(pts0) < 5:
+        return None
+    normalised = [
+        (np.c_[np.float64(p), np.ones(len(p))] @ np.linalg.inv(k).T)[:, :2] for p, k in ((pts0, k0), (pts1, k1))
+    ]
+    focal = np.mean([k0[0, 0], k0[1, 1], k1[0, 0], k1[1, 1]])
+    cv2.setRNGSeed(SEED)
+    e, mask = cv2.findEssentialMat(*normalised, np.eye(3), cv2.RANSAC, POSE_CONFIDENCE, threshold / focal)
+    if e is None or mask is None:
+        return None
+    best = None
+    for candidate in np.split(e, len(e) // 3):
+        count, r, t, _ = cv2.recoverPose(candidate, *normalised, np.eye(3), mask=mask.copy())
+        if best is None or count > best[2]:
+            best = (r, t.ravel(), int(count))
+    return best
+
+
+def rotation_angle(r: np.ndarray) -> float:
+    """Angle of a rotation matrix, degrees."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0))))
+
+
+def pose_error(r_true: np.ndarray, t_true: np.ndarray, r_est: np.ndarray, t_est: np.ndarray) -> float:
+    """max(rotation error, translation direction error), degrees. An essential matrix gives t up to scale and
+    sign, so the direction error is the smaller angle to +t or -t (SuperGlue's and LoFTR's evaluation)."""
+    cos = np.dot(t_true, t_est) / max(np.linalg.norm(t_true) * np.linalg.norm(t_est), 1e-12)
+    angle_t = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return max(rotation_angle(r_true.T @ r_est), float(min(angle_t, 180.0 - angle_t)))
+
+
+def pose_auc(errors: np.ndarray, thresholds: tuple[float, ...] = POSE_AUC_DEGREES) -> np.ndarray:
+    """Area under the cumulative error curve up to each threshold, over the threshold (SuperGlue's pose AUC): the
+    recall rises linearly between sorted errors from (0, 0); a failed pair (error inf) never counts."""
+    errors = np.sort(np.asarray(errors, np.float64))
+    if len(errors) == 0:
+        return np.zeros(len(thresholds))
+    recall = np.r_[0.0, np.arange(1, len(errors) + 1) / len(errors)]
+    errors = np.r_[0.0, errors]
+    aucs = []
+    for limit in thresholds:
+        last = np.searchsorted(errors, limit)
+        e, r = np.r_[errors[:last], limit], np.r_[recall[:last], recall[last - 1]]
+        aucs.append(np.sum(np.diff(e) * (r[:-1] + r[1:]) / 2) / limit)
+    return np.array(aucs)

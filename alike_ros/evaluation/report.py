@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,12 +16,15 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .benchmarks import HomographySummary, VideoSummary  # noqa: E402
-from .metrics import MHA_THRESHOLDS, MMA_THRESHOLDS  # noqa: E402
+from .metrics import MHA_THRESHOLDS, MMA_THRESHOLDS, POSE_AUC_DEGREES  # noqa: E402
+from .pose import PoseSummary  # noqa: E402
 from .stereo import THRESHOLDS as STEREO_THRESHOLDS  # noqa: E402
 from .stereo import StereoSummary  # noqa: E402
 
 DOC_START = "<!-- evaluation-results:start (written by `python -m alike_ros evaluate --update-doc`) -->"
 DOC_END = "<!-- evaluation-results:end -->"
+REALGEO_PREFIX = "realgeo"  # keys of real-geometry sections
+POSE_PREFIX = f"{REALGEO_PREFIX}-pose"  # keys of relative-pose sections
 
 
 @dataclass
@@ -29,15 +33,21 @@ class Section:
 
     key: str
     title: str
-    rows: dict[str, HomographySummary | VideoSummary | StereoSummary | str] = field(default_factory=dict)
+    rows: dict[str, HomographySummary | VideoSummary | StereoSummary | PoseSummary | str] = field(default_factory=dict)
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _mma_thresholds(section: Section) -> tuple[float, ...]:
+    """The thresholds the section's MMA rows were summarised at (all rows of a section share them)."""
+    rows = [r for r in section.rows.values() if isinstance(r, HomographySummary)]
+    return rows[0].thresholds if rows else MMA_THRESHOLDS
+
+
 def homography_table(section: Section) -> str:
-    mma_cols = [f"MMA@{t}" for t in MMA_THRESHOLDS]
+    mma_cols = [f"MMA@{t}" for t in _mma_thresholds(section)]
     mha_cols = [f"MHA@{t}" for t in MHA_THRESHOLDS]
     head = ["method", "pairs", *mma_cols, *mha_cols, "Rep@3", "MS@3", "#kp/img", "#matches", "ms/img"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -82,6 +92,20 @@ def stereo_table(section: Section) -> str:
     return "\n".join(lines)
 
 
+def pose_table(section: Section) -> str:
+    head = ["method", "pairs", *(f"AUC@{t}°" for t in POSE_AUC_DEGREES), "failed", "#kp/img", "#matches", "#inliers"]
+    head.append("ms/img")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in section.rows.items():
+        if isinstance(row, str):
+            cells = [row] + ["–"] * (len(head) - 2)
+        else:
+            cells = [str(row.pairs), *map(_pct, row.auc), str(row.failed), f"{row.keypoints:.0f}"]
+            cells += [f"{row.matches:.0f}", f"{row.inliers:.0f}", f"{row.ms_per_image:.0f}"]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def gap_table(sections: list[Section], ours: str, reference: str) -> str | None:
     """Ours minus the reference method: percentage points, and absolute numbers for inlier counts."""
     head = ["benchmark", "MMA@1", "MMA@3", "MHA@1", "MHA@3", "Rep@3", "MS@3", "F inliers", "inlier ratio"]
@@ -110,6 +134,8 @@ def markdown(sections: list[Section], skipped: list[str], gap: str | None) -> st
             table = video_table(section)
         elif section.key.startswith("stereo"):
             table = stereo_table(section)
+        elif section.key.startswith(POSE_PREFIX):
+            table = pose_table(section)
         else:
             table = homography_table(section)
         parts.append(f"#### {section.title}\n\n{table}\n")
@@ -121,18 +147,20 @@ def markdown(sections: list[Section], skipped: list[str], gap: str | None) -> st
 
 
 def plot_mma(sections: list[Section], path: Path) -> bool:
-    """One panel per homography section: MMA against the pixel threshold, one line per method."""
-    panels = [s for s in sections if s.key != "video" and not s.key.startswith("stereo")]
+    """One panel per section with homography rows: MMA against the pixel threshold, one line per method."""
+    panels = [s for s in sections if any(isinstance(r, HomographySummary) for r in s.rows.values())]
     if not panels:
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True)
     for ax, section in zip(axes[0], panels, strict=True):
+        if len(section.rows) > len(plt.cm.tab10.colors):  # the default cycle would give two methods one colour
+            ax.set_prop_cycle(color=plt.cm.tab20.colors)
         for name, row in section.rows.items():
             if isinstance(row, HomographySummary):
-                ax.plot(MMA_THRESHOLDS, 100 * row.mma, marker="o", label=name)
-        ax.set_title(section.title, fontsize=10)
+                ax.plot(row.thresholds, 100 * row.mma, marker="o", label=name)
+        ax.set_title(textwrap.fill(section.title, 48), fontsize=10)
         ax.set_xlabel("threshold (px)")
-        ax.set_xticks(MMA_THRESHOLDS)
+        ax.set_xticks(_mma_thresholds(section))
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("MMA (%)")

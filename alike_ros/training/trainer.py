@@ -244,6 +244,7 @@ def pose_error_deg(
     n0 = cv2.undistortPoints(x0.reshape(-1, 1, 2), k0, None).reshape(-1, 2)
     n1 = cv2.undistortPoints(x1.reshape(-1, 1, 2), k1, None).reshape(-1, 2)
     focal = (k0[0, 0] + k0[1, 1] + k1[0, 0] + k1[1, 1]) / 4
+    cv2.setRNGSeed(0)  # RANSAC's samples: the same matches give the same figure at every validation
     e, inliers = cv2.findEssentialMat(n0, n1, np.eye(3), cv2.RANSAC, 0.9999, 1.0 / focal)
     if e is None or e.shape != (3, 3):
         return 180.0
@@ -510,8 +511,10 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
         task.prepare(net, data, cfg)
     net.train()
 
-    # SIGTERM (e.g. `kill PID`) ends the run like Ctrl-C: with a checkpoint
+    # SIGTERM (e.g. `kill PID`) ends the run like Ctrl-C: with a checkpoint; so does SIGINT (`kill -INT PID`) for a
+    # run started in the background, which a shell starts with SIGINT ignored
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic() - state["elapsed_s"]
     last_save = time.monotonic()
     window: list[dict[str, float]] = []

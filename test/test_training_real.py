@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import SHARED, require
 
+from alike_ros.model.alnet import ALNet, model_config
 from alike_ros.training.cli import main as train_main
 from alike_ros.training.cli import read_settings
 from alike_ros.training.data import PhotometricConfig
@@ -30,6 +31,7 @@ from alike_ros.training.strecha import (
     relative_pose,
     verified_matches,
 )
+from alike_ros.training.trainer import TrainConfig, training_mode
 
 STRECHA = SHARED / "data" / "realgeo" / "strecha"
 SIZE = (160, 120)  # (width, height) of the synthetic views
@@ -233,6 +235,18 @@ def test_a_config_states_only_what_it_changes_from_its_base(tmp_path: Path):
     (tmp_path / "base.yaml").write_text("steps: 10\nlr: 0.001\ndata:\n  size: 64\n  val_pairs: 3\n")
     (tmp_path / "variant.yaml").write_text("base: base.yaml\nlr: 0.0003\ndata:\n  val_pairs: 5\n")
     assert read_settings(tmp_path / "variant.yaml") == {"steps": 10, "lr": 0.0003, "data": {"size": 64, "val_pairs": 5}}
+
+
+def test_frozen_batchnorm_keeps_the_initial_statistics_while_the_rest_trains():
+    net = ALNet(model_config("alike-t"))
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    training_mode(net, TrainConfig(freeze_batchnorm=True))
+    net.dense_maps(torch.rand(2, 3, 32, 32))[0].mean().backward()
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    assert net.training and any(p.grad is not None for p in net.parameters())
+    training_mode(net, TrainConfig())
+    net.dense_maps(torch.rand(2, 3, 32, 32))
+    assert not all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
 
 
 def tiny_scene(name: str, folder: Path, count: int = 3, width: int = 256) -> None:

@@ -68,6 +68,10 @@ class TrainConfig:
     best_metric: str = "correct_matches"
     # a weights file exported by `--export` that a new run starts from (fresh optimizer; --init overrides it)
     init: str = ""
+    # BatchNorm normalises with its running statistics in training too, and keeps them: for fine-tuning, where
+    # those of the initial weights (a whole run's) beat a 2-image batch's; they alone moved the real pose figure
+    # (TRAINING.md, "Real viewpoint change")
+    freeze_batchnorm: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     real: RealConfig = field(default_factory=RealConfig)  # real pairs (Strecha), for ALIKE runs only
     loss: LossConfig = field(default_factory=LossConfig)
@@ -509,7 +513,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
     data, real_val_pairs = with_real_pairs(data, cfg, task)
     if not resume and hasattr(task, "prepare"):  # a task's own set-up of a new run's network (e.g. mdnet's)
         task.prepare(net, data, cfg)
-    net.train()
+    training_mode(net, cfg)
 
     # SIGTERM (e.g. `kill PID`) ends the run like Ctrl-C: with a checkpoint; so does SIGINT (`kill -INT PID`) for a
     # run started in the background, which a shell starts with SIGINT ignored
@@ -552,6 +556,7 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
                 window.clear()
             if state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps:
                 metrics = {**task.validate(net, val_pairs, cfg), **validate_real(net, real_val_pairs, cfg)}
+                training_mode(net, cfg)  # validation leaves every module in training mode
                 append_csv(out / "val.csv", {"step": state["step"], "elapsed_s": state["elapsed_s"], **metrics})
                 bar.write(f"step {state['step']}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
                 plot_curves(out)
@@ -569,6 +574,14 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
         bar.close()
     save_checkpoint(last, net, opt, cfg, state)
     return last
+
+
+def training_mode(net: torch.nn.Module, cfg: TrainConfig) -> None:
+    net.train()
+    if cfg.freeze_batchnorm:
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def with_real_pairs(

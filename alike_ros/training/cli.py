@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -11,15 +12,30 @@ import torch
 import yaml
 
 from ..model.weights import WeightsError
-from .trainer import CheckpointError, TrainConfig, export, from_dict, task_for, train
+from .trainer import CheckpointError, TrainConfig, export, from_dict, task_for, train, validate_real
 
 
 def load_config(path: str | None) -> TrainConfig:
     """TrainConfig from a YAML file (missing keys keep their defaults)."""
     if not path:
         return TrainConfig()
+    return from_dict(TrainConfig, read_settings(path))
+
+
+def read_settings(path: str | Path) -> dict:
+    """A YAML file's settings; `base: OTHER.yaml` (relative to the file) starts from that file's settings, so a
+    variant states only what it changes. Nested sections merge key by key."""
     with open(path) as f:
-        return from_dict(TrainConfig, yaml.safe_load(f) or {})
+        values = yaml.safe_load(f) or {}
+    base = values.pop("base", None)
+    return merged(read_settings(Path(path).parent / base), values) if base else values
+
+
+def merged(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,6 +76,7 @@ def _main(argv: list[str] | None) -> int:
         cfg.out_dir = args.out_dir
     if args.validate:
         from .data import PairDataset, load_photos
+        from .real_pairs import RealData
 
         torch.set_num_threads(cfg.threads)
         task = task_for(cfg.model)
@@ -67,6 +84,9 @@ def _main(argv: list[str] | None) -> int:
         _, val_photos = load_photos(cfg.data)
         val_set = PairDataset(val_photos, cfg.data, cfg.seed + 1)
         metrics = task.validate(net, [val_set[i] for i in range(cfg.data.val_pairs)], cfg)
+        if cfg.real.val_scenes:  # the held-out real pairs only: no training scene is loaded
+            real = RealData.load(dataclasses.replace(cfg.real, share=0.0))
+            metrics.update(validate_real(net, real.val, cfg))
         print(json.dumps(metrics, indent=2))
         return 0
     if args.init and args.resume:

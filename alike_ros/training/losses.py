@@ -1,4 +1,5 @@
-"""The ALIKE training losses (Zhao et al. 2022), each on one image pair related by a homography H (0 -> 1).
+"""The ALIKE training losses (Zhao et al. 2022), each on one image pair: related by a homography H (0 -> 1), or
+by depth and cameras (`pair_geometry`), where only the points with a known ground truth take part.
 
 Keypoints are pixels (x, y) of each view; both views are h x w. Ground-truth locations are computed from
 detached keypoints, so descriptor and reliability losses train the maps, not the keypoint positions.
@@ -11,9 +12,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..geometry import inside, warp_points
+from ..geometry import inside
 from ..sampling import bilinear_corners, interpolate, pixels_of
 from .detection import SoftKeypoints
+from .pair_geometry import PairGeometry, as_geometry
 
 RELIABILITIES = ("similarity", "probability")
 
@@ -64,7 +66,7 @@ def mutual_matches(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def reprojection_loss(
     kp0: torch.Tensor,
     kp1: torch.Tensor,
-    h01: torch.Tensor,
+    pair: PairGeometry | torch.Tensor,
     height: int,
     width: int,
     threshold: float,
@@ -73,9 +75,12 @@ def reprojection_loss(
     norm: int = 1,
 ) -> tuple[torch.Tensor, int]:
     """Mean symmetric reprojection distance of mutually nearest warped keypoints closer than `threshold`
-    (pixels), and the number of such pairs. `keep0/1` optionally exclude keypoints (e.g. low scores)."""
-    w01, w10 = warp_points(h01, kp0), warp_points(torch.linalg.inv(h01), kp1)
-    ok0, ok1 = inside(w01, (height, width), margin=0.5), inside(w10, (height, width), margin=0.5)
+    (pixels), and the number of such pairs. `keep0/1` optionally exclude keypoints (e.g. low scores); keypoints
+    whose ground truth is unknown (`pair_geometry`) are left out. `pair`: a PairGeometry or a 3 x 3 homography."""
+    pair = as_geometry(pair)
+    (w01, known0), (w10, known1) = pair.to_other(kp0, 0), pair.to_other(kp1, 1)
+    ok0 = known0 & inside(w01, (height, width), margin=0.5)
+    ok1 = known1 & inside(w10, (height, width), margin=0.5)
     if keep0 is not None:
         ok0 &= keep0
     if keep1 is not None:
@@ -238,17 +243,18 @@ def pair_losses(
     out0: SoftKeypoints,
     out1: SoftKeypoints,
     maps: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-    h01: torch.Tensor,
+    pair: PairGeometry | torch.Tensor,
     cfg: LossConfig,
 ) -> dict[str, torch.Tensor]:
-    """Every loss of one pair. `maps` = (scores0 H x W, scores1, descriptors0 D x H x W, descriptors1)."""
+    """Every loss of one pair. `maps` = (scores0 H x W, scores1, descriptors0 D x H x W, descriptors1); `pair` a
+    PairGeometry or a 3 x 3 homography 0 -> 1."""
     s0, s1, d0, d1 = maps
     height, width = s0.shape
-    h10 = torch.linalg.inv(h01)
+    pair = as_geometry(pair)
     rp, n_match = reprojection_loss(
         out0.keypoints,
         out1.keypoints,
-        h01,
+        pair,
         height,
         width,
         cfg.match_threshold,
@@ -261,26 +267,24 @@ def pair_losses(
         + peaky_loss(out1.dispersity, out1.scores, cfg.score_threshold)
     ) / 2
     ds, sp, tr, cal = [], [], [], []
-    for a, b, sb, db, h in ((out0, out1, s1, d1, h01), (out1, out0, s0, d0, h10)):
-        gt = warp_points(h, a.keypoints.detach())
+    for view, (a, b, sb, db) in enumerate(((out0, out1, s1, d1), (out1, out0, s0, d0))):
+        gt, known = pair.to_other(a.keypoints.detach(), view)
+        # keypoints without a known ground truth (real pairs: no depth, or occluded) take no part
+        gt, desc, scores = gt[known], a.descriptors[known], a.scores[known]
         vis = inside(gt, (height, width), margin=0.5)
-        sim = similarity_map(a.descriptors, db)
-        sim_gt, w_gt = similarity_at(a.descriptors, db, clamp_to_view(gt, height, width))
+        sim = similarity_map(desc, db)
+        sim_gt, w_gt = similarity_at(desc, db, clamp_to_view(gt, height, width))
         ds.append(nre_loss(sim, sim_gt, w_gt, vis, cfg.t_des, cfg.outside_bin))
         gt_scores = interpolate(pixels_of(sb[None]), gt[vis], height, width)[:, 0]
         maps_for_r = sim[vis] if cfg.reliability == "probability" else None
-        sp.append(reliability_loss(sim_gt[vis], w_gt[vis], a.scores[vis], gt_scores, cfg.t_rel, maps_for_r))
+        sp.append(reliability_loss(sim_gt[vis], w_gt[vis], scores[vis], gt_scores, cfg.t_rel, maps_for_r))
         if cfg.w_cal > 0:
             cal.append(
-                calibration_loss(
-                    a.descriptors[vis], b.descriptors, b.keypoints, gt[vis], a.scores[vis], cfg.calibration_px
-                )
+                calibration_loss(desc[vis], b.descriptors, b.keypoints, gt[vis], scores[vis], cfg.calibration_px)
             )
         if cfg.w_tr > 0:
             tr.append(
-                triplet_loss(
-                    a.descriptors[vis], b.descriptors, b.keypoints, gt[vis], cfg.triplet_margin, cfg.triplet_radius
-                )
+                triplet_loss(desc[vis], b.descriptors, b.keypoints, gt[vis], cfg.triplet_margin, cfg.triplet_radius)
             )
     losses = {"rp": rp, "pk": pk, "ds": sum(ds) / 2, "sp": sum(sp) / 2}
     total = cfg.w_rp * rp + cfg.w_pk * pk + cfg.w_ds * losses["ds"] + cfg.w_sp * losses["sp"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -30,6 +31,9 @@ from .detection import soft_detect
 from .losses import LossConfig, mutual_matches, pair_losses
 from .mdnet_losses import MdnetConfig
 from .msip import MsipConfig
+from .pair_geometry import DepthPair, geometry_of
+from .real_pairs import MixedPairs, RealConfig, RealData, RealPairDataset
+from .strecha import epipolar_distance, skew
 from .unsuperpoint_losses import UnsuperPointLossConfig
 
 
@@ -60,7 +64,16 @@ class TrainConfig:
     checkpoint_seconds: float = 300.0
     val_top_k: int = 400
     val_match_px: float = 3.0  # a keypoint repeats / a match is correct within this many pixels
+    # the validation metric whose highest value is kept as best.pt (any key of val.csv)
+    best_metric: str = "correct_matches"
+    # a weights file exported by `--export` that a new run starts from (fresh optimizer; --init overrides it)
+    init: str = ""
+    # BatchNorm normalises with its running statistics in training too, and keeps them: for fine-tuning, where
+    # those of the initial weights (a whole run's) beat a 2-image batch's; they alone moved the real pose figure
+    # (TRAINING.md, "Real viewpoint change")
+    freeze_batchnorm: bool = False
     data: DataConfig = field(default_factory=DataConfig)
+    real: RealConfig = field(default_factory=RealConfig)  # real pairs (Strecha), for ALIKE runs only
     loss: LossConfig = field(default_factory=LossConfig)
     residual: ResidualConfig = field(default_factory=ResidualConfig)  # the network of sift-residual runs
     keynet: KeyNetConfig = field(default_factory=KeyNetConfig)  # the network of keynet runs
@@ -99,8 +112,9 @@ def learning_rate(cfg: TrainConfig, step: int, start: int = 0) -> float:
 
 
 def batch_losses(net: ALNet, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """Mean of every loss over the pairs of a batch (both views of all pairs in one forward pass)."""
-    n = len(batch["H"])
+    """Mean of every loss over the pairs of a batch (both views of all pairs in one forward pass); homography
+    pairs and real pairs alike (`pair_geometry.geometry_of`)."""
+    n = len(batch["image0"])
     images = torch.cat((batch["image0"], batch["image1"]))
     if cfg.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -112,7 +126,7 @@ def batch_losses(net: ALNet, batch: dict[str, torch.Tensor], cfg: TrainConfig) -
             for j in (i, i + n)
         ]
         maps = (scores[i, 0], scores[i + n, 0], descs[i], descs[i + n])
-        per_pair.append(pair_losses(outs[0], outs[1], maps, batch["H"][i], cfg.loss))
+        per_pair.append(pair_losses(outs[0], outs[1], maps, geometry_of(batch, i), cfg.loss))
     return {k: torch.stack([p[k] for p in per_pair]).mean() for k in per_pair[0]}
 
 
@@ -185,6 +199,63 @@ def validate(net: ALNet, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig)
         )
     net.train(was_training)
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+@torch.no_grad()
+def validate_real(net: ALNet, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig) -> dict[str, float]:
+    """Inference-path metrics on held-out real pairs (whole views, `real.val_top_k` keypoints): mutual-NN matches per
+    pair; their precision against the cameras' epipolar geometry (within `val_epipolar_px` of the line: blind along
+    it) and, for matches whose ground truth the depth maps know, within `val_gt_px` of it; and the AUC at 10 degrees
+    of the relative pose estimated from the matches (the figure the real-geometry benchmark reports)."""
+    if not pairs:
+        return {}
+    was_training = net.training
+    net.eval()
+    real = cfg.real
+    det = DetectorConfig(top_k=real.val_top_k, score_threshold=0.0, max_keypoints=real.val_top_k)
+    rows = []
+    for pair in pairs:
+        scores, descs = net.dense_maps(torch.stack((pair["image0"], pair["image1"])))
+        (k0, _), (k1, _) = detect(scores[0, 0], det), detect(scores[1, 0], det)
+        i, j = mutual_matches(-(describe_dense(descs[0], k0) @ describe_dense(descs[1], k1).T))
+        x0, x1 = k0[i].double().numpy(), k1[j].double().numpy()
+        k0_cam, k1_cam = pair["K0"].double().numpy(), pair["K1"].double().numpy()
+        r, t = pair["R01"].double().numpy(), pair["t01"].double().numpy()
+        f = np.linalg.inv(k1_cam).T @ skew(t) @ r @ np.linalg.inv(k0_cam)
+        epipolar = epipolar_distance(f, x0, x1) < real.val_epipolar_px
+        gt, known = DepthPair(*(pair[k] for k in ("K0", "K1", "R01", "t01", "depth0", "depth1"))).to_other(k0[i], 0)
+        close = (gt - k1[j]).norm(dim=1) < real.val_gt_px
+        rows.append(
+            {
+                "real_matches": float(len(i)),
+                "real_epi_precision": float(epipolar.mean()) if len(i) else 0.0,
+                "real_epi_correct": float(epipolar.sum()),
+                "real_gt_precision": float(close[known].float().mean()) if known.any() else 0.0,
+                "real_pose_auc10": max(0.0, 1.0 - pose_error_deg(x0, x1, k0_cam, k1_cam, r, t) / 10.0),
+            }
+        )
+    net.train(was_training)
+    return {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+
+
+def pose_error_deg(
+    x0: np.ndarray, x1: np.ndarray, k0: np.ndarray, k1: np.ndarray, r: np.ndarray, t: np.ndarray
+) -> float:
+    """max(rotation error, angle between translation directions) of the essential matrix estimated from matched
+    pixels (RANSAC, 1 px at the mean focal length), against the true (r, t); 180 when it fails."""
+    if len(x0) < 5:
+        return 180.0
+    n0 = cv2.undistortPoints(x0.reshape(-1, 1, 2), k0, None).reshape(-1, 2)
+    n1 = cv2.undistortPoints(x1.reshape(-1, 1, 2), k1, None).reshape(-1, 2)
+    focal = (k0[0, 0] + k0[1, 1] + k1[0, 0] + k1[1, 1]) / 4
+    cv2.setRNGSeed(0)  # RANSAC's samples: the same matches give the same figure at every validation
+    e, inliers = cv2.findEssentialMat(n0, n1, np.eye(3), cv2.RANSAC, 0.9999, 1.0 / focal)
+    if e is None or e.shape != (3, 3):
+        return 180.0
+    _, r_est, t_est, _ = cv2.recoverPose(e, n0, n1, np.eye(3), mask=inliers)
+    rot = np.degrees(np.arccos(np.clip((np.trace(r_est @ r.T) - 1) / 2, -1, 1)))
+    cos_t = abs(float(t_est.ravel() @ t)) / max(np.linalg.norm(t) * np.linalg.norm(t_est), 1e-12)
+    return float(max(rot, np.degrees(np.arccos(min(1.0, cos_t)))))
 
 
 def _count_above(scores: torch.Tensor, threshold: float) -> float:
@@ -283,12 +354,17 @@ def plot_curves(out_dir: Path) -> None:
     if ax0.lines:
         ax0.legend()
     if val:
-        # each task logs some of these (ALIKE: the first two; sift-residual and keynet: with plain SIFT's beside)
+        # each task logs some of these (ALIKE: the first two, and the real ones; sift-residual and keynet: with plain
+        # SIFT's beside)
         labels = {
             "repeatability": "repeatability",
             "match_precision": "MNN precision",
             "sift_repeatability": "SIFT repeatability",
             "sift_match_precision": "SIFT MNN precision",
+            # held-out real pairs, when the config names them (validate_real)
+            "real_epi_precision": "real: epipolar precision",
+            "real_gt_precision": "real: precision (depth)",
+            "real_pose_auc10": "real: pose AUC@10",
         }
         for key, label in labels.items():
             if np.isfinite(val.get(key, [np.nan])).any():
@@ -399,9 +475,10 @@ def initial_state(path: str | Path, model: str) -> tuple[dict[str, torch.Tensor]
 
 
 def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None) -> Path:
-    """Train from scratch, from an exported weights file (`init`, with a fresh optimizer and warm-up) or
-    resume `out_dir/last.pt`; returns the path of the last checkpoint."""
+    """Train from scratch, from an exported weights file (`init`, else the config's `init`, with a fresh optimizer
+    and warm-up) or resume `out_dir/last.pt`; returns the path of the last checkpoint."""
     torch.set_num_threads(cfg.threads)
+    cv2.setNumThreads(cfg.threads)  # the data (warps, and the real pairs' one-time depth maps) keeps to the budget
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -425,20 +502,23 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
         state = {k: ckpt[k] for k in state}
     elif last.exists():
         raise FileExistsError(f"{last} exists: pass --resume to continue it, or choose another out_dir")
-    elif init:
-        weights, step = initial_state(init, cfg.model)
+    elif init or cfg.init:
+        weights, step = initial_state(init or cfg.init, cfg.model)
         net.load_state_dict(weights)
         state.update(step=step, start=step)  # Adam's moments start empty: warm up again
     train_photos, val_photos = load_photos(cfg.data)
     data = PairDataset(train_photos, cfg.data, cfg.seed)
     val_set = PairDataset(val_photos, cfg.data, cfg.seed + 1)
     val_pairs = [val_set[i] for i in range(cfg.data.val_pairs)]
+    data, real_val_pairs = with_real_pairs(data, cfg, task)
     if not resume and hasattr(task, "prepare"):  # a task's own set-up of a new run's network (e.g. mdnet's)
         task.prepare(net, data, cfg)
-    net.train()
+    training_mode(net, cfg)
 
-    # SIGTERM (e.g. `kill PID`) ends the run like Ctrl-C: with a checkpoint
+    # SIGTERM (e.g. `kill PID`) ends the run like Ctrl-C: with a checkpoint; so does SIGINT (`kill -INT PID`) for a
+    # run started in the background, which a shell starts with SIGINT ignored
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic() - state["elapsed_s"]
     last_save = time.monotonic()
     window: list[dict[str, float]] = []
@@ -475,12 +555,13 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
                 append_csv(out / "train.csv", {"step": state["step"], "elapsed_s": state["elapsed_s"], **row})
                 window.clear()
             if state["step"] % cfg.val_every == 0 or state["step"] == cfg.steps:
-                metrics = task.validate(net, val_pairs, cfg)
+                metrics = {**task.validate(net, val_pairs, cfg), **validate_real(net, real_val_pairs, cfg)}
+                training_mode(net, cfg)  # validation leaves every module in training mode
                 append_csv(out / "val.csv", {"step": state["step"], "elapsed_s": state["elapsed_s"], **metrics})
                 bar.write(f"step {state['step']}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
                 plot_curves(out)
-                if metrics["correct_matches"] > state["best"]:
-                    state["best"] = metrics["correct_matches"]
+                if metrics[cfg.best_metric] > state["best"]:
+                    state["best"] = metrics[cfg.best_metric]
                     save_checkpoint(out / "best.pt", net, opt, cfg, state)
                 save_checkpoint(last, net, opt, cfg, state)
                 last_save = time.monotonic()
@@ -493,6 +574,30 @@ def train(cfg: TrainConfig, resume: bool = False, init: str | Path | None = None
         bar.close()
     save_checkpoint(last, net, opt, cfg, state)
     return last
+
+
+def training_mode(net: torch.nn.Module, cfg: TrainConfig) -> None:
+    net.train()
+    if cfg.freeze_batchnorm:
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def with_real_pairs(
+    data: torch.utils.data.Dataset, cfg: TrainConfig, task: Task
+) -> tuple[torch.utils.data.Dataset, list[dict[str, torch.Tensor]]]:
+    """The training pairs with `real.share` of them real (Strecha), and the held-out real validation pairs; both
+    unchanged / empty when the config names no real scenes."""
+    if not (cfg.real.share or cfg.real.val_scenes):
+        return data, []
+    if not isinstance(task, AlikeTask):
+        raise ValueError(f"real pairs (real.*) train and validate ALIKE models only, not {cfg.model}")
+    real = RealData.load(cfg.real)
+    if cfg.real.share:
+        pairs = RealPairDataset(real.train, cfg.real, cfg.data.size, cfg.data.photometric, cfg.seed)
+        data = MixedPairs(data, pairs, cfg.real.share, cfg.seed, cfg.batch_size)
+    return data, real.val
 
 
 def export(checkpoint: str | Path, out: str | Path, note: str = "") -> dict:

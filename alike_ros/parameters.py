@@ -211,25 +211,27 @@ CAMERA_OVERRIDES: dict[str, Spec] = {
 }
 
 
+def _camera_prefix(camera: str) -> str:
+    """How a camera's own parameters begin: its name with `/` as `.` (parameter names nest by `.`)."""
+    return camera.replace("/", ".") + "."
+
+
 def camera_parameters(cameras: list[str]) -> tuple[Param, ...]:
     """The per-camera parameters of these cameras (none for the single unnamed camera)."""
     return tuple(
-        Param(f"{name.replace('/', '.')}.{key}", spec)
-        for name in cameras
-        if name
-        for key, spec in CAMERA_OVERRIDES.items()
+        Param(_camera_prefix(name) + key, spec) for name in cameras if name for key, spec in CAMERA_OVERRIDES.items()
     )
 
 
 def camera_values(values: dict[str, Any], camera: str) -> dict[str, Any]:
     """The values as they apply to one camera: the node's, with the camera's own overrides where set."""
-    own = {key: values.get(f"{camera.replace('/', '.')}.{key}", spec.default) for key, spec in CAMERA_OVERRIDES.items()}
+    own = {key: values.get(_camera_prefix(camera) + key, spec.default) for key, spec in CAMERA_OVERRIDES.items()}
     return {**values, **{key: value for key, value in own.items() if value != CAMERA_OVERRIDES[key].default}}
 
 
 def camera_changes(changed: set[str], camera: str) -> set[str]:
     """The parameter names whose change concerns one camera, its overrides named as the node's settings."""
-    prefix = camera.replace("/", ".") + "."
+    prefix = _camera_prefix(camera)
     return {name.removeprefix(prefix) if camera and name.startswith(prefix) else name for name in changed}
 
 

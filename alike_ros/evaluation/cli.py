@@ -24,6 +24,12 @@ BENCHMARKS = ("synthetic", "graf", "video", "stereo", "realgeo")
 DEFAULT_METHODS = "ours,upstream-alike-t,upstream-alike-n,sift,orb"
 
 
+def add_shared_folder(p: argparse.ArgumentParser, flag: str, what: str, *parts: str) -> None:
+    """An option for a folder of the shared data, defaulting to `shared_folder(*parts)`, said in its help."""
+    default = f"${SHARED_ENV}/{'/'.join(parts)}"
+    p.add_argument(flag, type=Path, default=shared_folder(*parts), help=f"{what} (default: {default})")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m alike_ros evaluate", description=__doc__)
     p.add_argument("--benchmarks", default=",".join(BENCHMARKS), help="comma-separated subset of %(default)s")
@@ -46,24 +52,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=-1,
         help="every method keeps its K best keypoints: the models of the package and SIFT and ORB (nfeatures)",
     )
-    p.add_argument(
-        "--upstream-dir",
-        type=Path,
-        default=shared_folder("reference", "weights"),
-        help=f"folder of upstream's alike-*.pth (default: ${SHARED_ENV}/reference/weights)",
-    )
-    p.add_argument(
-        "--photos",
-        type=Path,
-        default=shared_folder("data", "photos", "eval"),
-        help=f"folder of photos the synthetic benchmark warps (default: ${SHARED_ENV}/data/photos/eval)",
-    )
-    p.add_argument(
-        "--realgeo",
-        type=Path,
-        default=shared_folder("data", "realgeo"),
-        help=f"folder of the real-geometry sets (default: ${SHARED_ENV}/data/realgeo)",
-    )
+    add_shared_folder(p, "--upstream-dir", "folder of upstream's alike-*.pth", "reference", "weights")
+    add_shared_folder(p, "--photos", "folder of photos the synthetic benchmark warps", "data", "photos", "eval")
+    add_shared_folder(p, "--realgeo", "folder of the real-geometry sets", "data", "realgeo")
     p.add_argument(
         "--realgeo-max-side", type=int, default=1024, help="real-geometry images: longer side at most, px (0: native)"
     )

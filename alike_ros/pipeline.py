@@ -8,6 +8,7 @@ and encode the result after.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -146,16 +147,25 @@ def batch_pays(extractor: FeatureExtractor) -> bool:
     return extractor.device.type == "cuda" and hasattr(extractor, "batch")
 
 
-def extract_together(pipelines: list[FramePipeline], frames: list[tuple[np.ndarray, Color]]) -> list[Features] | None:
-    """The frames of several cameras sharing one extractor as one batch, each with its camera's settings; None when
-    they cannot be one batch (another extractor or max_side, images of different sizes, an extractor without
-    batches): the caller processes them one by one then."""
-    extractor, max_side = pipelines[0].extractor, pipelines[0].config.max_side
-    if any(p.extractor is not extractor or p.config.max_side != max_side for p in pipelines):
-        return None
-    if not hasattr(extractor, "batch") or len({image.shape[:2] for image, _ in frames}) > 1:
-        return None
-    return extractor.batch(frames, max_side)
+def extract_in_batches(
+    pipelines: list[FramePipeline], frames: list[tuple[np.ndarray, Color] | None]
+) -> list[Features | None]:
+    """The features of several cameras' frames, those sharing an extractor, a size and a max_side extracted as one
+    batch each; None for a frame left to its camera to extract (absent, alone in its group, an extractor without
+    batches, or a batch with an unusable image: one by one, its own camera counts it)."""
+    groups: dict[tuple, list[int]] = {}
+    for index, (pipeline, frame) in enumerate(zip(pipelines, frames, strict=True)):
+        if frame is not None and hasattr(pipeline.extractor, "batch"):
+            key = (id(pipeline.extractor), frame[0].shape[:2], pipeline.config.max_side)
+            groups.setdefault(key, []).append(index)
+    features: list[Features | None] = [None] * len(frames)
+    for members in (m for m in groups.values() if len(m) > 1):
+        pipeline = pipelines[members[0]]
+        with contextlib.suppress(ValueError):
+            found = pipeline.extractor.batch([frames[i] for i in members], pipeline.config.max_side)
+            for index, result in zip(members, found, strict=True):
+                features[index] = result
+    return features
 
 
 class FramePipeline:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ from alike_ros.config import settings_of
 from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.matching.matcher import MatcherConfig
 from alike_ros.model.weights import bundled_weights_path
-from alike_ros.pipeline import STAGES, FramePipeline, PipelineConfig, parse_sizes
+from alike_ros.pipeline import STAGES, FramePipeline, PipelineConfig, extract_in_batches, parse_sizes
 
 SECOND = 10**9
 
@@ -77,6 +77,20 @@ def test_cameras_can_share_one_extractor(pipeline_config, frames):
     assert second.extractor is first.extractor
     first(frames[0], "rgb", SECOND)
     assert second(frames[1], "rgb", SECOND).previous_stamp_ns is None  # its own tracks
+
+
+def test_frames_of_one_size_and_max_side_are_extracted_in_one_batch(pipeline_config, frames):
+    first = FramePipeline(pipeline_config)
+    cameras = [first] + [FramePipeline(pipeline_config, extractor=first.extractor) for _ in range(4)]
+    small = FramePipeline(replace(pipeline_config, max_side=120), extractor=first.extractor)
+    cropped = np.ascontiguousarray(frames[2][:, :200])
+    inputs = [(frames[0], "rgb"), (frames[1], "rgb"), (cropped, "rgb"), None, (frames[2], "rgb"), (frames[2], "rgb")]
+    features = extract_in_batches([*cameras, small], inputs)
+    # one batch of the three full-size frames at the shared max_side; the others left to their cameras
+    assert [f is not None for f in features] == [True, True, False, False, True, False]
+    for frame, found in zip(inputs, features, strict=True):
+        if found is not None:
+            np.testing.assert_allclose(found.keypoints, first.extractor(*frame).keypoints, atol=1e-4)
 
 
 def test_warm_up_runs_extraction_and_matching_at_every_size_then_forgets(pipeline_config, frames):

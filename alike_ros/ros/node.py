@@ -14,7 +14,6 @@ frame, a new model is built and warmed up beside the old one and swapped in only
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
 import threading
@@ -39,7 +38,7 @@ from .. import parameters
 from ..extractor import Features
 from ..model.weights import WeightsError
 from ..monitoring import Snapshot
-from ..pipeline import FramePipeline, PipelineConfig, batch_pays, extract_together
+from ..pipeline import FramePipeline, PipelineConfig, batch_pays, extract_in_batches
 from . import params
 from .fastdds import camera_setting, profile_in_effect, use_large_data_profile
 from .mailbox import Mailboxes
@@ -161,24 +160,15 @@ class ExtractorNode(Node):
     def _serve_together(self, taken: list[tuple[str, Any]]) -> None:
         """Frames of several cameras waiting together: those of one size and max_side through the network as one
         batch (where batching pays: CUDA), then each through its camera as usual."""
-        converted = {unit: self.streams[unit].convert(msg) for unit, msg in taken}
-        groups: dict[tuple, list[str]] = {}
-        for unit, frame in converted.items():
-            if frame is not None:  # else counted by its camera
-                key = (frame.pixels.shape[:2], self.streams[unit].pipeline.config.max_side)
-                groups.setdefault(key, []).append(unit)
-        features: dict[str, Features] = {}
-        for units in groups.values():
-            if len(units) > 1:
-                frames = [(converted[u].pixels, converted[u].color) for u in units]
-                with contextlib.suppress(ValueError):  # an unusable image: one by one, its own camera counts it
-                    found = extract_together([self.streams[u].pipeline for u in units], frames) or []
-                    features.update(zip(units, found, strict=False))
-        for unit, msg in taken:
-            if converted[unit] is None:
+        streams = [self.streams[unit] for unit, _ in taken]
+        converted = [stream.convert(msg) for stream, (_, msg) in zip(streams, taken, strict=True)]
+        frames = [(c.pixels, c.color) if c else None for c in converted]  # None: counted by its camera
+        features = extract_in_batches([stream.pipeline for stream in streams], frames)
+        for (unit, msg), frame, found in zip(taken, converted, features, strict=True):
+            if frame is None:
                 self._inbox.done(unit)
             else:
-                self._serve(unit, msg, converted[unit], features.get(unit))
+                self._serve(unit, msg, frame, found)
 
     # ---------------------------------------------------------------- diagnostics
 

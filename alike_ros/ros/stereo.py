@@ -19,7 +19,6 @@ which.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from ..matching.stereo import (
     refine,
     right_from_left,
 )
-from ..pipeline import batch_pays, extract_together
+from ..pipeline import batch_pays, extract_in_batches
 from . import params
 from .conversions import to_grey8
 from .messages import encode_stereo_matches
@@ -246,11 +245,8 @@ class StereoRig:
         if not (self.batched or batch_pays(self.left.pipeline.extractor)):
             return [stream.process(msg) for stream, msg in zip(streams, messages, strict=True)]
         converted = [stream.convert(msg) for stream, msg in zip(streams, messages, strict=True)]
-        features: list[Features] | list[None] = [None, None]
-        if None not in converted:  # else that frame was counted by its camera; the other goes on alone
-            frames = [(c.pixels, c.color) for c in converted if c]
-            with contextlib.suppress(ValueError):  # an unusable image: one by one, so that its own camera counts it
-                features = extract_together([self.left.pipeline, self.right.pipeline], frames) or features
+        frames = [(c.pixels, c.color) if c else None for c in converted]  # None: counted by its camera
+        features = extract_in_batches([stream.pipeline for stream in streams], frames)
         return [
             stream.process(msg, c, f) if c else None
             for stream, msg, c, f in zip(streams, messages, converted, features, strict=True)

@@ -8,8 +8,10 @@ turns a `Snapshot` into a diagnostic_msgs status.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -50,6 +52,16 @@ class LatencySummary:
         values = np.fromiter(samples, dtype=np.float64)
         p50, p95 = np.percentile(values, (50, 95))
         return cls(len(values), float(values.mean()), float(p50), float(p95), float(values.max()))
+
+
+@contextmanager
+def timed_ms(samples: list[float]) -> Iterator[None]:
+    """Appends the block's wall-clock time, in milliseconds, to `samples`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        samples.append((time.perf_counter() - start) * 1e3)
 
 
 @dataclass

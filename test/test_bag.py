@@ -320,3 +320,23 @@ def test_clear_errors(tmp_path: Path, weights: str, capsys):
     with pytest.raises(BagError, match="exists"):
         process_bag(sample, tmp_path / "o", settings(weights), progress=False)
     assert not leftovers(tmp_path)
+
+
+def test_failure_in_the_writing_thread_leaves_no_output(tmp_path: Path, weights: str, monkeypatch):
+    """Writing happens behind the extraction, in a thread: its error still aborts the run and removes the bag."""
+    from alike_ros.bag.storage import BagWriter
+
+    real_write, calls = BagWriter.write, []
+
+    def failing(self, *args):
+        calls.append(args)
+        if len(calls) == 5:
+            raise OSError("disk full")
+        real_write(self, *args)
+
+    sample = make_sample(tmp_path / "s", SampleConfig(frames=6, **SIZE), "sqlite3")
+    monkeypatch.setattr(BagWriter, "write", failing)
+    with pytest.raises(OSError, match="disk full"):
+        process_bag(sample, tmp_path / "o", settings(weights), progress=False)
+    assert len(calls) == 5
+    assert not (tmp_path / "o").exists() and not leftovers(tmp_path)

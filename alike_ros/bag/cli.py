@@ -157,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{left}:{pair['right']}: {pair['pairs']} pairs matched, {pair['matches_mean']:.0f} matches per "
                     f"pair, unpaired {pair['unpaired']}; {pair['geometry']}"
                 )
-            print(f"wrote {args.out}")
+            io = summary["io_timings_ms"]
+            print(
+                f"wrote {args.out}: {summary['ms_per_frame']:.1f} ms/frame in all; reading {io['read']['mean']:.2f} "
+                f"and writing {io['write']['mean']:.2f} ms/message in background threads"
+            )
         elif args.command == "replay":
             from .replay import replay_main
 

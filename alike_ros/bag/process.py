@@ -15,30 +15,40 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from rclpy.serialization import deserialize_message
+from rosbags.interfaces import Connection
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from tqdm import tqdm
 
 from ..drawing import draw_tracks
 from ..extractor import Features
-from ..monitoring import LatencySummary
+from ..monitoring import LatencySummary, timed_ms
+from ..overlap import WriteBehind, read_ahead
 from ..parameters import Settings, stereo_config
 from ..pipeline import FramePipeline
 from ..ros.conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8, to_grey8
 from ..ros.messages import encode_features, encode_matches, encode_stereo_matches
 from ..ros.stereo import LEFT, RIGHT, StampPairing, StereoGeometry, match_pair
-from .storage import READ_ERRORS, BagError, open_bag, storage_of, write_bag
+from .storage import READ_ERRORS, BagError, BagWriter, open_bag, storage_of, write_bag
 
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 OUTPUTS = ("features", "matches", "debug_image")
 STEREO_OUTPUT = "stereo_matches"
+OUTPUT_TYPES = {
+    "features": "sensor_msgs/msg/PointCloud2",
+    "matches": "sensor_msgs/msg/PointCloud2",
+    "debug_image": "sensor_msgs/msg/Image",
+    STEREO_OUTPUT: "sensor_msgs/msg/PointCloud2",
+}
 IMAGE_NAMES = {"image", "image_raw", "image_rect", "image_color", "image_rect_color", "image_mono", "image_rect_raw"}
 
 
@@ -191,6 +201,29 @@ class StereoPair:
         }
 
 
+def read_messages(
+    inp: str | Path, image_topics: set[str], read_ms: list[float]
+) -> Iterator[tuple[Connection, int, bytes, Image | CompressedImage | Exception | None]]:
+    """The bag's messages in order, those of `image_topics` deserialised (or the reason they do not deserialise), the
+    time each took appended to `read_ms`; meant for a reading thread (`overlap.read_ahead`), which opens the bag."""
+    with open_bag(inp) as reader:
+        messages = reader.messages()
+        while True:
+            start = time.perf_counter()
+            try:
+                conn, timestamp, raw = next(messages)
+            except StopIteration:
+                return
+            msg = None
+            if conn.topic in image_topics:
+                try:
+                    msg = deserialize_message(raw, IMAGE_TYPES[conn.msgtype])
+                except Exception as exc:  # rclpy raises bare RuntimeErrors/ValueErrors for bad CDR
+                    msg = exc
+            read_ms.append((time.perf_counter() - start) * 1e3)
+            yield conn, timestamp, raw, msg
+
+
 def _stamp_ns(stamp: Time) -> int:
     return stamp.sec * 10**9 + stamp.nanosec
 
@@ -209,9 +242,15 @@ class Processor:
         self._first = self._first or pipeline
         return Camera(topic, namespace, pipeline)
 
-    def __call__(self, cam: Camera, msg: Image | CompressedImage) -> ProcessedFrame | None:
-        """One image through its camera: its output messages by name (features, matches, debug_image) and what a
-        stereo pair needs; None when it is skipped."""
+    def __call__(self, cam: Camera, msg: Image | CompressedImage | Exception, index: int) -> ProcessedFrame | None:
+        """Message `index` of the bag (1-based), one image through its camera: its output messages by name (features,
+        matches, debug_image) and what a stereo pair needs; None when it is skipped. An exception in place of the
+        message is the reason it did not deserialise."""
+        if isinstance(msg, Exception):
+            cam.frames += 1
+            cam.skipped["bad message"] += 1
+            tqdm.write(f"warning: {cam.topic}: message {index} does not deserialise: {msg}")
+            return None
         cam.frames += 1
         start = time.perf_counter()
         try:
@@ -268,13 +307,15 @@ def process_bag(
                  for cam, side in ((rig.left, LEFT), (rig.right, RIGHT))}  # fmt: skip
         names = OUTPUTS if debug_image else OUTPUTS[:2]
         names = names if settings.pipeline.matching else tuple(n for n in names if n != "matches")
-        new_topics = {output_topic(c.namespace, n) for c in cameras.values() for n in names}
-        new_topics |= {output_topic(rig.left.namespace, STEREO_OUTPUT) for rig in rigs}
-        if clash := new_topics & {c.topic for c in reader.connections}:
+        output_types = {output_topic(c.namespace, n): OUTPUT_TYPES[n] for c in cameras.values() for n in names}
+        output_types |= {output_topic(rig.left.namespace, STEREO_OUTPUT): OUTPUT_TYPES[STEREO_OUTPUT] for rig in rigs}
+        if clash := output_types.keys() & {c.topic for c in reader.connections}:
             raise BagError(f"{inp} already has output topics {sorted(clash)}; process the unprocessed bag")
-        with write_bag(out, storage or storage_of(inp), overwrite, custom_data={"alike_ros.process": summary}) as bag:
+        io: dict[str, list[float]] = {"read": [], "write": []}
+        targets: dict[int, Any] = {}  # input connection id -> output connection; filled by the writing thread
+
+        def start_output(bag: BagWriter) -> None:
             copied: dict[tuple[str, str], Any] = {}
-            targets = {}
             for conn in reader.connections:
                 key = (conn.topic, conn.msgtype)
                 try:
@@ -283,46 +324,55 @@ def process_bag(
                 except BagError as exc:
                     summary["skipped_topics"][conn.topic] = str(exc)
                     tqdm.write(f"warning: not copied: {exc}")
-            for cam in cameras.values():
-                for name in names:
-                    msgtype = "sensor_msgs/msg/Image" if name == "debug_image" else "sensor_msgs/msg/PointCloud2"
-                    bag.add_topic(output_topic(cam.namespace, name), msgtype)
-            for rig in rigs:
-                bag.add_topic(output_topic(rig.left.namespace, STEREO_OUTPUT), "sensor_msgs/msg/PointCloud2")
-            messages = reader.messages()
+            for topic, msgtype in output_types.items():
+                bag.add_topic(topic, msgtype)
+
+        def write(messages: list[tuple[int | str, int, Any]], bag: BagWriter) -> None:
+            """Input messages by connection id (unless not copied), outputs by topic, in order."""
+            with timed_ms(io["write"]):
+                for target, timestamp, message in messages:
+                    if isinstance(target, str) or target in targets:
+                        bag.write(target if isinstance(target, str) else targets[target], timestamp, message)
+
+        def outputs(topic: str, timestamp: int, msg: Any, index: int) -> list[tuple[int | str, int, Any]]:
+            """An image message through its camera (and its stereo pair): the messages to write, by topic."""
+            cam = cameras[topic]
+            if (frame := processor(cam, msg, index)) is None:
+                return []
+            found = [(output_topic(cam.namespace, name), timestamp, m) for name, m in frame.outputs.items()]
+            if topic in sides and (matches := sides[topic][0].offer(sides[topic][1], frame)) is not None:
+                found.append((output_topic(sides[topic][0].left.namespace, STEREO_OUTPUT), timestamp, matches))
+            return found
+
+        def finish(_: BagWriter) -> None:  # after every write, before the bag is closed with the summary in it
+            summary["cameras"] = {c.namespace or "/": c.summary() for c in cameras.values()}
+            summary["stereo"] = {rig.left.namespace: rig.summary() for rig in rigs}
+            summary["io_timings_ms"] = timing_stats(io)
+            frames = sum(c.frames for c in cameras.values())
+            summary["ms_per_frame"] = (time.perf_counter() - start) * 1e3 / frames if frames else 0.0
+
+        start = time.perf_counter()
+        custom_data = {"alike_ros.process": summary}
+        with WriteBehind(lambda: write_bag(out, storage or storage_of(inp), overwrite, custom_data)) as behind:
+            behind.submit(start_output)
+            messages = read_ahead(partial(read_messages, inp, set(cameras), io["read"]))
             index = 0
             with tqdm(total=reader.message_count, unit="msg", desc="process", disable=not progress) as bar:
                 while True:
                     try:
-                        conn, timestamp, raw = next(messages)
+                        conn, timestamp, raw, msg = next(messages)
                     except StopIteration:
                         break
                     except READ_ERRORS as exc:
                         raise BagError(f"{inp} is damaged: reading message {index + 1} failed: {exc}") from exc
                     index += 1
                     bar.update()
-                    if conn.id in targets:
-                        bag.write(targets[conn.id], timestamp, raw)
+                    writes: list[tuple[int | str, int, Any]] = [(conn.id, timestamp, raw)]
                     if conn.topic in infos and conn.msgtype == "sensor_msgs/msg/CameraInfo":
                         rig, side = infos[conn.topic]
                         rig.infos[side] = deserialize_message(raw, CameraInfo)
-                    if conn.topic not in cameras:
-                        continue
-                    cam = cameras[conn.topic]
-                    try:
-                        msg = deserialize_message(raw, IMAGE_TYPES[conn.msgtype])
-                    except Exception as exc:  # rclpy raises bare RuntimeErrors/ValueErrors for bad CDR
-                        cam.frames += 1
-                        cam.skipped["bad message"] += 1
-                        tqdm.write(f"warning: {conn.topic}: message {index} does not deserialise: {exc}")
-                        continue
-                    frame = processor(cam, msg)
-                    if frame is None:
-                        continue
-                    for name, message in frame.outputs.items():
-                        bag.write(output_topic(cam.namespace, name), timestamp, message)
-                    if conn.topic in sides and (matches := sides[conn.topic][0].offer(sides[conn.topic][1], frame)):
-                        bag.write(output_topic(sides[conn.topic][0].left.namespace, STEREO_OUTPUT), timestamp, matches)
-            summary["cameras"] = {c.namespace or "/": c.summary() for c in cameras.values()}
-            summary["stereo"] = {rig.left.namespace: rig.summary() for rig in rigs}
+                    if conn.topic in cameras:
+                        writes += outputs(conn.topic, timestamp, msg, index)
+                    behind.submit(partial(write, writes))
+            behind.submit(finish)
     return summary

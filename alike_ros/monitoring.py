@@ -78,6 +78,7 @@ class Snapshot:
     seconds_since_last_frame: float | None  # None before the first frame
     seconds_since_last_processed: float | None  # None before the first processed frame
     last_error: str
+    guided_fallbacks: int = 0  # frames that guided matching matched globally (too few matches near their points)
     level: Level = Level.OK
     message: str = "OK"
     extra: dict[str, str] = field(default_factory=dict)
@@ -104,7 +105,7 @@ class Statistics:
         self._samples = {name: deque(maxlen=window) for name in (*STAGES, END_TO_END)}
         self._arrivals: deque[int] = deque(maxlen=10_000)
         self._completions: deque[int] = deque(maxlen=10_000)
-        self._received = self._processed = 0
+        self._received = self._processed = self._guided_fallbacks = 0
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
         self._dropped_in_period = dict.fromkeys(DROP_REASONS, 0)
         self._last_arrival_ns = start_ns
@@ -134,9 +135,12 @@ class Statistics:
             if error:
                 self._last_error = f"{reason}: {error}"
 
-    def on_processed(self, now_ns: int, stages_ms: dict[str, float], end_to_end_ms: float) -> None:
+    def on_processed(
+        self, now_ns: int, stages_ms: dict[str, float], end_to_end_ms: float, guided_fallback: bool = False
+    ) -> None:
         with self._lock:
             self._processed += 1
+            self._guided_fallbacks += guided_fallback
             self._completions.append(now_ns)
             self._last_completion_ns = now_ns
             for name, value in stages_ms.items():
@@ -163,6 +167,7 @@ class Statistics:
                 if self._last_completion_ns is None
                 else (now_ns - self._last_completion_ns) / 1e9,
                 last_error=self._last_error,
+                guided_fallbacks=self._guided_fallbacks,
             )
 
     def on_publisher_appeared(self, now_ns: int) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
 
 from alike_ros.extractor import Features
+from alike_ros.matching.guided import pairs_within
 from alike_ros.matching.matcher import Matcher, MatcherConfig
 from alike_ros.matching.tracker import Tracker
 
@@ -156,3 +160,83 @@ def test_the_device_path_equals_the_reference(cfg):
     pairs, similarity = reference_matches(d0, d1, cfg)
     assert m.indices.tolist() == pairs
     np.testing.assert_array_equal(m.similarity, np.float32(similarity))
+
+
+# ---- guided matching
+
+
+@pytest.mark.parametrize("radius", [0.5, 3.0, 17.5, 400.0])
+def test_pairs_within_are_exactly_the_pairs_within_the_radius(radius):
+    rng = np.random.default_rng(8)
+    p0 = rng.uniform(-50, 700, (400, 2)).astype(np.float32)
+    p1 = np.concatenate([p0[:100] + rng.normal(0, 2, (100, 2)), rng.uniform(-50, 700, (300, 2))]).astype(np.float32)
+    i, j = pairs_within(p0, p1, radius)
+    dx, dy = p1[None, :, 0] - p0[:, None, 0], p1[None, :, 1] - p0[:, None, 1]  # the same float32 arithmetic
+    expected = np.argwhere(dx * dx + dy * dy <= radius * radius)
+    assert len(expected) > 0
+    assert sorted(zip(i.tolist(), j.tolist(), strict=True)) == sorted(map(tuple, expected.tolist()))
+    assert np.all(np.diff(i) >= 0)  # by row
+    empty = np.zeros((0, 2), np.float32)
+    assert all(len(x) == 0 for x in (*pairs_within(empty, p1, radius), *pairs_within(p0, empty, radius)))
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_guided_matching_is_global_matching_restricted_to_the_search_area(cfg):
+    """The matcher's rules (threshold, mutual check, ratio test, first index on ties) over the pairs within the
+    radius of each point moved by the shift: what the dense matrix gives with every other pair ruled out."""
+    rng = np.random.default_rng(7)
+    d0 = (rng.integers(-4, 5, size=(300, 16)) / 8).astype(np.float32)  # exact in float32, whatever the order
+    d1 = (rng.integers(-4, 5, size=(200, 16)) / 8).astype(np.float32)
+    d1[:80] = d0[rng.integers(0, 300, 80)]  # ties, and similarities above the threshold
+    p0 = rng.uniform(0, 320, (300, 2)).astype(np.float32)
+    p1 = rng.uniform(0, 320, (200, 2)).astype(np.float32)
+    shift = np.array([5.0, -3.0], np.float32)
+    cfg = replace(cfg, search_radius=40.0)
+    guided = Matcher(cfg).guided(p0, d0, p1, d1, shift)
+    moved = p0 + shift
+    dx, dy = p1[None, :, 0] - moved[:, None, 0], p1[None, :, 1] - moved[:, None, 1]
+    sim = np.where(dx * dx + dy * dy <= 40.0**2, d0 @ d1.T, np.float32(-3.0))
+    dense = Matcher(cfg).from_similarity(torch.from_numpy(sim))
+    assert len(guided) > 10
+    assert guided.indices.tolist() == dense.indices.tolist()
+    np.testing.assert_array_equal(guided.similarity, dense.similarity)
+
+
+def moving_frames(steps: list[tuple[float, float]], n: int = 200) -> list[Features]:
+    """A scene of n points moving by each step in turn, the same descriptors with a little noise, shuffled."""
+    rng = np.random.default_rng(9)
+    points, desc = rng.uniform(100, 500, (n, 2)), random_descriptors(n, seed=9)
+    frames, position = [], np.zeros(2)
+    for step in [(0.0, 0.0), *steps]:
+        position = position + step
+        order = rng.permutation(n)
+        noisy = unit(desc[order] + rng.normal(0, 0.02, desc.shape))
+        frames.append(
+            Features((points[order] + position).astype(np.float32), np.ones(n, np.float32), noisy, (600, 800))
+        )
+    return frames
+
+
+def test_guided_tracking_follows_the_motion_and_falls_back_on_a_jump():
+    frames = moving_frames([(12.0, -5.0), (12.0, -5.0), (13.0, -4.0), (80.0, 60.0), (80.0, 61.0)])
+    config = MatcherConfig(search_radius=8.0)
+    guided, plain = Tracker(Matcher(config)), Tracker(Matcher(MatcherConfig()))
+    fallbacks = []
+    for features in frames:
+        a, b = guided.update(features), plain.update(features)
+        assert a.matches.indices.tolist() == b.matches.indices.tolist()  # nothing lost against global matching
+        assert a.track_ids.tolist() == b.track_ids.tolist()
+        fallbacks.append(a.fallback)
+    # the first pair is matched globally (no motion known yet), the jump falls back to global matching, the rest is
+    # found within 8 px of where the last motion predicts
+    assert fallbacks == [False, False, False, False, True, False]
+    assert len(b.matches) == 200
+
+    still = Tracker(Matcher(replace(config, search_follows_motion=False)))
+    assert [still.update(f).fallback for f in frames] == [False, False, True, True, True, True]
+
+
+def test_search_settings_are_validated():
+    for bad in (dict(search_radius=-1.0), dict(min_guided_share=1.5)):
+        with pytest.raises(ValueError):
+            MatcherConfig(**bad).validate()

@@ -68,6 +68,8 @@ def test_defaults_are_valid_and_descriptors_carry_ranges():
         ("weights", "/nonexistent/w.pth", "does not exist"),
         ("input.transport", "theora", "one of"),
         ("matching.min_similarity", 2.0, "min_similarity"),
+        ("matching.search_radius", -1.0, "search_radius"),
+        ("matching.min_guided_share", 1.5, "min_guided_share"),
         ("diagnostics.period", 0, "must be a float"),
         ("warmup_sizes", "640*480", "not WIDTHxHEIGHT"),
         ("warmup_sizes", "640x480,", "not WIDTHxHEIGHT"),

@@ -128,6 +128,7 @@ class Camera:
     processed: int = 0
     skipped: Counter = field(default_factory=Counter)
     resets: Counter = field(default_factory=Counter)
+    guided_fallbacks: int = 0
     timings: dict[str, list[float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -137,6 +138,7 @@ class Camera:
             "processed": self.processed,
             "skipped": dict(self.skipped),
             "tracker_resets": dict(self.resets),
+            "guided_fallbacks": self.guided_fallbacks,
             "timings_ms": timing_stats(self.timings),
         }
 
@@ -264,6 +266,7 @@ class Processor:
         if result.reset:
             cam.resets[result.reset] += 1
         frame = result.tracked
+        cam.guided_fallbacks += frame.fallback
         out = {"features": encode_features(msg.header, frame, self.settings.values["output.descriptor_type"])}
         if self.config.matching:
             out["matches"] = encode_matches(msg.header, result.previous_stamp_ns, frame)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..config import check, setting
+from .guided import pairs_within
 
 
 @dataclass
@@ -26,6 +27,21 @@ class MatcherConfig:
     )
     mutual: bool = setting(True, "keep only mutual nearest neighbours")
     ratio: float = setting(1.0, "Lowe's ratio test on descriptor distances; 1.0: off", range=(0.01, 1.0))
+    search_radius: float = setting(
+        0.0,
+        "guided matching of a stream: a keypoint is compared only with those of the previous frame within this many "
+        "pixels of where it was (see search_follows_motion); 0: with all of them (global matching)",
+        range=(0.0, 4096.0),
+    )
+    search_follows_motion: bool = setting(
+        True, "guided matching: move the search area by the median motion of the previous frame's matches"
+    )
+    min_guided_share: float = setting(
+        0.5,
+        "guided matching: a frame that keeps fewer than this share of the matches of the last global matching is "
+        "matched globally instead (fast motion, a jump); the first frame matched after a reset is matched globally",
+        range=(0.0, 1.0),
+    )
 
     def validate(self) -> None:
         check(self)
@@ -47,6 +63,18 @@ class Matcher:
             raise ValueError(f"descriptor sizes differ: {d0.shape[1]} and {d1.shape[1]}")
         return self.from_similarity(torch.mm(d0, d1.T))  # the one product; both directions read it
 
+    def guided(
+        self, points0: np.ndarray, desc0: np.ndarray, points1: np.ndarray, desc1: np.ndarray, shift: np.ndarray
+    ) -> Matches:
+        """The rules over the pairs whose second point lies within `search_radius` of the first one moved by `shift`
+        (pixels, the motion expected since the first frame): a point with no neighbour there stays unmatched, and the
+        ratio test compares a point's two best neighbours. Host work on every device: a grid search (`guided`) and
+        one product per candidate pair."""
+        if desc0.shape[1:] != desc1.shape[1:]:
+            raise ValueError(f"descriptor sizes differ: {desc0.shape[1]} and {desc1.shape[1]}")
+        rows, cols = pairs_within(points0 + shift, points1, self.config.search_radius)
+        return self.from_pairs(rows, cols, np.einsum("ij,ij->i", desc0[rows], desc1[cols], dtype=np.float32))
+
     def from_similarity(self, sim: torch.Tensor) -> Matches:
         """The matches a similarity matrix (rows: the first set, columns: the second) gives under these rules; a
         caller that rules pairs out (stereo geometry) sets their similarity below -1."""
@@ -63,25 +91,28 @@ class Matcher:
     def from_pairs(self, rows: np.ndarray, cols: np.ndarray, similarity: np.ndarray) -> Matches:
         """The same rules over candidate pairs only (row i of the first set, column j of the second, and their
         similarity): what `from_similarity` gives on a matrix whose other entries are below -1 (tested equal), in
-        time that grows with the candidates rather than with the matrix. Stereo rows and guided matching use it."""
+        time that grows with the candidates rather than with the matrix. Stereo rows and guided matching use it.
+
+        Each row's best pair comes from unbuffered reductions (`np.maximum.at`), not from sorting: the row's largest
+        similarity, then the first column that has it (ties go to the first index, as everywhere); the same per
+        column. Single-threaded numpy: a busy core does not stall it, as it stalls torch's parallel kernels."""
         if len(rows) == 0:
             return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
-        sim = similarity.astype(np.float32)
-        by_row = np.lexsort((cols, -sim, rows))  # each row's pairs, best first, first column on ties
-        starts = np.flatnonzero(np.r_[True, rows[by_row][1:] != rows[by_row][:-1]])
-        best = by_row[starts]  # each row's best pair
-        keep = sim[best] >= np.float32(self.config.min_similarity)
+        sim = np.asarray(similarity, np.float32)
+        row_best, row_col = _best_per_index(rows, cols, sim)
+        matched = np.flatnonzero(row_col >= 0)  # the rows with a candidate
+        best, nn01 = row_best[matched], row_col[matched]
+        keep = best >= np.float32(self.config.min_similarity)
         if self.config.mutual:
-            by_col = np.lexsort((rows, -sim, cols))  # each column's pairs, best first, first row on ties
-            col_best = by_col[np.flatnonzero(np.r_[True, cols[by_col][1:] != cols[by_col][:-1]])]
-            keep &= np.isin(best, col_best)
+            _, col_row = _best_per_index(cols, rows, sim)
+            keep &= col_row[nn01] == matched
         if self.config.ratio < 1.0:
-            ends = np.r_[starts[1:], len(by_row)]
-            second = np.where(ends - starts > 1, sim[by_row[np.minimum(starts + 1, len(by_row) - 1)]], -3.0)
-            distance = np.sqrt(np.maximum(2 - 2 * np.stack((sim[best], second)), 0))  # unit vectors
+            others = ~((sim == row_best[rows]) & (cols == row_col[rows]))  # all but each row's one best pair
+            second = np.full_like(row_best, -3.0)
+            np.maximum.at(second, rows[others], sim[others])
+            distance = np.sqrt(np.maximum(2 - 2 * np.stack((best, second[matched])), 0))  # unit vectors
             keep &= distance[0] < self.config.ratio * distance[1]
-        chosen = best[keep]
-        return Matches(np.stack((rows[chosen], cols[chosen]), axis=1).astype(np.int64), sim[chosen])
+        return Matches(np.stack((matched[keep], nn01[keep]), axis=1).astype(np.int64), best[keep])
 
     def _mutual_cpu(self, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows, columns and similarities of the pairs that pass the threshold and the mutual check.
@@ -123,3 +154,15 @@ class Matcher:
         idx0 = torch.nonzero(keep).squeeze(1)
         indices = torch.stack((idx0, nn01[idx0]), dim=1)
         return Matches(indices.cpu().numpy(), best[idx0].cpu().numpy().astype(np.float32))
+
+
+def _best_per_index(index: np.ndarray, other: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each value of `index` (0 .. max): the largest similarity among its pairs and the smallest `other` of the
+    pairs that have it; -inf and -1 where it has no pair."""
+    size, limit = int(index.max()) + 1, int(other.max()) + 1
+    best = np.full(size, -np.inf, np.float32)
+    np.maximum.at(best, index, sim)
+    ties = sim == best[index]
+    first = np.full(size, limit, np.int64)
+    np.minimum.at(first, index[ties], other[ties])
+    return best, np.where(first < limit, first, -1)

@@ -17,6 +17,7 @@ class TrackedFrame:
     track_lengths: np.ndarray  # N int: frames each track has been seen in, this one included
     matches: Matches  # against the previous frame (empty on the first frame or after a reset)
     previous: Features | None  # the frame matched against
+    fallback: bool = False  # guided matching found too few matches: matched globally instead
 
 
 class Tracker:
@@ -24,10 +25,13 @@ class Tracker:
         self.matcher = matcher
         self._next_id = 0
         self._last: TrackedFrame | None = None
+        self._motion = np.zeros(2, np.float32)  # median keypoint motion of the last matches, pixels
+        self._global_matches = 0  # how many the last global matching found: what guided matching must keep
 
     def reset(self) -> None:
         """Forget the previous frame (the frame pipeline's rules say when); ids keep increasing."""
         self._last = None
+        self._global_matches = 0
 
     def _new_ids(self, count: int) -> np.ndarray:
         ids = (np.arange(count, dtype=np.uint64) + self._next_id) % 2**32  # ids wrap in their uint32 field
@@ -36,10 +40,11 @@ class Tracker:
 
     def update(self, features: Features) -> TrackedFrame:
         last = self._last
+        fallback = False
         if last is None:
             matches = Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
         else:
-            matches = self.matcher(last.features.descriptors, features.descriptors)
+            matches, fallback = self._match(last.features, features)
         ids = np.zeros(len(features), dtype=np.uint32)
         lengths = np.ones(len(features), dtype=np.int64)
         continued = np.zeros(len(features), dtype=bool)
@@ -49,6 +54,27 @@ class Tracker:
             lengths[cur_idx] = last.track_lengths[prev_idx] + 1
             continued[cur_idx] = True
         ids[~continued] = self._new_ids(int((~continued).sum()))
-        frame = TrackedFrame(features, ids, lengths, matches, last.features if last else None)
+        frame = TrackedFrame(features, ids, lengths, matches, last.features if last else None, fallback)
         self._last = frame
         return frame
+
+    def _match(self, previous: Features, features: Features) -> tuple[Matches, bool]:
+        """Matches against the previous frame, guided where `search_radius` says so once a global matching has given a
+        motion to follow and a count to keep, and whether guided matching fell back to global matching. The count is
+        the last global matching's, not the previous frame's: a slow decline of guided frames would otherwise pass."""
+        config = self.matcher.config
+        guided = config.search_radius > 0 and self._global_matches > 0
+        fallback = False
+        if guided:
+            shift = self._motion if config.search_follows_motion else np.zeros(2, np.float32)
+            matches = self.matcher.guided(
+                previous.keypoints, previous.descriptors, features.keypoints, features.descriptors, shift
+            )
+            fallback = len(matches) < config.min_guided_share * self._global_matches
+        if not guided or fallback:
+            matches = self.matcher(previous.descriptors, features.descriptors)
+            self._global_matches = len(matches)
+        if len(matches):
+            motion = features.keypoints[matches.indices[:, 1]] - previous.keypoints[matches.indices[:, 0]]
+            self._motion = np.median(motion, axis=0).astype(np.float32)
+        return matches, fallback

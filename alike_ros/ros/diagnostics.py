@@ -14,6 +14,7 @@ def to_status(snap: Snapshot, name: str, hardware_id: str) -> DiagnosticStatus:
         "frames.processed": snap.processed,
         "frames.dropped": snap.dropped_total,
         **{f"frames.dropped.{reason}": count for reason, count in snap.dropped.items()},
+        "matching.guided_fallbacks": snap.guided_fallbacks,
         "rate.input_hz": f"{snap.input_rate:.2f}",
         "rate.processing_hz": f"{snap.processing_rate:.2f}",
         "seconds_since_last_frame": ""

@@ -228,7 +228,7 @@ class CameraStream:
         self._publish(msg, pixels, color, result)
         stages["publishing"] = (time.perf_counter() - start) * 1e3
         now = self.node.get_clock().now()
-        self.stats.on_processed(now.nanoseconds, stages, (now - stamp).nanoseconds / 1e6)
+        self.stats.on_processed(now.nanoseconds, stages, (now - stamp).nanoseconds / 1e6, result.tracked.fallback)
         return Processed(result, pixels, color)
 
     def _drop_bad_input(self, exc: ValueError) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from alike_ros.cli import export, extract
+from alike_ros.extractor import Extractor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,3 +187,30 @@ def test_running_from_the_parent_folder_of_the_clone_says_so(tmp_path):
     assert api.returncode == 1 and api.stderr.splitlines()[-1] == "alike_ros.model.weights.WeightsError: " + (
         expected.removeprefix("error: ").strip()
     )
+
+
+def test_extract_in_batches_gives_what_one_by_one_gives(image_files, tmp_path, alike_t_weights, monkeypatch, capsys):
+    """On CUDA consecutive images of one size share a network pass (forced here on the CPU): the same files, and an
+    unreadable image or one of another size in between still handled on its own."""
+    a = image_files / "a"
+    cv2.imwrite(str(a / "small.png"), cv2.imread(str(a / "x.png"))[:200, :240])
+    (a / "broken.png").write_bytes(b"not a png")
+    (a / "z.png").write_bytes((image_files / "b" / "x.png").read_bytes())
+    images = [str(a / name) for name in ("x.png", "y.png", "broken.png", "small.png", "z.png")]
+    assert run_extract([*images, "--out", str(tmp_path / "single")], alike_t_weights) == 1
+    calls = []
+    real_batch = Extractor.batch
+
+    def counting(self, frames, max_side=None):
+        calls.append(len(frames))
+        return real_batch(self, frames, max_side)
+
+    monkeypatch.setattr(Extractor, "batch", counting)
+    monkeypatch.setattr(extract, "batch_pays", lambda extractor: True)
+    assert run_extract([*images, "--out", str(tmp_path / "batched")], alike_t_weights) == 1
+    assert "broken.png" in capsys.readouterr().err
+    assert [n for n in calls if n > 1] == [2]  # x.png with y.png; broken.png, small.png, z.png each alone
+    for name in ("x.npz", "y.npz", "small.npz", "z.npz"):
+        single, batched = np.load(tmp_path / "single" / name), np.load(tmp_path / "batched" / name)
+        for key in ("keypoints", "scores", "descriptors"):
+            np.testing.assert_allclose(batched[key], single[key], atol=1e-5)

@@ -11,8 +11,10 @@ import contextlib
 import statistics
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -25,7 +27,9 @@ from ..extractors import FeatureExtractor
 from ..model.weights import WeightsError
 from ..monitoring import timed_ms
 from ..overlap import WriteBehind, read_ahead
-from ..pipeline import PipelineConfig, build_extractor
+from ..pipeline import PipelineConfig, batch_pays, build_extractor
+
+BATCH = 4  # images per network pass where batches pay (`pipeline.batch_pays`: on CUDA)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -98,9 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def batches(items: Iterable[tuple[Path, Path, Any]], size: int) -> Iterator[list[tuple[Path, Path, Any]]]:
+    """Consecutive (path, target, image) items in groups of at most `size` images of one shape; an item whose image
+    could not be read (an exception in its place) is a group of its own."""
+    group: list[tuple[Path, Path, Any]] = []
+    for item in items:
+        readable = isinstance(item[2], np.ndarray)
+        if group and (not readable or len(group) == size or item[2].shape != group[0][2].shape):
+            yield group
+            group = []
+        if not readable:
+            yield [item]
+            continue
+        group.append(item)
+    if group:
+        yield group
+
+
 def extract_all(extractor: FeatureExtractor, jobs: list[tuple[Path, Path]]) -> int:
     """Each image's features into its file; the number that failed (each named on stderr). Images are read and
-    decoded ahead and files written behind in threads (`overlap`), in order; the time of every stage is printed."""
+    decoded ahead and files written behind in threads (`overlap`), in order; the time of every stage is printed. On
+    CUDA, consecutive images of one size go through the network together (`batches`)."""
     timings: dict[str, list[float]] = {stage: [] for stage in ("read", *STAGES, "write")}
     failures: list[Path] = []
 
@@ -122,20 +144,36 @@ def extract_all(extractor: FeatureExtractor, jobs: list[tuple[Path, Path]]) -> i
             except OSError as exc:
                 fail(path, exc)
 
-    start = time.perf_counter()
-    images = read_ahead(lambda: ((path, target, read(path)) for path, target in jobs))
-    with WriteBehind(contextlib.nullcontext) as behind:
-        for path, target, image in tqdm(images, total=len(jobs), desc="extract", unit="img", disable=len(jobs) < 2):
+    def extract(group: list[tuple[Path, Path, np.ndarray]]) -> list[Features | None]:
+        """One network pass for the group where it can (see `batches`), else one by one, each failure named."""
+        if len(group) > 1:
+            with contextlib.suppress(ValueError):  # an unusable image in the batch: one by one names it
+                return extractor.batch([(image, "bgr") for _, _, image in group])
+        found: list[Features | None] = []
+        for path, _, image in group:
             try:
-                if isinstance(image, ValueError):
-                    raise image
-                features = extractor(image, color="bgr")
+                found.append(extractor(image, color="bgr"))
             except ValueError as exc:
                 fail(path, exc)
+                found.append(None)
+        return found
+
+    start = time.perf_counter()
+    images = read_ahead(lambda: ((path, target, read(path)) for path, target in jobs))
+    batch = BATCH if batch_pays(extractor) else 1
+    progress = tqdm(total=len(jobs), desc="extract", unit="img", disable=len(jobs) < 2)
+    with WriteBehind(contextlib.nullcontext) as behind, progress:
+        for group in batches(images, batch):
+            progress.update(len(group))
+            if isinstance(group[0][2], ValueError):
+                fail(group[0][0], group[0][2])
                 continue
-            for stage in STAGES:
-                timings[stage].append(features.timings[stage])
-            behind.submit(partial(write, path, target, features))
+            for (path, target, _), features in zip(group, extract(group), strict=True):
+                if features is None:
+                    continue
+                for stage in STAGES:
+                    timings[stage].append(features.timings[stage])
+                behind.submit(partial(write, path, target, features))
     if jobs:
         wall = (time.perf_counter() - start) * 1e3 / len(jobs)
         stages = ", ".join(f"{stage} {statistics.fmean(ms):.1f}" for stage, ms in timings.items() if ms)

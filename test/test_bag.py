@@ -20,6 +20,7 @@ from alike_ros.bag.sample import SampleConfig, make_sample
 from alike_ros.bag.storage import BagError, open_bag, read_custom_data, write_bag
 from alike_ros.model.weights import bundled_weights_path
 from alike_ros.parameters import Settings, read_params
+from alike_ros.ros.conversions import ENCODINGS, image_to_array, to_grey8
 from alike_ros.ros.messages import decode_features, decode_matches, encode_matches, uint8_cosine_error_bound
 from alike_ros.scene import homography, load_photo
 
@@ -84,6 +85,34 @@ def test_sample_round_trip(tmp_path: Path, storage: str, compressed: bool):
         else:
             assert bytes(msg.data) == expected.tobytes()
     assert read_custom_data(tmp_path / "a")["alike_ros.sample"]["frames"] == 3
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
+def test_sample_in_every_encoding(tmp_path: Path, encoding: str, capsys):
+    """`make-sample --encoding E`: the frames as a driver of E stores them, which convert back to the frame."""
+    args = ["--frames", "2", "--width", "64", "--height", "48", "--encoding", encoding]
+    assert bag_cli(["make-sample", str(tmp_path / "s"), *args]) == 0
+    assert f"{encoding}, sqlite3" in capsys.readouterr().out
+    images = [deserialize_message(raw, Image) for _, raw in by_topic(tmp_path / "s")["/camera/image_raw"]]
+    truth = [
+        deserialize_message(raw, Float64MultiArray).data for _, raw in by_topic(tmp_path / "s")["/camera/homography"]
+    ]
+    assert [(m.encoding, m.width, m.height) for m in images] == [(encoding, 64, 48)] * 2
+    for msg, H in zip(images, truth, strict=True):
+        expected = cv2.warpPerspective(load_photo(), np.reshape(H, (3, 3)), (64, 48))
+        grey = to_grey8(*image_to_array(msg, use_cv_bridge=False)).astype(int)
+        assert np.abs(grey - cv2.cvtColor(expected, cv2.COLOR_BGR2GRAY)).mean() < 5  # Bayer here: up to 3
+
+
+def test_sample_encoding_errors(tmp_path: Path, capsys):
+    for args, reason in (
+        (["--encoding", "nv24"], "unsupported encoding 'nv24'"),
+        (["--encoding", "yuv422", "--width", "63"], "yuv422 needs the width a multiple of 2"),
+        (["--encoding", "mono8", "--compressed"], "a compressed sample is JPEG"),
+    ):
+        assert bag_cli(["make-sample", str(tmp_path / "s"), "--frames", "2", *args]) == 1
+        assert reason in capsys.readouterr().err
+        assert not (tmp_path / "s").exists() and not leftovers(tmp_path)
 
 
 def test_sample_motion_stays_inside_the_photograph():

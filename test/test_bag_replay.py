@@ -23,8 +23,10 @@ from rclpy.serialization import deserialize_message  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 
+from alike_ros.bag.cli import main as bag_cli  # noqa: E402
 from alike_ros.bag.process import process_bag  # noqa: E402
 from alike_ros.bag.replay import replay  # noqa: E402
+from alike_ros.bag.report import analyse  # noqa: E402
 from alike_ros.bag.sample import SampleConfig, make_sample  # noqa: E402
 from alike_ros.bag.storage import open_bag  # noqa: E402
 from alike_ros.parameters import Settings  # noqa: E402
@@ -123,23 +125,31 @@ def test_live_node_matches_offline_processing(tmp_path: Path, ros_env: dict[str,
     assert stats.lockstep_timeouts == 0, "".join(log)
     assert stats.recorded["/camera/features"] == 5, "".join(log)
 
-    def frames(path: Path) -> dict[str, dict[int, PointCloud2]]:
-        out: dict[str, dict[int, PointCloud2]] = {}
-        with open_bag(path) as reader:
-            for conn, _, raw in reader.messages():
-                if conn.topic in outputs:
-                    msg = deserialize_message(raw, PointCloud2)
-                    out.setdefault(conn.topic, {})[stamp_ns(msg.header.stamp)] = msg
-        return out
+    assert_same_outputs(
+        outputs_by_stamp(tmp_path / "live", "/camera"), outputs_by_stamp(tmp_path / "offline", "/camera")
+    )
 
-    live, offline = frames(tmp_path / "live"), frames(tmp_path / "offline")
-    assert live.keys() == offline.keys()
-    for topic in outputs:
-        assert live[topic].keys() == offline[topic].keys(), f"{topic}: stamps differ"
-        for stamp, msg in offline[topic].items():
+
+def outputs_by_stamp(path: Path, namespace: str) -> dict[str, dict[int, PointCloud2]]:
+    """The `features` and `matches` messages of the camera at `namespace` in a bag, by header stamp."""
+    out: dict[str, dict[int, PointCloud2]] = {"features": {}, "matches": {}}
+    with open_bag(path) as reader:
+        for conn, _, raw in reader.messages():
+            name = conn.topic.removeprefix(f"{namespace}/")
+            if name in out:
+                msg = deserialize_message(raw, PointCloud2)
+                out[name][stamp_ns(msg.header.stamp)] = msg
+    return out
+
+
+def assert_same_outputs(live: dict[str, dict[int, PointCloud2]], offline: dict[str, dict[int, PointCloud2]]) -> None:
+    """The node's outputs are `bag process`'s, frame by frame (`outputs_by_stamp` of each)."""
+    for topic, frames in offline.items():
+        assert frames and live[topic].keys() == frames.keys(), f"{topic}: stamps differ"
+        for stamp, msg in frames.items():
             other = live[topic][stamp]
             assert other.header == msg.header
-            if topic.endswith("features"):
+            if topic == "features":
                 a, b = decode_features(msg), decode_features(other)
                 np.testing.assert_allclose(b.keypoints, a.keypoints, atol=1e-3)
                 np.testing.assert_allclose(b.descriptors, a.descriptors, atol=1e-4)
@@ -148,3 +158,56 @@ def test_live_node_matches_offline_processing(tmp_path: Path, ros_env: dict[str,
                 a, b = decode_matches(msg), decode_matches(other)
                 for name in ("index0", "index1", "track_id", "stamp0_sec", "stamp0_nanosec"):
                     np.testing.assert_array_equal(b[name], a[name])
+
+
+# Drivers' encodings end to end: 8- and 16-bit Bayer, YUV 4:2:2 and 4:2:0 (every encoding: test_conversions, test_bag)
+DRIVER_ENCODINGS = ("bayer_rggb8", "bayer_gbrg16", "yuv422", "nv21")
+
+
+def test_driver_encodings_through_bag_process_and_the_node(tmp_path: Path, ros_env: dict[str, str]):
+    """A sample in each of DRIVER_ENCODINGS (`bag make-sample --encoding`) goes through `bag process`, and through
+    the node in a process of its own with a camera per encoding, fed by replay from this one: for each, `bag process`
+    finds the ground truth's motion (keypoints in pixels of the frame as received) and the node publishes what it
+    wrote. (`bag process` runs here, while the node starts: four processes of its own cost 15 s more.)"""
+    weights = weights_path()
+    for encoding in DRIVER_ENCODINGS:
+        args = ["make-sample", str(tmp_path / encoding), "--frames", "4", "--width", "256", "--height", "192"]
+        assert bag_cli([*args, "--encoding", encoding]) == 0
+    # one params file for both, so that they extract and track alike (warm-up frames would take track ids)
+    params = tmp_path / "params.yaml"
+    params.write_text(f"/**:\n  ros__parameters:\n    weights: {weights}\n    device: cpu\n    warmup_frames: 0\n")
+    cameras = f"cameras:={','.join(DRIVER_ENCODINGS)}"
+    argv = [sys.executable, "-m", "alike_ros", "node", "--ros-args", "--params-file", str(params), "-p", cameras]
+    argv += ["-r", "__ns:=/enc"]
+    node = subprocess.Popen(argv, cwd=ROOT, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log: list[str] = []
+    threading.Thread(target=lambda: log.extend(node.stdout), daemon=True).start()
+    try:
+        for encoding in DRIVER_ENCODINGS:  # while the node starts
+            out = str(tmp_path / f"{encoding}_out")
+            assert bag_cli(["process", str(tmp_path / encoding), out, "--params", str(params), "--quiet"]) == 0
+        for encoding in DRIVER_ENCODINGS:
+            stats = replay(
+                tmp_path / encoding,
+                rate=5.0,
+                topic_map={"/camera/image_raw": f"/enc/{encoding}/image"},
+                topics=["/camera/image_raw"],
+                wait_for_subscribers=90.0,
+                record=tmp_path / f"{encoding}_live",
+                lockstep=[f"/enc/{encoding}/features", f"/enc/{encoding}/matches"],  # recorded, none dropped
+                lockstep_timeout=60.0,
+                record_grace=0.5,  # lockstep: every frame's outputs are in
+            )
+            assert stats.lockstep_timeouts == 0 and stats.recorded[f"/enc/{encoding}/features"] == 4, "".join(log)
+    finally:
+        node.terminate()
+        try:
+            node.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node.kill()
+    time.sleep(0.1)  # let the log reader drain
+    for encoding in DRIVER_ENCODINGS:
+        summary = analyse(tmp_path / f"{encoding}_out")["/camera"].summary(3.0)
+        assert summary["frames"] == 4 and summary["accuracy_3px"] > 0.85, (encoding, summary)
+        live = outputs_by_stamp(tmp_path / f"{encoding}_live", f"/enc/{encoding}")
+        assert_same_outputs(live, outputs_by_stamp(tmp_path / f"{encoding}_out", "/camera"))

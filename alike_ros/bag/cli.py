@@ -28,6 +28,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=float, default=10.0, help="frames per second of bag time")
     s.add_argument("--storage", choices=sorted(STORAGES), default="sqlite3", help="bag storage (%(default)s)")
     s.add_argument("--compressed", action="store_true", help="sensor_msgs/CompressedImage (JPEG) instead of Image")
+    s.add_argument(
+        "--encoding",
+        default="bgr8",
+        help="the Image encoding, as a driver of it stores the frames: any input encoding of the node, e.g. "
+        "bayer_rggb8, bayer_gbrg16, yuv422, yuv422_yuy2, nv21, rgb16, 32FC1 (README: Topics; %(default)s)",
+    )
     s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
     s = sub.add_parser("process", help="run the extractor and tracker on every image into a new bag")
@@ -120,11 +126,19 @@ def main(argv: list[str] | None = None) -> int:
             from .sample import SampleConfig, make_sample
 
             config = SampleConfig(
-                args.frames, args.width, args.height, args.rate, args.cameras, args.compressed, stereo=args.stereo
+                args.frames,
+                args.width,
+                args.height,
+                args.rate,
+                args.cameras,
+                args.compressed,
+                stereo=args.stereo,
+                encoding=args.encoding,
             )
             path = make_sample(args.out, config, args.storage, args.overwrite)
             cameras = "a stereo pair" if args.stereo else f"{args.cameras} camera(s)"
-            print(f"wrote {path} ({args.frames} frames x {cameras}, {args.storage})")
+            images = "jpeg" if args.compressed else args.encoding
+            print(f"wrote {path} ({args.frames} frames x {cameras}, {images}, {args.storage})")
         elif args.command == "process":
             from ..parameters import Settings, read_params
             from .process import process_bag

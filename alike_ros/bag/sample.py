@@ -5,7 +5,8 @@ two frames is known exactly (a pixel x of frame j lies at H_k H_j^-1 x in frame 
 
 Per camera namespace NS (`/camera`; `/cam0`, `/cam1`... with several cameras; `/stereo/left` and `/stereo/right`
 for a stereo rig) the bag holds
-- `NS/image_raw` (sensor_msgs/Image, bgr8) or `NS/image_raw/compressed` (sensor_msgs/CompressedImage, JPEG);
+- `NS/image_raw` (sensor_msgs/Image, bgr8 or any other input encoding of the node, as a driver of that encoding
+  stores the frame: `conversions.from_bgr8`) or `NS/image_raw/compressed` (sensor_msgs/CompressedImage, JPEG);
 - `NS/homography` (std_msgs/Float64MultiArray): H_k row-major (3 x 3), mapping pixels of the photograph to
   pixels of the frame, written with the same bag timestamp as the frame; header stamps equal bag timestamps;
 - for a stereo rig, `NS/camera_info` (rectified, with the baseline in the right camera's P) with each frame. The
@@ -23,6 +24,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
 
+from ..ros.conversions import array_to_image, from_bgr8
 from ..scene import PHOTO, StereoScene, homography, load_photo
 from .storage import write_bag
 
@@ -44,6 +46,7 @@ class SampleConfig:
     stereo: bool = False  # a rectified stereo rig (STEREO_NAMESPACES) instead of `cameras`
     stereo_near: float = 12.0  # the rig's disparity at the left edge of the left frame, px
     stereo_far: float = 20.0  # and at its right edge
+    encoding: str = "bgr8"  # of the Image messages (not with `compressed`)
 
     def stereo_scene(self) -> StereoScene:
         return StereoScene(self.width, self.height, self.stereo_near, self.stereo_far)
@@ -65,13 +68,12 @@ def homography_message(H: np.ndarray) -> Float64MultiArray:
     return msg
 
 
-def image_message(header: Header, bgr: np.ndarray, compressed: bool, quality: int) -> Image | CompressedImage:
-    if compressed:
-        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+def image_message(header: Header, bgr: np.ndarray, config: SampleConfig) -> Image | CompressedImage:
+    if config.compressed:
+        ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
         assert ok, "OpenCV failed to encode a JPEG"
         return CompressedImage(header=header, format="bgr8; jpeg compressed bgr8", data=jpeg.tobytes())
-    h, w = bgr.shape[:2]
-    return Image(header=header, height=h, width=w, encoding="bgr8", is_bigendian=0, step=w * 3, data=bgr.tobytes())
+    return array_to_image(from_bgr8(bgr, config.encoding), config.encoding, header)
 
 
 def make_sample(out: str | Path, config: SampleConfig, storage: str = "sqlite3", overwrite: bool = False) -> Path:
@@ -80,6 +82,8 @@ def make_sample(out: str | Path, config: SampleConfig, storage: str = "sqlite3",
         raise ValueError("a sample needs >= 2 frames, >= 1 camera and a positive rate")
     if config.stereo and not 0 <= config.stereo_near <= config.stereo_far < config.width / 2:
         raise ValueError("a stereo sample needs 0 <= near <= far disparity < half the width")
+    if config.compressed and config.encoding != "bgr8":
+        raise ValueError(f"a compressed sample is JPEG: encoding {config.encoding!r} applies to raw images only")
     photo = load_photo()
     namespaces = camera_namespaces(config)
     scene = config.stereo_scene()
@@ -89,6 +93,7 @@ def make_sample(out: str | Path, config: SampleConfig, storage: str = "sqlite3",
     info = {
         "photo": f"matplotlib sample data: {PHOTO}",
         "frames": config.frames,
+        "encoding": "jpeg" if config.compressed else config.encoding,
         "cameras": {
             ns: {"image": f"{ns}/{image_suffix}", "homography": f"{ns}/{HOMOGRAPHY_TOPIC}"} for ns in namespaces
         },
@@ -119,7 +124,7 @@ def make_sample(out: str | Path, config: SampleConfig, storage: str = "sqlite3",
                 bag.write(
                     f"{ns}/{image_suffix}",
                     stamp_ns,
-                    image_message(header, frame, config.compressed, config.jpeg_quality),
+                    image_message(header, frame, config),
                 )
                 bag.write(f"{ns}/{HOMOGRAPHY_TOPIC}", stamp_ns, homography_message(H))
     return Path(out)

@@ -134,7 +134,8 @@ def main() -> int:
     print("| sequence | keypoints | mode | ms/frame | matches | correct (3 px) | mean track length | fallbacks |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for count in map(int, args.keypoints.split(",")):
-        extractor = build_extractor(PipelineConfig(detector=DetectorConfig(top_k=count, score_threshold=0.0)))
+        detector = DetectorConfig(top_k=count, max_keypoints=count, score_threshold=0.0)
+        extractor = build_extractor(PipelineConfig(detector=detector))
         for sequence in sequences:
             features = [extractor(image, color="bgr") for image in sequence.images]
             for mode, config in modes.items():

@@ -16,6 +16,7 @@ from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.extractors.unsuperpoint import UnsuperPointExtractor
 from alike_ros.model.unsuperpoint import CELL, MODEL_NAME, UnsuperPoint, UnsuperPointConfig, load_unsuperpoint
 from alike_ros.model.weights import WeightsError
+from alike_ros.training.cli import load_config
 from alike_ros.training.cli import main as train_main
 from alike_ros.training.trainer import effective_dimensions
 from alike_ros.training.unsuperpoint_losses import (
@@ -27,6 +28,7 @@ from alike_ros.training.unsuperpoint_losses import (
 )
 
 SMALL = UnsuperPointConfig(channels=(4, 8, 8, 16), head=16, dim=16)
+CONFIGS = Path(__file__).resolve().parents[1] / "config"
 
 
 def small_net() -> UnsuperPoint:
@@ -102,7 +104,7 @@ def test_point_pairs_are_found_through_the_homography():
     assert far["position"] == 0  # 7 px: beyond the 4 px of a point pair, no pair at all
 
 
-def test_the_triplet_probe_replaces_the_hinge_and_unknown_descriptor_losses_are_refused():
+def test_the_triplet_replaces_the_hinge_and_unknown_descriptor_losses_are_refused():
     points = torch.tensor([[10.0, 10.0], [30.0, 12.0], [50.0, 40.0]])
     scores = torch.full((3,), 0.5)
     cfg = UnsuperPointLossConfig(descriptor_loss="triplet")
@@ -116,6 +118,17 @@ def test_the_triplet_probe_replaces_the_hinge_and_unknown_descriptor_losses_are_
         UnsuperPointLossConfig(descriptor_loss="contrastive")
     with pytest.raises(ValueError, match="negative_pool"):
         UnsuperPointLossConfig(descriptor_loss="triplet", negative_pool=-1)
+
+
+def test_the_bundled_weights_config_trains_the_triplet_and_the_hinge_stays_an_option():
+    triplet = load_config(str(CONFIGS / "train_unsuperpoint-triplet.yaml"))  # reproduces the bundled weights
+    hinge = load_config(str(CONFIGS / "train_unsuperpoint.yaml"))
+    assert triplet.model == hinge.model == MODEL_NAME
+    assert (triplet.unsuperpoint_loss.descriptor_loss, triplet.unsuperpoint_loss.negative_pool) == ("triplet", 16)
+    assert hinge.unsuperpoint_loss.descriptor_loss == "hinge"
+    # the rest is the hinge run's: the same network, data and detection losses
+    assert triplet.unsuperpoint == hinge.unsuperpoint and triplet.data == hinge.data
+    assert triplet.unsuperpoint_loss.w_score == hinge.unsuperpoint_loss.w_score
 
 
 CFG = UnsuperPointLossConfig()

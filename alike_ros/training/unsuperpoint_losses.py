@@ -11,8 +11,9 @@ their distance and s their scores:
 - uniform: per view and per axis, the sorted in-cell offsets against evenly spaced values in [0, 1], sum of
   squares (without it the offsets crowd at the cell borders, where the position loss pulls them);
 - descriptor: SuperPoint's hinge over all pairs of keypoints, positives within `descriptor_px`,
-  λ_d·max(0, m_p - a·b) for them and max(0, a·b - m_n) for the rest (`descriptor_loss: triplet`, not the notes',
-  measures what the hinge costs: TRAINING.md);
+  λ_d·max(0, m_p - a·b) for them and max(0, a·b - m_n) for the rest; or (`descriptor_loss: triplet`, not the
+  notes', what the bundled weights trained with since issue 27) a triplet against the hardest of a random
+  negative pool: the hinge left the descriptor about 4 dimensions (TRAINING.md);
 - decorrelation: per view, the squared off-diagonal entries of the D x D correlation matrix of the
   descriptors (L2-Net's).
 
@@ -47,8 +48,8 @@ class UnsuperPointLossConfig:
     descriptor_px: float = 8.0
     w_decorrelation: float = 0.03
     # "hinge": the notes' (SuperPoint's). "triplet": not the notes' - the hardest-negative triplet on L2 distances
-    # (training.losses.triplet_loss; negatives farther than descriptor_px), to measure what the hinge costs. Its
-    # mean over the pairs enters as a sum over cells, as the other losses do: weigh it with w_descriptor ~ 1
+    # (training.losses.triplet_loss; negatives farther than descriptor_px), which the bundled weights use (issue
+    # 27). Its mean over the pairs enters as a sum over cells, as the other losses do: weigh it with w_descriptor ~ 1
     descriptor_loss: str = "hinge"
     triplet_margin: float = 1.0
     negative_pool: int = 0  # triplet only; > 0: the hardest of about this many random negatives (mdnet's fix)
@@ -91,7 +92,7 @@ def pair_descriptor_loss(
     cells: int,
     cfg: UnsuperPointLossConfig,
 ) -> torch.Tensor:
-    """The notes' hinge over all pairs, or the triplet probe's mean over A's points scaled to a sum over the cells
+    """The notes' hinge over all pairs, or the triplet's mean over A's points scaled to a sum over the cells
     (the total is divided by them); `warped_a` are A's points in B, `pixels` their distances to B's points."""
     if cfg.descriptor_loss == "hinge":
         return descriptor_loss(da, db, pixels <= cfg.descriptor_px, cfg)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +92,25 @@ def test_replay_into_a_plain_subscriber(tmp_path: Path, ros_env: dict[str, str])
     assert clock == sorted(clock) and clock[-1] >= expected[-1]
 
 
+@contextmanager
+def node_process(argv: list[str], env: dict[str, str]) -> Iterator[list[str]]:
+    """The node started as its own process for the block; yields its output lines, complete once the block has left
+    (the node stopped, killed if it does not stop within 20 s)."""
+    node = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log: list[str] = []
+    reader = threading.Thread(target=lambda: log.extend(node.stdout), daemon=True)
+    reader.start()
+    try:
+        yield log
+    finally:
+        node.terminate()
+        try:
+            node.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node.kill()
+        reader.join(timeout=5)  # let the log reader drain
+
+
 def test_live_node_matches_offline_processing(tmp_path: Path, ros_env: dict[str, str]):
     """Replay through the node (use_sim_time, lockstep so it drops nothing), record its outputs, and compare
     them frame by frame with `bag process` on the same bag and the same parameters."""
@@ -100,11 +121,8 @@ def test_live_node_matches_offline_processing(tmp_path: Path, ros_env: dict[str,
 
     argv = [sys.executable, "-m", "alike_ros", "node", "--ros-args", "-r", "__ns:=/camera", "-r", "image:=image_raw"]
     argv += ["-p", "use_sim_time:=true"] + [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
-    node = subprocess.Popen(argv, cwd=ROOT, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log: list[str] = []
-    threading.Thread(target=lambda: log.extend(node.stdout), daemon=True).start()
-    try:
-        outputs = {"/camera/features": "sensor_msgs/msg/PointCloud2", "/camera/matches": "sensor_msgs/msg/PointCloud2"}
+    outputs = {"/camera/features": "sensor_msgs/msg/PointCloud2", "/camera/matches": "sensor_msgs/msg/PointCloud2"}
+    with node_process(argv, ros_env) as log:
         stats = replay(
             bag,
             rate=5.0,
@@ -115,13 +133,6 @@ def test_live_node_matches_offline_processing(tmp_path: Path, ros_env: dict[str,
             lockstep=["/camera/features"],
             lockstep_timeout=60.0,
         )
-    finally:
-        node.terminate()
-        try:
-            node.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.kill()
-    time.sleep(0.1)  # let the log reader drain
     assert stats.lockstep_timeouts == 0, "".join(log)
     assert stats.recorded["/camera/features"] == 5, "".join(log)
 
@@ -179,10 +190,7 @@ def test_driver_encodings_through_bag_process_and_the_node(tmp_path: Path, ros_e
     cameras = f"cameras:={','.join(DRIVER_ENCODINGS)}"
     argv = [sys.executable, "-m", "alike_ros", "node", "--ros-args", "--params-file", str(params), "-p", cameras]
     argv += ["-r", "__ns:=/enc"]
-    node = subprocess.Popen(argv, cwd=ROOT, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log: list[str] = []
-    threading.Thread(target=lambda: log.extend(node.stdout), daemon=True).start()
-    try:
+    with node_process(argv, ros_env) as log:
         for encoding in DRIVER_ENCODINGS:  # while the node starts
             out = str(tmp_path / f"{encoding}_out")
             assert bag_cli(["process", str(tmp_path / encoding), out, "--params", str(params), "--quiet"]) == 0
@@ -199,13 +207,6 @@ def test_driver_encodings_through_bag_process_and_the_node(tmp_path: Path, ros_e
                 record_grace=0.5,  # lockstep: every frame's outputs are in
             )
             assert stats.lockstep_timeouts == 0 and stats.recorded[f"/enc/{encoding}/features"] == 4, "".join(log)
-    finally:
-        node.terminate()
-        try:
-            node.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node.kill()
-    time.sleep(0.1)  # let the log reader drain
     for encoding in DRIVER_ENCODINGS:
         summary = analyse(tmp_path / f"{encoding}_out")["/camera"].summary(3.0)
         assert summary["frames"] == 4 and summary["accuracy_3px"] > 0.85, (encoding, summary)

@@ -222,7 +222,7 @@ def read_messages(
                     msg = deserialize_message(raw, IMAGE_TYPES[conn.msgtype])
                 except Exception as exc:  # rclpy raises bare RuntimeErrors/ValueErrors for bad CDR
                     msg = exc
-            read_ms.append((time.perf_counter() - start) * 1e3)
+            read_ms.append((time.perf_counter() - start) * 1e3)  # per message: the end of the bag is not one
             yield conn, timestamp, raw, msg
 
 
@@ -248,12 +248,11 @@ class Processor:
         """Message `index` of the bag (1-based), one image through its camera: its output messages by name (features,
         matches, debug_image) and what a stereo pair needs; None when it is skipped. An exception in place of the
         message is the reason it did not deserialise."""
+        cam.frames += 1
         if isinstance(msg, Exception):
-            cam.frames += 1
             cam.skipped["bad message"] += 1
             tqdm.write(f"warning: {cam.topic}: message {index} does not deserialise: {msg}")
             return None
-        cam.frames += 1
         start = time.perf_counter()
         try:
             image, color = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)

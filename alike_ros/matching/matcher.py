@@ -59,8 +59,7 @@ class Matcher:
         d1 = torch.as_tensor(desc1, device=self.device, dtype=torch.float32)
         if len(d0) == 0 or len(d1) == 0:
             return Matches(np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
-        if d0.shape[1] != d1.shape[1]:
-            raise ValueError(f"descriptor sizes differ: {d0.shape[1]} and {d1.shape[1]}")
+        _check_sizes(d0, d1)
         return self.from_similarity(torch.mm(d0, d1.T))  # the one product; both directions read it
 
     def guided(
@@ -70,8 +69,7 @@ class Matcher:
         (pixels, the motion expected since the first frame): a point with no neighbour there stays unmatched, and the
         ratio test compares a point's two best neighbours. Host work on every device: a grid search (`guided`) and
         one product per candidate pair."""
-        if desc0.shape[1:] != desc1.shape[1:]:
-            raise ValueError(f"descriptor sizes differ: {desc0.shape[1]} and {desc1.shape[1]}")
+        _check_sizes(desc0, desc1)
         rows, cols = pairs_within(points0 + shift, points1, self.config.search_radius)
         return self.from_pairs(rows, cols, np.einsum("ij,ij->i", desc0[rows], desc1[cols], dtype=np.float32))
 
@@ -154,6 +152,11 @@ class Matcher:
         idx0 = torch.nonzero(keep).squeeze(1)
         indices = torch.stack((idx0, nn01[idx0]), dim=1)
         return Matches(indices.cpu().numpy(), best[idx0].cpu().numpy().astype(np.float32))
+
+
+def _check_sizes(desc0: np.ndarray | torch.Tensor, desc1: np.ndarray | torch.Tensor) -> None:
+    if desc0.shape[1] != desc1.shape[1]:
+        raise ValueError(f"descriptor sizes differ: {desc0.shape[1]} and {desc1.shape[1]}")
 
 
 def _best_per_index(index: np.ndarray, other: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .detection.dkd import DetectorConfig, describe_dense, detect
+from .detection.selection import allowed_pixels, check_mask, inside_mask
 from .export import GRAPH_RUNTIMES, runtime_problem
 from .memory import keep_freed_memory
 from .model.sparse_head import Branches, SparseHeadALNet
@@ -98,11 +99,17 @@ def finished(
     original: tuple[int, int],
     used: tuple[int, int],
     timings: dict[str, float],
+    mask: np.ndarray | None = None,
 ) -> Features:
     """One image's result, from keypoints in the pixels of the (resized) image the network saw: mapped back to
-    the image as given, with the total of the stage timings."""
+    the image as given, with the total of the stage timings. With a `mask` (the image's size, zero: no keypoints),
+    a point the mapping's float rounding puts in a masked pixel is dropped: selection kept it out of the mask, this
+    makes that a guarantee."""
     timings["total"] = sum(timings[s] for s in STAGES)
-    return Features(to_original_pixels(points, original, used), scores, descriptors, original, timings)
+    points = to_original_pixels(points, original, used)
+    if mask is not None and not (keep := inside_mask(points, mask != 0)).all():
+        points, scores, descriptors = points[keep], scores[keep], descriptors[keep]
+    return Features(points, scores, descriptors, original, timings)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -297,19 +304,29 @@ class Extractor:
         return self._network(tensor, h, w)[0][0].cpu().numpy()
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None) -> Features:
-        return self.batch([(image, color)], max_side)[0]
+    def __call__(
+        self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None, mask: np.ndarray | None = None
+    ) -> Features:
+        return self.batch([(image, color)], max_side, [mask])[0]
 
     @torch.inference_mode()
-    def batch(self, images: Sequence[tuple[np.ndarray, Color]], max_side: int | None = None) -> list[Features]:
+    def batch(
+        self,
+        images: Sequence[tuple[np.ndarray, Color]],
+        max_side: int | None = None,
+        masks: Sequence[np.ndarray | None] | None = None,
+    ) -> list[Features]:
         """Images of one size through the network as one batch, then detection and description per image: what
         calling the extractor on each gives (tested), in one network pass, which pays on a GPU. Each image's network
         timing is its share of the pass. ValueError when the sizes differ: padding to a common size would change
-        the scores near the borders."""
+        the scores near the borders. `masks`: one per image (or None), as `__call__`'s `mask`."""
         if not images:
             return []
+        masks = list(masks or [None] * len(images))
+        for (image, _), mask in zip(images, masks, strict=True):
+            check_mask(mask, image.shape[:2])
         if self.graph is not None and len(images) > 1:  # the exported graph takes one image
-            return [self(image, color, max_side) for image, color in images]
+            return [self(image, color, max_side, mask) for (image, color), mask in zip(images, masks, strict=True)]
         side = self.max_side if max_side is None else max_side
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
@@ -320,14 +337,14 @@ class Extractor:
         with timed(timings, self.device, "network"):
             maps = self._network(torch.cat([tensor for _, tensor, _ in prepared]), h, w)
         results = []
-        for (original, _, _), (scores, describe) in zip(prepared, maps, strict=True):
+        for (original, _, _), (scores, describe), mask in zip(prepared, maps, masks, strict=True):
             own = {"preprocessing": timings["preprocessing"] * share, "network": timings["network"] * share}
             with timed(own, self.device, "detection"):
-                keypoints, kp_scores = detect(scores, self.detector)
+                keypoints, kp_scores = detect(scores, self.detector, allowed_pixels(mask, (h, w)))
                 order = torch.argsort(kp_scores, descending=True, stable=True)
                 keypoints, kp_scores = keypoints[order], kp_scores[order]
             with timed(own, self.device, "description"):  # the copies to the host are charged here, as before
                 descriptors = describe(keypoints).cpu().numpy()
                 points, values = keypoints.cpu().numpy(), kp_scores.cpu().numpy()
-            results.append(finished(points, values, descriptors, original, (h, w), own))
+            results.append(finished(points, values, descriptors, original, (h, w), own, mask))
         return results

@@ -42,6 +42,7 @@ PIPELINE_FIELDS = {
     "half": "half",
     "runtime": "runtime",
     "input.max_side": "max_side",
+    "input.mask": "mask",
     "threads": "threads",
     "warmup_frames": "warmup_frames",
     "warmup_sizes": "warmup_sizes",
@@ -98,6 +99,7 @@ PARAMETERS: tuple[Param, ...] = (
         Spec("raw", "raw: subscribe `image`; compressed: `image/compressed`", choices=("raw", "compressed")),
     ),
     Param("input.max_side", _pipeline["max_side"]),
+    Param("input.mask", _pipeline["mask"]),
     Param(
         "input.qos.reliability",
         Spec(
@@ -199,8 +201,8 @@ def stereo_pairs(text: str, cameras: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-# What one camera of several may set for itself, as `<camera>.input.transport` and `<camera>.input.max_side` (a camera
-# name's `/` as `.`): unset, the node's value applies.
+# What one camera of several may set for itself, as `<camera>.input.transport`, `<camera>.input.max_side` and
+# `<camera>.input.mask` (a camera name's `/` as `.`): unset, the node's value applies.
 CAMERA_OVERRIDES: dict[str, Spec] = {
     "input.transport": Spec(
         "", "this camera's input.transport; empty: the node's", choices=("", *BY_NAME["input.transport"].spec.choices)
@@ -208,6 +210,7 @@ CAMERA_OVERRIDES: dict[str, Spec] = {
     "input.max_side": Spec(
         -1, "this camera's input.max_side; -1: the node's", range=(-1, _pipeline["max_side"].range[1])
     ),
+    "input.mask": Spec("", "this camera's input.mask; empty: the node's"),
 }
 
 

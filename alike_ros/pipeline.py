@@ -18,6 +18,7 @@ import torch
 
 from .config import check, setting
 from .detection.dkd import DetectorConfig
+from .detection.selection import load_mask
 from .export import RUNTIMES, runtime_problem
 from .extractor import STAGES as EXTRACTOR_STAGES
 from .extractor import Color, Features, resolve_device
@@ -62,6 +63,12 @@ class PipelineConfig:
         "downscale so the longer side is at most this before the network (keypoints stay in input pixels); 0: native",
         range=(0, MAX_IMAGE_SIDE),
     )
+    mask: str = setting(
+        "",
+        "mask image (PNG, the camera's image size): no keypoint lies in a pixel where it is zero (e.g. the robot's own "
+        "body, a fisheye's border); the budget goes to the rest. A frame of another size is dropped with the reason; "
+        "empty: no mask",
+    )
     threads: int = setting(
         0,
         "CPU threads torch runs the network on (process-wide); 0: torch's default, one per core. Fewer than the "
@@ -91,6 +98,8 @@ class PipelineConfig:
         self.matcher.validate()
         if self.weights and not Path(self.weights).expanduser().is_file():
             raise ValueError(f"weights file {self.weights!r} does not exist")
+        if self.mask:
+            load_mask(Path(self.mask).expanduser())
         device = resolve_device(self.device)
         if self.runtime != "torch":
             if self.half:
@@ -141,6 +150,11 @@ def build_extractor(config: PipelineConfig) -> FeatureExtractor:
     return build_model(config.model, options)
 
 
+def mask_of(config: PipelineConfig) -> np.ndarray | None:
+    """The config's mask, read once (None without one)."""
+    return load_mask(Path(config.mask).expanduser()) if config.mask else None
+
+
 def batch_pays(extractor: FeatureExtractor) -> bool:
     """Whether frames of several cameras should go through the network together: on CUDA, where a batch fills the GPU
     better; on the CPU batching measured within the noise of one-by-one (BENCHMARKS.md, Several cameras)."""
@@ -162,7 +176,8 @@ def extract_in_batches(
     for members in (m for m in groups.values() if len(m) > 1):
         pipeline = pipelines[members[0]]
         with contextlib.suppress(ValueError):
-            found = pipeline.extractor.batch([frames[i] for i in members], pipeline.config.max_side)
+            masks = [pipelines[i].mask for i in members]
+            found = pipeline.extractor.batch([frames[i] for i in members], pipeline.config.max_side, masks)
             for index, result in zip(members, found, strict=True):
                 features[index] = result
     return features
@@ -178,6 +193,7 @@ class FramePipeline:
     def __init__(self, config: PipelineConfig, extractor: FeatureExtractor | None = None):
         self.extractor = extractor or build_extractor(config)
         self.config = config
+        self.mask = mask_of(config)
         self.tracker = Tracker(Matcher(config.matcher, self.extractor.device))
         self._previous_stamp_ns: int | None = None
         self._previous_size: tuple[int, int] | None = None
@@ -203,6 +219,8 @@ class FramePipeline:
         # Attribute swaps: each is read once per frame, so a frame never sees a half-made config.
         self.extractor.detector = replace(config.detector)
         self.tracker.matcher.config = replace(config.matcher)
+        if config.mask != self.config.mask:
+            self.mask = mask_of(config)
         self.config = config
 
     def reset_reason(self, stamp_ns: int, size: tuple[int, int]) -> str:
@@ -217,7 +235,8 @@ class FramePipeline:
         """Process one frame; `stamp_ns` is its capture time (a header stamp), used for the reset rules only.
         `features`: the frame's, already extracted (in a batch with other cameras' frames)."""
         if features is None:
-            features = self.extractor(image, color, self.config.max_side)  # per camera: the extractor may be shared
+            # per camera: the extractor may be shared
+            features = self.extractor(image, color, self.config.max_side, self.mask)
         start = time.perf_counter()
         reset = self.reset_reason(stamp_ns, features.image_size)
         if reset or not self.config.matching:

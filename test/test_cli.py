@@ -201,9 +201,9 @@ def test_extract_in_batches_gives_what_one_by_one_gives(image_files, tmp_path, a
     calls = []
     real_batch = Extractor.batch
 
-    def counting(self, frames, max_side=None):
+    def counting(self, frames, max_side=None, masks=None):
         calls.append(len(frames))
-        return real_batch(self, frames, max_side)
+        return real_batch(self, frames, max_side, masks)
 
     monkeypatch.setattr(Extractor, "batch", counting)
     monkeypatch.setattr(extract, "batch_pays", lambda extractor: True)

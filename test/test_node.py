@@ -521,6 +521,26 @@ def test_detector_and_matching_changes_apply_next_frame(probe, canvas):
     assert probe.send(frame_at(canvas, 0)).width > 40
 
 
+def test_a_mask_applies_from_the_next_frame_and_a_mask_of_another_size_drops_frames(probe, canvas, tmp_path):
+    mask = np.full(SIZE, 255, np.uint8)
+    mask[:, : SIZE[1] // 2] = 0
+    cv2.imwrite(str(tmp_path / "mask.png"), mask)
+    cv2.imwrite(str(tmp_path / "small.png"), mask[:-8])
+    try:
+        (result,) = probe.set(input__mask=str(tmp_path / "absent.png"))
+        assert not result.successful and "absent.png" in result.reason
+        assert all(r.successful for r in probe.set(input__mask=str(tmp_path / "mask.png")))
+        keypoints = decode_features(probe.send(frame_at(canvas, 0))).keypoints
+        assert len(keypoints) > 100 and keypoints[:, 0].min() >= SIZE[1] // 2 - 0.5
+        assert all(r.successful for r in probe.set(input__mask=str(tmp_path / "small.png")))
+        probe.send_bad(array_to_image(frame_at(canvas, 0), "mono8", probe.header()))
+        assert "the mask is" in probe.node.statistics().last_error
+    finally:
+        probe.set(input__mask="")
+    keypoints = decode_features(probe.send(frame_at(canvas, 0))).keypoints
+    assert keypoints[:, 0].min() < SIZE[1] // 2
+
+
 def test_model_reload_swaps_safely(probe, canvas, alike_t_weights):
     s_weights = weights_of("alike-s")
     result = probe.node.set_parameters_atomically(

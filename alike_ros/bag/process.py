@@ -33,7 +33,7 @@ from ..drawing import draw_tracks
 from ..extractor import Features
 from ..monitoring import LatencySummary, timed_ms
 from ..overlap import WriteBehind, read_ahead
-from ..parameters import Settings, stereo_config
+from ..parameters import Settings, camera_values, pipeline_config, stereo_config
 from ..pipeline import FramePipeline
 from ..ros.conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8, to_grey8
 from ..ros.messages import encode_features, encode_matches, encode_stereo_matches
@@ -240,7 +240,9 @@ class Processor:
         self._first: FramePipeline | None = None
 
     def camera(self, topic: str, namespace: str) -> Camera:
-        pipeline = FramePipeline(self.config, self._first.extractor if self._first else None)
+        """A camera's own settings apply as in the node (`left.input.mask` for namespace /left), on the one model."""
+        config = pipeline_config(camera_values(self.settings.values, namespace.lstrip("/")))
+        pipeline = FramePipeline(config, self._first.extractor if self._first else None)
         self._first = self._first or pipeline
         return Camera(topic, namespace, pipeline)
 

@@ -27,7 +27,7 @@ from ..extractors import FeatureExtractor
 from ..model.weights import WeightsError
 from ..monitoring import timed_ms
 from ..overlap import WriteBehind, read_ahead
-from ..pipeline import PipelineConfig, batch_pays, build_extractor
+from ..pipeline import PipelineConfig, batch_pays, build_extractor, mask_of
 
 BATCH = 4  # images per network pass where batches pay (`pipeline.batch_pays`: on CUDA)
 
@@ -49,7 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (8 or 16 bit, grey or colour)")
     p.add_argument("--out", required=True, type=Path, help="output folder (created if needed) for <image stem>.npz")
     # the settings, their defaults, ranges and help are the core configs' own, as for the node and the bag tool
-    add_arguments(p, PipelineConfig, only=("model", "weights", "device", "half", "runtime", "max_side", "threads"))
+    add_arguments(
+        p, PipelineConfig, only=("model", "weights", "device", "half", "runtime", "max_side", "mask", "threads")
+    )
     add_arguments(p, DetectorConfig)
     return p
 
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot create the output folder {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    failed = extract_all(extractor, jobs)
+    failed = extract_all(extractor, jobs, mask_of(config))
     return 1 if failed else 0
 
 
@@ -119,10 +121,11 @@ def batches(items: Iterable[tuple[Path, Path, Any]], size: int) -> Iterator[list
         yield group
 
 
-def extract_all(extractor: FeatureExtractor, jobs: list[tuple[Path, Path]]) -> int:
+def extract_all(extractor: FeatureExtractor, jobs: list[tuple[Path, Path]], mask: np.ndarray | None = None) -> int:
     """Each image's features into its file; the number that failed (each named on stderr). Images are read and
     decoded ahead and files written behind in threads (`overlap`), in order; the time of every stage is printed. On
-    CUDA, consecutive images of one size go through the network together (`batches`)."""
+    CUDA, consecutive images of one size go through the network together (`batches`). `mask`: every image's (an
+    image of another size fails, named)."""
     timings: dict[str, list[float]] = {stage: [] for stage in ("read", *STAGES, "write")}
     failures: list[Path] = []
 
@@ -148,11 +151,11 @@ def extract_all(extractor: FeatureExtractor, jobs: list[tuple[Path, Path]]) -> i
         """One network pass for the group where it can (see `batches`), else one by one, each failure named."""
         if len(group) > 1:
             with contextlib.suppress(ValueError):  # an unusable image in the batch: one by one names it
-                return extractor.batch([(image, "bgr") for _, _, image in group])
+                return extractor.batch([(image, "bgr") for _, _, image in group], masks=[mask] * len(group))
         found: list[Features | None] = []
         for path, _, image in group:
             try:
-                found.append(extractor(image, color="bgr"))
+                found.append(extractor(image, color="bgr", mask=mask))
             except ValueError as exc:
                 fail(path, exc)
                 found.append(None)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..config import check, setting
 from ..sampling import interpolate, pixels_of
+from .selection import SELECTIONS, choose, inside_mask
 
 
 @dataclass
@@ -35,6 +36,15 @@ class DetectorConfig:
     )
     max_keypoints: int = setting(
         2000, "cap on the keypoints of one image, best kept, in either mode", range=(1, 100_000)
+    )
+    selection: str = setting(
+        "top",
+        "how the keypoint budget is spent: top, the strongest anywhere; grid, the best of every grid_cell cell "
+        "first (an even quota), the rest of the budget to the strongest of the others",
+        choices=SELECTIONS,
+    )
+    grid_cell: int = setting(
+        64, "cell side of the grid selection, pixels of the image the network sees", range=(8, 4096)
     )
     # Peaks need border < x <= W-1-border (likewise y): upstream's off-by-one drops one more row/column at the
     # top/left than at the bottom/right; kept so upstream outputs are reproduced. Never less than the radius.
@@ -106,24 +116,9 @@ def nms_peaks_cpu(scores: np.ndarray, window: int) -> np.ndarray:
     return is_max & 1
 
 
-def best_first(values: np.ndarray, limit: int) -> np.ndarray:
-    """Positions of the `limit` largest values, largest first, equal values in position order: what a stable
-    descending sort cut at `limit` gives, with a partial sort first when there are more values."""
-    n = len(values)
-    if n > limit:
-        kth = np.partition(values, n - limit)[n - limit]  # the limit-th largest value
-        chosen = values > kth
-        ties = np.flatnonzero(values == kth)[: limit - np.count_nonzero(chosen)]  # the first ones, as stable
-        chosen[ties] = True
-        positions = np.flatnonzero(chosen)
-    else:
-        positions = np.arange(n)
-    return positions[np.argsort(-values[positions], kind="stable")]
-
-
-def select_peaks_cpu(scores: torch.Tensor, cfg: DetectorConfig) -> torch.Tensor:
-    """`select_peaks(simple_nms(scores, window), cfg)` for a map on the CPU, without the NMS map: the peaks
-    above the threshold inside the border, found from the masks, then only those ranked."""
+def select_peaks_cpu(scores: torch.Tensor, cfg: DetectorConfig, allowed: np.ndarray | None = None) -> torch.Tensor:
+    """`select_peaks(simple_nms(scores, window), cfg, allowed)` for a map on the CPU, without the NMS map: the peaks
+    above the threshold inside the border (and the allowed pixels), found from the masks, then only those ranked."""
     s = scores.detach().contiguous().numpy()
     h, w = s.shape
     b = max(cfg.border, cfg.radius)
@@ -131,27 +126,33 @@ def select_peaks_cpu(scores: torch.Tensor, cfg: DetectorConfig) -> torch.Tensor:
         return torch.zeros((0, 2), dtype=torch.long)
     peaks = nms_peaks_cpu(s, cfg.window_size).view(np.bool_)
     peaks[: b + 1], peaks[h - b :], peaks[:, : b + 1], peaks[:, w - b :] = False, False, False, False
+    if allowed is not None:
+        peaks &= allowed
     flat = np.flatnonzero(peaks)  # flat indices, in raster order as the torch path lists them
     # the threshold in the map's dtype, as torch compares a tensor with a Python float
     flat = flat[s.ravel()[flat] > s.dtype.type(cfg.score_threshold)]
-    flat = flat[best_first(s.ravel()[flat], cfg.limit)]
-    return torch.from_numpy(np.stack((flat % w, flat // w), axis=1))
+    points = np.stack((flat % w, flat // w), axis=1)
+    return torch.from_numpy(points[choose(points, s.ravel()[flat], cfg.limit, (h, w), cfg.selection, cfg.grid_cell)])
 
 
-def select_peaks(nms: torch.Tensor, cfg: DetectorConfig) -> torch.Tensor:
-    """Integer (x, y) of the selected peaks as an N x 2 long tensor, best first."""
+def select_peaks(nms: torch.Tensor, cfg: DetectorConfig, allowed: np.ndarray | None = None) -> torch.Tensor:
+    """Integer (x, y) of the selected peaks as an N x 2 long tensor, best first; none outside `allowed` (H x W)."""
     h, w = nms.shape
     b = max(cfg.border, cfg.radius)  # the refinement window must stay inside the image
     if h <= 2 * b + 1 or w <= 2 * b + 1:
         return torch.zeros((0, 2), dtype=torch.long, device=nms.device)
     inner = torch.zeros_like(nms)
     inner[b + 1 : h - b, b + 1 : w - b] = nms[b + 1 : h - b, b + 1 : w - b]
+    if allowed is not None:
+        inner.masked_fill_(~torch.from_numpy(allowed).to(nms.device), 0.0)
     flat = inner.flatten()
     candidates = torch.nonzero(flat > cfg.score_threshold).squeeze(1)
     values = flat[candidates]
-    order = torch.argsort(values, descending=True, stable=True)[: cfg.limit]
-    idx = candidates[order]
-    return torch.stack((idx % w, idx // w), dim=1)
+    points = torch.stack((candidates % w, candidates // w), dim=1)
+    if cfg.selection == "top":  # on the device
+        return points[torch.argsort(values, descending=True, stable=True)[: cfg.limit]]
+    order = choose(points.cpu().numpy(), values.cpu().numpy(), cfg.limit, (h, w), cfg.selection, cfg.grid_cell)
+    return points[torch.from_numpy(order).to(nms.device)]
 
 
 def window_offsets(radius: int, device: torch.device) -> torch.Tensor:
@@ -172,14 +173,20 @@ def refine(scores: torch.Tensor, peaks: torch.Tensor, cfg: DetectorConfig) -> to
     return peaks.float() + weights @ offsets
 
 
-def detect(scores: torch.Tensor, cfg: DetectorConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sub-pixel keypoints (N x 2) and their re-sampled scores (N) from an H x W sigmoid score map."""
+def detect(
+    scores: torch.Tensor, cfg: DetectorConfig, allowed: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-pixel keypoints (N x 2) and their re-sampled scores (N) from an H x W sigmoid score map; `allowed`: an
+    H x W bool map of the pixels keypoints may lie in (`selection.allowed_pixels`), None for all."""
     if _cpu_map(scores):
         scores = scores.contiguous()  # a no-op for the extractor's maps; refine and sampling read it flat
-        peaks = select_peaks_cpu(scores, cfg)
+        peaks = select_peaks_cpu(scores, cfg, allowed)
     else:  # on a GPU: the same rounds in torch, on the device
-        peaks = select_peaks(simple_nms(scores, cfg.window_size), cfg)
+        peaks = select_peaks(simple_nms(scores, cfg.window_size), cfg, allowed)
     keypoints = refine(scores, peaks, cfg)
+    if allowed is not None:  # a refinement pulled into a masked pixel falls back to its peak, which is allowed
+        outside = ~torch.from_numpy(inside_mask(keypoints.cpu().numpy(), allowed)).to(keypoints.device)
+        keypoints[outside] = peaks[outside].float()
     h, w = scores.shape
     kp_scores = interpolate(pixels_of(scores[None]), keypoints, h, w)[:, 0]
     return keypoints, kp_scores

@@ -30,8 +30,12 @@ class FeatureExtractor(Protocol):
     max_side: int  # the default of a call's `max_side`
     descriptor_dim: int
 
-    def __call__(self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None) -> Features:
-        """`max_side`: this call's downscaling (several cameras share one extractor); None: `self.max_side`."""
+    def __call__(
+        self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None, mask: np.ndarray | None = None
+    ) -> Features:
+        """`max_side`: this call's downscaling (several cameras share one extractor); None: `self.max_side`.
+        `mask`: H x W like the image, zero where no keypoint may lie (`detection.selection`); ValueError when its
+        size differs from the image's."""
         ...
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..detection.dkd import detect
+from ..detection.selection import allowed_pixels, check_mask
 from ..extractor import Color, Features, finished, network_input, timed, to_rgb_float
 from ..model.keynet import MODEL_NAME, KeyNet, KeyNetConfig
 from ..model.residual import MODEL_NAME as DESCRIPTOR_MODEL
@@ -47,7 +48,10 @@ class KeyNetExtractor:
         self.sift_size = sift_size
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None) -> Features:
+    def __call__(
+        self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None, mask: np.ndarray | None = None
+    ) -> Features:
+        check_mask(mask, image.shape[:2])
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
             rgb = to_rgb_float(image, color, self.max_side if max_side is None else max_side)
@@ -58,14 +62,14 @@ class KeyNetExtractor:
             scores = torch.sigmoid(self.keynet(grey.contiguous(memory_format=torch.channels_last))[0, 0])
             dense = self.describer.dense(tensor)[0]
         with timed(timings, self.device, "detection"):
-            keypoints, kp_scores = detect(scores, self.detector)
+            keypoints, kp_scores = detect(scores, self.detector, allowed_pixels(mask, gray.shape))
             order = torch.argsort(kp_scores, descending=True, stable=True)
             points, kp_scores = keypoints[order].cpu().numpy(), kp_scores[order].cpu().numpy()
         with timed(timings, self.device, "description"):
             sift = torch.from_numpy(sift_at(gray, points, self.sift_size)).to(self.device)
             descriptors = self.describer.describe(dense, torch.from_numpy(points).to(self.device), sift)
             descriptors = descriptors.cpu().numpy()
-        return finished(points, kp_scores, descriptors, image.shape[:2], rgb.shape[:2], timings)
+        return finished(points, kp_scores, descriptors, image.shape[:2], rgb.shape[:2], timings, mask)
 
 
 def build(options: Options) -> KeyNetExtractor:

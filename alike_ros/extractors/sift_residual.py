@@ -1,7 +1,8 @@
 """`sift-residual`: OpenCV SIFT keypoints, each described by SIFT's descriptor refined by a small MLP and
 concatenated with a CNN descriptor sampled there (`model.residual`). D = 128 with the bundled weights.
 
-Of the detector settings, `top_k` and `max_keypoints` apply (SIFT's `nfeatures`, strongest first); the score is
+Of the detector settings, `top_k`, `max_keypoints`, `selection` and `grid_cell` apply (SIFT's keypoints, strongest
+first or spread over the grid); the score is
 SIFT's response (the DoG contrast of [0, 1] intensities, so in [0, 1)). `score_threshold`, `window_size`,
 `border` and `temperature` belong to ALIKE's DKD and do not apply.
 """
@@ -12,24 +13,32 @@ import cv2
 import numpy as np
 import torch
 
+from ..detection.selection import allowed_pixels, check_mask, choose, inside_mask
 from ..extractor import Color, Features, finished, network_input, timed, to_rgb_float
 from ..model.residual import MODEL_NAME, ResidualDescriptorNet, load_residual
 from ..model.weights import WeightsError, bundled_weights_path
 from . import Options, Registration, register, torch_float32
 
 
-def sift_features(gray: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The `limit` strongest SIFT keypoints of a uint8 image, strongest first: (N x 2 pixels, responses, N x 128
-    unit descriptors). OpenCV's pixel convention is ours (centre of the top-left pixel at (0, 0))."""
-    keypoints, descriptors = cv2.SIFT_create(nfeatures=limit).detectAndCompute(gray, None)
+def sift_features(
+    gray: np.ndarray, limit: int, selection: str = "top", cell: int = 64, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`limit` SIFT keypoints of a uint8 image, strongest first, chosen by `selection.choose` among those in the
+    `allowed` pixels (H x W bool; None: all): (N x 2 pixels, responses, N x 128 unit descriptors). OpenCV's pixel
+    convention is ours (centre of the top-left pixel at (0, 0))."""
+    # SIFT's own cut (nfeatures) keeps the strongest; a mask or a grid chooses among all its keypoints
+    own_cut = selection == "top" and allowed is None
+    keypoints, descriptors = cv2.SIFT_create(nfeatures=limit if own_cut else 0).detectAndCompute(gray, None)
     if descriptors is None:
         return np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
     responses = np.array([k.response for k in keypoints], np.float32)
-    order = np.argsort(-responses, kind="stable")[:limit]  # nfeatures keeps ties at the cut: cut again
-    points = np.array([k.pt for k in keypoints], np.float32)[order]
+    points = np.array([k.pt for k in keypoints], np.float32)
+    candidates = np.arange(len(points)) if allowed is None else np.flatnonzero(inside_mask(points, allowed))
+    # cut again after nfeatures, which keeps ties at the cut
+    order = candidates[choose(points[candidates], responses[candidates], limit, gray.shape, selection, cell)]
     descriptors = descriptors[order]
     descriptors /= np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
-    return points, responses[order], descriptors
+    return points[order], responses[order], descriptors
 
 
 def sift_at(gray: np.ndarray, points: np.ndarray, size: float) -> np.ndarray:
@@ -53,13 +62,18 @@ class SiftResidualExtractor:
         self.descriptor_dim = net.cfg.dim
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None) -> Features:
+    def __call__(
+        self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None, mask: np.ndarray | None = None
+    ) -> Features:
+        check_mask(mask, image.shape[:2])
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
             rgb = to_rgb_float(image, color, self.max_side if max_side is None else max_side)
             tensor, _ = network_input(rgb, "rgb", 0, self.device, 8)  # the map's cells must tile the input exactly
         with timed(timings, self.device, "detection"):
-            points, responses, sift = sift_features(to_gray_uint8(rgb), self.detector.limit)
+            d = self.detector
+            allowed = allowed_pixels(mask, rgb.shape[:2])
+            points, responses, sift = sift_features(to_gray_uint8(rgb), d.limit, d.selection, d.grid_cell, allowed)
         with timed(timings, self.device, "network"):
             dense = self.net.dense(tensor)[0]
         with timed(timings, self.device, "description"):
@@ -67,7 +81,7 @@ class SiftResidualExtractor:
                 dense, torch.from_numpy(points).to(self.device), torch.from_numpy(sift).to(self.device)
             )
             descriptors = descriptors.cpu().numpy()
-        return finished(points, responses, descriptors, image.shape[:2], rgb.shape[:2], timings)
+        return finished(points, responses, descriptors, image.shape[:2], rgb.shape[:2], timings, mask)
 
 
 def build(options: Options) -> SiftResidualExtractor:

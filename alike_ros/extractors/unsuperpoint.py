@@ -1,7 +1,7 @@
 """`unsuperpoint`: one scored, sub-pixel keypoint per 8 x 8 cell (model.unsuperpoint), described there.
 
-There is no NMS: the detector's `score_threshold`, `top_k`, `max_keypoints` and `border` select among the cells'
-keypoints; `window_size` and `temperature` do not apply. D = 128 with the bundled weights.
+There is no NMS: the detector's `score_threshold`, `top_k`, `max_keypoints`, `border`, `selection` and `grid_cell`
+select among the cells' keypoints; `window_size` and `temperature` do not apply. D = 128 with the bundled weights.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..detection.selection import allowed_pixels, check_mask, choose, inside_mask
 from ..extractor import Color, Features, finished, network_input, timed
 from ..geometry import inside
 from ..model.unsuperpoint import (
@@ -34,7 +35,10 @@ class UnsuperPointExtractor:
         self.descriptor_dim = net.cfg.dim
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None) -> Features:
+    def __call__(
+        self, image: np.ndarray, color: Color = "rgb", max_side: int | None = None, mask: np.ndarray | None = None
+    ) -> Features:
+        check_mask(mask, image.shape[:2])
         timings: dict[str, float] = {}
         with timed(timings, self.device, "preprocessing"):
             tensor, size = network_input(
@@ -47,13 +51,17 @@ class UnsuperPointExtractor:
             # cells of the padding hold no image; the border is kept clear as DKD keeps it
             keep = inside(points, size, margin=self.detector.border + 0.5)
             keep &= scores > self.detector.score_threshold
+            if (allowed := allowed_pixels(mask, size)) is not None:
+                keep &= torch.from_numpy(inside_mask(points.cpu().numpy(), allowed)).to(keep.device)
             scores, points = scores[keep], points[keep]
-            order = torch.argsort(scores, descending=True, stable=True)[: self.detector.limit]
+            d = self.detector
+            order = choose(points.cpu().numpy(), scores.cpu().numpy(), d.limit, size, d.selection, d.grid_cell)
+            order = torch.from_numpy(order).to(scores.device)
             scores, points = scores[order], points[order]
         with timed(timings, self.device, "description"):
             descriptors = describe(dense[0], points).cpu().numpy()
             points, scores = points.cpu().numpy(), scores.cpu().numpy()
-        return finished(points, scores, descriptors, image.shape[:2], size, timings)
+        return finished(points, scores, descriptors, image.shape[:2], size, timings, mask)
 
 
 def build(options: Options) -> UnsuperPointExtractor:

@@ -194,11 +194,12 @@ def random_score_maps() -> list[torch.Tensor]:
 @pytest.mark.parametrize(
     "cfg",
     [
-        DetectorConfig(top_k=300, score_threshold=0.0),
-        DetectorConfig(top_k=-1, score_threshold=0.2),
-        DetectorConfig(top_k=-1, score_threshold=0.5, max_keypoints=37),  # the cut falls among tied plateaus
-        DetectorConfig(window_size=3, top_k=50, score_threshold=0.3),
-        DetectorConfig(window_size=7, top_k=-1, score_threshold=0.0, border=4, temperature=0.5),
+        DetectorConfig(top_k=300, score_threshold=0.0, selection="top"),
+        DetectorConfig(top_k=-1, score_threshold=0.2, selection="top"),
+        # the cut falls among tied plateaus
+        DetectorConfig(top_k=-1, score_threshold=0.5, max_keypoints=37, selection="top"),
+        DetectorConfig(window_size=3, top_k=50, score_threshold=0.3, selection="top"),
+        DetectorConfig(window_size=7, top_k=-1, score_threshold=0.0, border=4, temperature=0.5, selection="top"),
     ],
 )
 def test_detect_is_identical_to_the_implementation_before(cfg):
@@ -229,7 +230,7 @@ def test_the_device_path_is_identical_too(monkeypatch):
     import alike_ros.detection.dkd as dkd
 
     monkeypatch.setattr(dkd, "_cpu_map", lambda scores: False)
-    for cfg in (DetectorConfig(top_k=300, score_threshold=0.0), DetectorConfig(score_threshold=0.5, max_keypoints=37)):
+    for cfg in (DetectorConfig.strongest(300), DetectorConfig(score_threshold=0.5, max_keypoints=37, selection="top")):
         for scores in random_score_maps():
             keypoints, kp_scores = detect(scores, cfg)
             ref_keypoints, ref_scores = detect_before(scores, cfg)

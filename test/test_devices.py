@@ -14,7 +14,7 @@ from alike_ros.matching.matcher import Matcher, MatcherConfig
 from alike_ros.pipeline import FramePipeline, PipelineConfig
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-DETECTOR = DetectorConfig(top_k=300, score_threshold=0.0)
+DETECTOR = DetectorConfig.strongest(300)
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=CUDA)])

@@ -31,9 +31,10 @@ def nearest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def upstream_settings(settings: dict) -> DetectorConfig:
-    if settings["top_k"] > 0:  # upstream's top-k mode applies no threshold
-        return DetectorConfig(top_k=settings["top_k"], score_threshold=0.0, max_keypoints=settings["n_limit"])
-    return DetectorConfig(top_k=-1, score_threshold=settings["scores_th"], max_keypoints=settings["n_limit"])
+    """Upstream's selection: the strongest peaks (its top-k mode applies no threshold)."""
+    top_k = settings["top_k"]
+    threshold = 0.0 if top_k > 0 else settings["scores_th"]
+    return DetectorConfig(top_k=top_k, score_threshold=threshold, max_keypoints=settings["n_limit"], selection="top")
 
 
 def run_case(case: str, fast: bool, reference_dir: Path, upstream_weights):

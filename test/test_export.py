@@ -74,7 +74,7 @@ def alike_t_net(request) -> SparseHeadALNet:
 @pytest.fixture(scope="module")
 def extractors() -> dict[str, Extractor]:
     """alike-t with the bundled weights in every installed runtime, top-k 1000 without threshold (as the benchmark)."""
-    detector = DetectorConfig(top_k=1000, score_threshold=0.0)
+    detector = DetectorConfig.strongest(1000)
     installed = ["torch", *(runtime for runtime, present in INSTALLED.items() if present)]
     return {runtime: Extractor("alike-t", None, "cpu", detector=detector, runtime=runtime) for runtime in installed}
 
@@ -152,7 +152,7 @@ def test_one_exported_graph_serves_different_image_sizes(runtime, extractors, te
 @pytest.mark.parametrize("model", ["alike-s", "alike-n", "alike-l"])
 def test_the_other_variants_export_too(runtime, model, upstream_weights, textured_image):
     """alike-l has the extra head layer: its score map comes from the aggregated features."""
-    detector = DetectorConfig(top_k=300, score_threshold=0.0)
+    detector = DetectorConfig.strongest(300)
     runs = {
         name: Extractor(model, upstream_weights(model), "cpu", detector=detector, runtime=name)(textured_image)
         for name in ("torch", runtime)

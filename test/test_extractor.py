@@ -16,7 +16,7 @@ from alike_ros.model.weights import WeightsError, load_model
 
 @pytest.fixture
 def extractor(alike_t_weights) -> Extractor:
-    return Extractor("alike-t", alike_t_weights, "cpu", detector=DetectorConfig(top_k=300, score_threshold=0.0))
+    return Extractor("alike-t", alike_t_weights, "cpu", detector=DetectorConfig.strongest(300))
 
 
 def test_output_contract(extractor, textured_image):
@@ -32,9 +32,7 @@ def test_output_contract(extractor, textured_image):
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_a_batch_gives_what_one_by_one_gives(alike_t_weights, textured_image, fast):
-    extractor = Extractor(
-        "alike-t", alike_t_weights, "cpu", detector=DetectorConfig(top_k=300, score_threshold=0.0), fast=fast
-    )
+    extractor = Extractor("alike-t", alike_t_weights, "cpu", detector=DetectorConfig.strongest(300), fast=fast)
     images = [(textured_image, "rgb"), (np.ascontiguousarray(textured_image[::-1, ::-1]), "rgb")]
     for max_side in (None, 96):
         batched = extractor.batch(images, max_side)
@@ -81,7 +79,7 @@ def test_any_size_is_padded_and_cropped(extractor, textured_image):
 
 
 def test_resize_maps_keypoints_back_to_original_pixels(alike_t_weights, textured_image):
-    cfg = DetectorConfig(top_k=200, score_threshold=0.0)
+    cfg = DetectorConfig.strongest(200)
     native = Extractor("alike-t", alike_t_weights, "cpu", detector=cfg)(textured_image)
     # 2x2 blocks: area downscaling gives back exactly the native image
     big = textured_image.repeat(2, axis=0).repeat(2, axis=1)
@@ -202,7 +200,7 @@ def test_size_limit_applies_to_the_image_the_network_sees(alike_t_weights, textu
     assert small.shape == (320, 213, 3) and small.dtype == np.float32
     # downscaled before the float conversion: full size float32 RGB would be 12x the 8-bit grey input
     assert peak < big.nbytes
-    cfg = DetectorConfig(top_k=100, score_threshold=0.0)
+    cfg = DetectorConfig.strongest(100)
     f = Extractor("alike-t", alike_t_weights, "cpu", detector=cfg, max_side=320)(big)
     assert f.image_size == big.shape and 0 < len(f) <= 100
     assert f.keypoints[:, 0].max() < big.shape[1] and f.keypoints[:, 1].max() < big.shape[0]

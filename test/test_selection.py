@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import make_textured_image
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import PointCloud2
@@ -19,7 +20,7 @@ from alike_ros.bag.process import process_bag
 from alike_ros.bag.sample import SampleConfig, make_sample
 from alike_ros.cli import extract as extract_cli
 from alike_ros.detection.dkd import DetectorConfig
-from alike_ros.detection.selection import allowed_pixels, best_first, inside_mask, load_mask, spread
+from alike_ros.detection.selection import allowed_pixels, best_first, inside_mask, load_mask, ranked, spread
 from alike_ros.parameters import Settings, validate
 from alike_ros.pipeline import FramePipeline, PipelineConfig
 from alike_ros.ros.messages import decode_features
@@ -80,6 +81,14 @@ def test_grid_gives_every_cell_its_quota_then_the_strongest_of_the_rest():
     assert extra == set(others[np.argsort(-scores[others])][: limit - len(quota)]), "the rest: the strongest"
     top = best_first(scores, limit)
     assert len(np.unique(cells[kept])) > len(np.unique(cells[top])), "spread wider than the top-k"
+
+
+def test_the_radix_ranking_is_a_stable_descending_sort():
+    rng = np.random.default_rng(1)
+    values = np.concatenate((rng.normal(size=3000), [-0.0, 0.0, -0.0, 0.0, 1.0, 1.0, -2.5, -2.5])).astype(np.float32)
+    values[:500] = values[500:1000]  # many ties, kept in position order
+    rng.shuffle(values)
+    assert np.array_equal(ranked(values), np.argsort(-values, kind="stable"))
 
 
 def test_grid_with_fewer_candidates_than_the_budget_keeps_them_all():
@@ -210,3 +219,18 @@ def test_bag_process_applies_each_cameras_own_mask(tmp_path, weights):  # noqa: 
             keypoints = decode_features(deserialize_message(raw, PointCloud2)).keypoints
             assert len(keypoints) == 100
             assert inside_mask(keypoints, mask != 0).all() == masked
+
+
+def test_the_device_path_selects_the_same_grid_and_mask(monkeypatch):
+    """What a GPU runs (torch NMS, the grid chosen on the host), exercised on the CPU: the CPU path's keypoints."""
+    import alike_ros.detection.dkd as dkd
+
+    rng = np.random.default_rng(5)
+    scores = torch.from_numpy(cv2.GaussianBlur(rng.random((120, 160)).astype(np.float32), (0, 0), 1.0))
+    allowed = combed_mask((120, 160)) != 0
+    cfg = budget(150, selection="grid", grid_cell=32)
+    on_cpu = dkd.detect(scores, cfg, allowed)
+    monkeypatch.setattr(dkd, "_cpu_map", lambda scores: False)
+    on_device = dkd.detect(scores, cfg, allowed)
+    assert len(on_cpu[0]) == 150
+    assert torch.equal(on_cpu[0], on_device[0]) and torch.equal(on_cpu[1], on_device[1])

@@ -64,6 +64,12 @@ class DetectorConfig:
         """Raise ValueError naming the first bad setting."""
         check(self)
 
+    @classmethod
+    def strongest(cls, k: int, **settings) -> DetectorConfig:
+        """The k strongest peaks anywhere, no threshold: upstream's top-k mode, what training selects and what
+        `evaluate` compares every method at."""
+        return cls(top_k=k, score_threshold=0.0, max_keypoints=k, selection="top", **settings)
+
 
 def max_filter(x: torch.Tensor, window: int) -> torch.Tensor:
     """Max over the window x window neighbourhood of each pixel of an H x W map; borders never win."""

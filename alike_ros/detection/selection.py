@@ -46,7 +46,9 @@ def allowed_pixels(mask: np.ndarray | None, size: tuple[int, int]) -> np.ndarray
 
 def pixels_of_points(points: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """(rows, columns) of the pixels N x 2 (x, y) points lie in, clipped to an image of (height, width) `size`."""
-    pixel = np.floor(np.asarray(points, np.float64) + 0.5).astype(np.int64)
+    points = np.asarray(points)
+    # truncation is floor for every point at or right of -0.5; those left of it are clipped to 0 either way
+    pixel = points if points.dtype.kind in "iu" else (points + 0.5).astype(np.int64)
     return np.clip(pixel[:, 1], 0, size[0] - 1), np.clip(pixel[:, 0], 0, size[1] - 1)
 
 
@@ -70,6 +72,18 @@ def best_first(values: np.ndarray, limit: int) -> np.ndarray:
     return positions[np.argsort(-values[positions], kind="stable")]
 
 
+def ranked(values: np.ndarray) -> np.ndarray:
+    """Positions of all float32 values, largest first, equal values in position order (a stable descending sort), in
+    two passes of numpy's 16-bit radix sort over the values' bits: several times faster than a comparison sort of
+    thousands of candidates."""
+    bits = (np.asarray(values, np.float32) + np.float32(0.0)).view(np.uint32)  # + 0: -0.0 becomes 0.0, a tie
+    # bits ordered as the floats: negatives with every bit flipped, the others with the sign bit set; inverted to
+    # sort descending
+    key = ~np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000))
+    order = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
+    return order[np.argsort((key[order] >> 16).astype(np.uint16), kind="stable")]
+
+
 def spread(points: np.ndarray, scores: np.ndarray, limit: int, size: tuple[int, int], cell: int) -> np.ndarray:
     """Positions of `limit` of the N x 2 points, spread over the (height, width) image, best first.
 
@@ -79,23 +93,22 @@ def spread(points: np.ndarray, scores: np.ndarray, limit: int, size: tuple[int, 
     n = len(scores)
     if n <= limit:
         return best_first(scores, n)
-    columns = -(-size[1] // cell)
-    quota = max(1, limit // (columns * -(-size[0] // cell)))
-    rows, cols = pixels_of_points(points, size)
-    cells = (rows // cell) * columns + cols // cell
-    ranked = best_first(scores, n)
-    ranked = ranked[np.argsort(cells[ranked], kind="stable")]  # grouped by cell, best first within each
-    grouped = cells[ranked]
-    rank = np.arange(n) - np.searchsorted(grouped, grouped)  # place within its cell: 0 for the best
-    first = ranked[rank < quota]
-    if len(first) >= limit:
-        chosen = first[best_first(scores[first], limit)]
-    else:
-        rest = np.ones(n, bool)
-        rest[first] = False
-        rest = np.flatnonzero(rest)
-        chosen = np.concatenate((first, rest[best_first(scores[rest], limit - len(first))]))
-    return chosen[np.argsort(-scores[chosen], kind="stable")]
+    columns, rows = -(-size[1] // cell), -(-size[0] // cell)
+    quota = max(1, limit // (columns * rows))
+    y, x = pixels_of_points(points, size)
+    cells = (y // cell) * columns + x // cell
+    order = ranked(scores)
+    key = cells[order]  # grouped by cell, best first within each (a stable sort keeps the score order)
+    grouped = order[np.argsort(key.astype(np.uint16) if columns * rows <= 1 << 16 else key, kind="stable")]
+    counts = np.bincount(cells, minlength=columns * rows)
+    place = np.arange(n) - (np.cumsum(counts) - counts)[cells[grouped]]  # 0 for the best of its cell
+    chosen = np.zeros(n, bool)
+    chosen[grouped[place < quota]] = True
+    if (first := np.count_nonzero(chosen)) > limit:  # more cells than the budget: the best of the cells' best
+        chosen[order[chosen[order]][limit:]] = False
+    else:  # the budget left: the strongest of the others, in score order
+        chosen[order[~chosen[order]][: limit - first]] = True
+    return order[chosen[order]]
 
 
 def choose(

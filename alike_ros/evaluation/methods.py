@@ -54,7 +54,10 @@ class ExtractorMethod(Method):
         self.name, self.note = name, note + (f", top_k={top_k}" if top_k > 0 else "")
         # Otherwise upstream defaults (window 5, threshold 0.2); top_k > 0 compares at an equal keypoint budget,
         # so no threshold then (as upstream's own top-k mode): a threshold would leave some methods fewer points.
-        detector = DetectorConfig(top_k=top_k, score_threshold=0.0 if top_k > 0 else 0.2, max_keypoints=MAX_FEATURES)
+        # The strongest points, as upstream and SIFT keep theirs (benchmarks/bench_coverage.py measures the grid).
+        detector = DetectorConfig(
+            top_k=top_k, score_threshold=0.0 if top_k > 0 else 0.2, max_keypoints=MAX_FEATURES, selection="top"
+        )
         self.extractor = extractors.build(model, extractors.Options(weights, "cpu", detector=detector))
 
     def detect(self, image: np.ndarray) -> Detections:

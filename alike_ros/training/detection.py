@@ -29,7 +29,7 @@ def soft_detect(
     scores: torch.Tensor, descriptors: torch.Tensor, top_k: int, window_size: int, temperature: float, border: int = 2
 ) -> SoftKeypoints:
     """Detect on one image's sigmoid score map (H x W) and unit descriptor map (D x H x W)."""
-    cfg = DetectorConfig(window_size=window_size, top_k=top_k, score_threshold=0.0, max_keypoints=top_k, border=border)
+    cfg = DetectorConfig.strongest(top_k, window_size=window_size, border=border)
     # peak selection is discrete, so it needs no graph
     peaks = select_peaks(simple_nms(scores.detach(), window_size), cfg)
     h, w = scores.shape

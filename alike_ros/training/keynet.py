@@ -55,7 +55,7 @@ class KeyNetTask:
         OpenCV SIFT's strongest `val_top_k` on the same pairs; "correct_matches" is our repeated count."""
         was_training = net.training
         net.eval()
-        det = DetectorConfig(window_size=15, top_k=cfg.val_top_k, score_threshold=0.0, max_keypoints=cfg.val_top_k)
+        det = DetectorConfig.strongest(cfg.val_top_k, window_size=15)
         rows = []
         for pair in pairs:
             images = torch.stack((pair["image0"], pair["image1"]))

@@ -85,7 +85,7 @@ def triplet_loss(
     global generator (seeded, and saved in checkpoints)."""
     _, height, width = desc0.shape
     if cfg.anchor_sampling == "peaks":
-        strongest = DetectorConfig(top_k=cfg.anchors, score_threshold=0.0, max_keypoints=cfg.anchors)
+        strongest = DetectorConfig.strongest(cfg.anchors)
         anchors, candidates = (detect(s.detach(), strongest)[0] for s in scores)
     else:
         size = torch.tensor([width - 1, height - 1], dtype=torch.float32)

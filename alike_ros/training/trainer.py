@@ -178,7 +178,7 @@ def validate(net: ALNet, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig)
     how many keypoints pass the default 0.2 threshold; plus the training losses (BatchNorm in eval mode)."""
     was_training = net.training
     net.eval()
-    det = DetectorConfig(top_k=cfg.val_top_k, score_threshold=0.0, max_keypoints=cfg.val_top_k)
+    det = DetectorConfig.strongest(cfg.val_top_k)
     rows = []
     for pair in pairs:
         batch = collate([pair])
@@ -212,7 +212,7 @@ def validate_real(net: ALNet, pairs: list[dict[str, torch.Tensor]], cfg: TrainCo
     was_training = net.training
     net.eval()
     real = cfg.real
-    det = DetectorConfig(top_k=real.val_top_k, score_threshold=0.0, max_keypoints=real.val_top_k)
+    det = DetectorConfig.strongest(real.val_top_k)
     rows = []
     for pair in pairs:
         scores, descs = net.dense_maps(torch.stack((pair["image0"], pair["image1"])))
@@ -260,7 +260,7 @@ def pose_error_deg(
 
 def _count_above(scores: torch.Tensor, threshold: float) -> float:
     """Mean number of inference-mode keypoints (default NMS, threshold) per image of a 2 x 1 x H x W batch."""
-    det = DetectorConfig(score_threshold=threshold)
+    det = DetectorConfig(score_threshold=threshold, selection="top")
     return float(np.mean([len(detect(s[0], det)[0]) for s in scores]))
 
 

@@ -1,6 +1,6 @@
 """How many correct matches a descriptor could give at a detector's keypoints on the real video (issue 11).
 
-    python benchmarks/descriptor_ceiling.py [--methods sift,sift-residual,keynet,alike-t] [--top-k 1000]
+    python research/descriptor_ceiling.py [--methods sift,sift-residual,keynet,alike-t] [--top-k 1000]
 
 The video of `evaluate` (cube.mpeg, 20 frames 4 apart, 384x288), each frame matched with the next by mutual
 nearest neighbours, as `evaluate` does. Beside the F-RANSAC inliers it counts *correct* matches: the keypoint of

@@ -1,6 +1,6 @@
 """Candidates measured, not assumed: intra-op thread count and `torch.compile` of the fast path.
 
-    python benchmarks/compile_and_threads.py [--model alike-t] [--runs 20]
+    python research/compile_and_threads.py [--model alike-t] [--runs 20]
 
 Fast-path extraction at 640x480, top-k 1000, on the benchmark frames. Threads: the same extractor timed
 with 1 and 2 intra-op threads. Compile: the network of the fast path wrapped in `torch.compile` (inductor,
@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from bench_extractor import test_frames, time_paths, weights_for
 
 from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.extractor import Extractor
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_extractor import test_frames, time_paths, weights_for  # noqa: E402
 
 
 def deviation(a: Extractor, b: Extractor, frames: list[np.ndarray]) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """Extraction time with torch's thread settings, on an idle CPU and beside another busy process.
 
-    python benchmarks/threads_under_load.py [--model alike-t] [--frames 20] [--repeats 2] [--load-threads 2]
+    python research/threads_under_load.py [--model alike-t] [--frames 20] [--repeats 2] [--load-threads 2]
 
 Each setting runs in a fresh process (OpenMP reads its environment when torch loads): 2 threads with torch's
 defaults, 2 threads with `OMP_WAIT_POLICY=PASSIVE` (waiting workers sleep instead of spinning), and 1 thread. Each

@@ -1,6 +1,6 @@
 """Accuracy cost of the fp16 option, measured on the CPU by running the same network in float16.
 
-    python benchmarks/half_precision.py [--models alike-t,alike-n]
+    python research/half_precision.py [--models alike-t,alike-n]
 
 `half=True` is a CUDA option; the CPU has float16 convolutions too (slow, but the arithmetic is IEEE
 half), so the outputs of an fp32 and an fp16 run of the same frame are compared here. cuDNN may choose
@@ -18,7 +18,7 @@ import torch
 from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.extractor import Extractor
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_extractor import test_frames, weights_for  # noqa: E402
 
 

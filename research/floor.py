@@ -1,6 +1,6 @@
 """The compute floor: multiply-accumulates left in each path at 640x480, against this CPU's peak.
 
-    python benchmarks/floor.py [--keypoints 1000] [--ghz 2.445] [--cores 2] [--macs-per-cycle 16]
+    python research/floor.py [--keypoints 1000] [--ghz 2.445] [--cores 2] [--macs-per-cycle 16]
 
 Convolution MACs are counted with forward hooks on a real forward pass (C_in/groups x k^2 x C_out per
 output pixel); the sparse head adds keypoints x 4 neighbours x (dim x dim) (plus dim x dim for alike-l's

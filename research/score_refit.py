@@ -1,7 +1,7 @@
 """Could alike-t's own features carry a calibrated score? (issue 14)
 
-    python benchmarks/score_refit.py [--weights alike_ros/weights/alike-t.pth] [--pairs 200] --out W.pth
-    ALIKE_ROS_SHARED=../shared python benchmarks/viewpoint_gap.py --weights W.pth --parts 3,4 --scales 1.0
+    python research/score_refit.py [--weights alike_ros/weights/alike-t.pth] [--pairs 200] --out W.pth
+    ALIKE_ROS_SHARED=../shared python research/viewpoint_gap.py --weights W.pth --parts 3,4 --scales 1.0
 
 ALNet's score is one more output row of its last 1x1 convolution (`convhead2`): a linear function, without bias,
 of the same features the descriptor is made of, in upstream's network as in ours. This refits only that row, by
@@ -102,7 +102,7 @@ def main() -> None:
     state = dict(checkpoint["state_dict"])
     state["convhead2.weight"] = state["convhead2.weight"].clone()
     state["convhead2.weight"][-1, :, 0, 0] = new
-    note = f"{checkpoint.get('note', '')}; score row refitted by benchmarks/score_refit.py (a probe, not for use)"
+    note = f"{checkpoint.get('note', '')}; score row refitted by research/score_refit.py (a probe, not for use)"
     torch.save({**checkpoint, "state_dict": state, "note": note}, args.out)
     print(f"wrote {args.out}")
 

@@ -1,6 +1,6 @@
 """Key.Net on its own terms, and the descriptor its keypoints get (issue 11).
 
-    ALIKE_ROS_SHARED=../shared python benchmarks/keynet_choices.py [--keynet W] [--describer W]
+    ALIKE_ROS_SHARED=../shared python research/keynet_choices.py [--keynet W] [--describer W]
         [--top-k 1000] [--limit 16] [--data data/eval]
 
 1. Repeatability as Key.Net's paper defines it: keypoints of both images inside the common area, paired one

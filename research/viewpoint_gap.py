@@ -1,6 +1,6 @@
 """Why graf is lost: the causes of issue 14, each measured on held-out data before any CPU hours are spent.
 
-    ALIKE_ROS_SHARED=../shared python benchmarks/viewpoint_gap.py [--weights W] [--model alike-t]
+    ALIKE_ROS_SHARED=../shared python research/viewpoint_gap.py [--weights W] [--model alike-t]
         [--photos DIR] [--data data/eval] [--limit 16] [--top-k 1000] [--write EVALUATION.md]
 
 1. *How strong graf's viewpoint change is, against what training shows.* Every homography is summarised by

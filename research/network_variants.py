@@ -1,7 +1,7 @@
 """Other ways to run the fast path's network, against the default eager one: oneDNN post-op fusion, TorchScript,
 OpenVINO.
 
-    python benchmarks/network_variants.py [--model alike-t] [--runs 30] [--threads 2] [--repeats 3]
+    python research/network_variants.py [--model alike-t] [--runs 30] [--threads 2] [--repeats 3]
 
 The network alone (the branch maps and the score logits of `SparseHeadALNet`, BatchNorm folded,
 channels-last) at 640x480:

@@ -229,6 +229,8 @@ def test_installed_share_folder_and_weights(workspace):
     assert share == workspace.root / "install" / "alike_ros" / "share" / "alike_ros"
     for name in ("config/extractor.yaml", "config/fastdds_large_data.xml", "launch/extractor.launch.py", "package.xml"):
         assert (share / name).is_file(), f"{name} is not installed in {share}"
+    # what a ROS user needs, not the training configs (alike_ros/training/configs/, research/training/)
+    assert sorted(p.name for p in (share / "config").iterdir()) == ["extractor.yaml", "fastdds_large_data.xml"]
     # the installed package, not the checkout's editable install, is what runs; its bundled weights are there
     result = workspace.run(
         "python3 -c 'import sys, alike_ros; from alike_ros.model.weights import bundled_weights_path as w; "

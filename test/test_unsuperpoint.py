@@ -28,7 +28,7 @@ from alike_ros.training.unsuperpoint_losses import (
 )
 
 SMALL = UnsuperPointConfig(channels=(4, 8, 8, 16), head=16, dim=16)
-CONFIGS = Path(__file__).resolve().parents[1] / "config"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_net() -> UnsuperPoint:
@@ -121,8 +121,8 @@ def test_the_triplet_replaces_the_hinge_and_unknown_descriptor_losses_are_refuse
 
 
 def test_the_bundled_weights_config_trains_the_triplet_and_the_hinge_stays_an_option():
-    triplet = load_config(str(CONFIGS / "train_unsuperpoint-triplet.yaml"))  # reproduces the bundled weights
-    hinge = load_config(str(CONFIGS / "train_unsuperpoint.yaml"))
+    triplet = load_config(str(ROOT / "alike_ros/training/configs/unsuperpoint.yaml"))  # the bundled weights
+    hinge = load_config(str(ROOT / "research/training/unsuperpoint-hinge.yaml"))
     assert triplet.model == hinge.model == MODEL_NAME
     assert (triplet.unsuperpoint_loss.descriptor_loss, triplet.unsuperpoint_loss.negative_pool) == ("triplet", 16)
     assert hinge.unsuperpoint_loss.descriptor_loss == "hinge"

@@ -40,7 +40,7 @@ def merged(base: dict, override: dict) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m alike_ros train", description=__doc__)
-    p.add_argument("--config", help="training YAML (config/train_alike-t.yaml)")
+    p.add_argument("--config", help="training YAML (alike_ros/training/configs/alike-t.yaml)")
     p.add_argument("--resume", action="store_true", help="continue out_dir/last.pt")
     p.add_argument("--init", metavar="WEIGHTS", help="start from a weights file exported by --export (fresh optimizer)")
     p.add_argument("--steps", type=int, help="override the number of optimizer steps")

@@ -29,7 +29,7 @@ class WarpConfig:
     max_translation: float = 0.15  # fraction of the crop side
     max_perspective: float = 0.12  # corner displacement as a fraction of the crop side
     # out-of-plane rotation of the scene plane (geometry.tilt_homography), uniform in [0, max]: graf1->3 is
-    # about a 40-degree tilt, which the corner jitter alone rarely reaches (benchmarks/viewpoint_gap.py)
+    # about a 40-degree tilt, which the corner jitter alone rarely reaches (research/viewpoint_gap.py)
     max_tilt_deg: float = 0.0
 
 

@@ -18,11 +18,12 @@ import torch
 
 from .config import check, setting
 from .detection.dkd import DetectorConfig
+from .devices import resolve_device
 from .export import RUNTIMES, runtime_problem
 from .extractor import STAGES as EXTRACTOR_STAGES
-from .extractor import Color, Features, resolve_device
 from .extractors import FeatureExtractor, Options, names
 from .extractors import build as build_model
+from .features import Color, Features
 from .matching.matcher import Matcher, MatcherConfig
 from .matching.tracker import TrackedFrame, Tracker
 

@@ -30,7 +30,7 @@ from std_msgs.msg import Header
 from tqdm import tqdm
 
 from ..drawing import draw_tracks
-from ..extractor import Features
+from ..features import Features
 from ..monitoring import LatencySummary, timed_ms
 from ..overlap import WriteBehind, read_ahead
 from ..parameters import Settings, stereo_config

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..extractor import Color, Features, finished, network_input, timed
+from ..extractor import finished, network_input, timed
+from ..features import Color, Features
 from ..geometry import inside
 from ..model.unsuperpoint import (
     CELL,

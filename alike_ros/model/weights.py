@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..extractors import registration  # the registry alone: the extractor families load on first use
 from .alnet import ALNet, model_config
 
 
@@ -23,8 +24,6 @@ def bundled_weights_path(model: str) -> Path:
 
     if problem := shadowed_package():
         raise WeightsError(problem)
-    from ..extractors import registration  # here: the extractors import this module
-
     registration(model)  # an unknown name is a ValueError naming the choices
     return Path(str(resources.files("alike_ros") / "weights" / f"{model}.pth"))
 

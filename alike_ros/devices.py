@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from .export import runtime_problem
+
 
 def resolve_device(device: str) -> torch.device:
     """'auto' picks the first CUDA device when there is one; 'cuda[:N]' must exist."""
@@ -22,4 +24,22 @@ def resolve_device(device: str) -> torch.device:
             raise ValueError(f"device {device!r} requested but CUDA is not available")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    return dev
+
+
+def checked_device(device: str, runtime: str = "torch", half: bool = False, fast: bool = True) -> torch.device:
+    """The device `device` names, once the network can run there as asked: `runtime`, `half` precision and
+    (the extractor's option; the pipeline always runs the fast path) `fast`. ValueError with the reason of the
+    first rule broken: the graph runtimes run the fast path in float32, each runtime has its own needs
+    (`export.runtime_problem`), half precision needs CUDA."""
+    dev = resolve_device(device)
+    if runtime != "torch":
+        if half:
+            raise ValueError(f"half precision needs runtime torch (runtime {runtime} runs float32)")
+        if not fast:
+            raise ValueError(f"fast=False needs runtime torch (runtime {runtime} runs the fast path in float32)")
+    if problem := runtime_problem(runtime, dev):
+        raise ValueError(problem)
+    if half and dev.type != "cuda":
+        raise ValueError(f"half precision needs a CUDA device, device {device!r} is {dev.type}")
     return dev

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from .detection.dkd import DetectorConfig, describe_dense, detect
-from .devices import resolve_device
-from .export import GRAPH_RUNTIMES, runtime_problem
+from .devices import checked_device
+from .export import GRAPH_RUNTIMES
 from .features import Color, Features
 from .memory import keep_freed_memory
 from .model.sparse_head import Branches, SparseHeadALNet
@@ -201,13 +201,7 @@ class Extractor:
     ):
         self.model_name = model
         keep_freed_memory()  # frame after frame, the same large buffers: keep them instead of faulting them in again
-        self.device = resolve_device(device)
-        if half and self.device.type != "cuda":
-            raise ValueError("half precision is supported on CUDA devices only")
-        if runtime != "torch" and (half or not fast):
-            raise ValueError(f"runtime {runtime} runs the fast path in float32: half and fast=False need runtime torch")
-        if problem := runtime_problem(runtime, self.device):
-            raise ValueError(problem)
+        self.device = checked_device(device, runtime, half, fast)
         self.runtime = runtime
         self.half = half
         self.detector = detector or DetectorConfig()

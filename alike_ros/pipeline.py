@@ -18,8 +18,8 @@ import torch
 
 from .config import check, setting
 from .detection.dkd import DetectorConfig
-from .devices import resolve_device
-from .export import RUNTIMES, runtime_problem
+from .devices import checked_device
+from .export import RUNTIMES
 from .extractor import STAGES as EXTRACTOR_STAGES
 from .extractors import FeatureExtractor, Options, names
 from .extractors import build as build_model
@@ -92,14 +92,7 @@ class PipelineConfig:
         self.matcher.validate()
         if self.weights and not Path(self.weights).expanduser().is_file():
             raise ValueError(f"weights file {self.weights!r} does not exist")
-        device = resolve_device(self.device)
-        if self.runtime != "torch":
-            if self.half:
-                raise ValueError(f"half precision needs runtime torch (runtime {self.runtime} runs float32)")
-            if problem := runtime_problem(self.runtime, device):
-                raise ValueError(problem)
-        if self.half and device.type != "cuda":
-            raise ValueError(f"half precision needs a CUDA device, device {self.device!r} is {device.type}")
+        checked_device(self.device, self.runtime, self.half)  # the extractor's own rules, before building it
 
     def needs_rebuild(self, other: PipelineConfig) -> bool:
         return any(getattr(self, name) != getattr(other, name) for name in REBUILD_SETTINGS)

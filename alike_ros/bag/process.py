@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from ..drawing import draw_tracks
 from ..features import Features
-from ..monitoring import LatencySummary, timed_ms
+from ..latency import LatencySummary
+from ..monitoring import timed_ms
 from ..overlap import WriteBehind, read_ahead
 from ..parameters import Settings, stereo_config
 from ..pipeline import FramePipeline

@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
@@ -17,28 +15,17 @@ import torch.nn.functional as F
 
 from .detection.dkd import DetectorConfig, describe_dense, detect
 from .detection.selection import allowed_pixels, check_mask, inside_mask
-from .export import GRAPH_RUNTIMES, runtime_problem
+from .devices import checked_device
+from .export import GRAPH_RUNTIMES
+from .features import Color, Features
 from .memory import keep_freed_memory
 from .model.sparse_head import Branches, SparseHeadALNet
 from .model.weights import load_model
 from .sampling import interpolate
 
-Color = Literal["rgb", "bgr"]
 STAGES = ("preprocessing", "network", "detection", "description")
 MAX_PIXELS = 50_000_000  # ~ 8K x 6K; beyond this the dense maps alone need several GiB
 PIXEL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}  # integer images: white; float: 1
-
-
-@dataclass
-class Features:
-    keypoints: np.ndarray  # N x 2 float32, (x, y) pixels of the image as given
-    scores: np.ndarray  # N float32, descending
-    descriptors: np.ndarray  # N x D float32, unit length
-    image_size: tuple[int, int]  # (height, width) of the image as given
-    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
-
-    def __len__(self) -> int:
-        return len(self.keypoints)
 
 
 @contextmanager
@@ -110,24 +97,6 @@ def finished(
     if mask is not None and not (keep := inside_mask(points, mask != 0)).all():
         points, scores, descriptors = points[keep], scores[keep], descriptors[keep]
     return Features(points, scores, descriptors, original, timings)
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks the first CUDA device when there is one; 'cuda[:N]' must exist."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"invalid device {device!r}: use auto, cpu, cuda or cuda:N") from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
-    return dev
 
 
 def _validated(image: np.ndarray, color: Color) -> np.ndarray:
@@ -239,13 +208,7 @@ class Extractor:
     ):
         self.model_name = model
         keep_freed_memory()  # frame after frame, the same large buffers: keep them instead of faulting them in again
-        self.device = resolve_device(device)
-        if half and self.device.type != "cuda":
-            raise ValueError("half precision is supported on CUDA devices only")
-        if runtime != "torch" and (half or not fast):
-            raise ValueError(f"runtime {runtime} runs the fast path in float32: half and fast=False need runtime torch")
-        if problem := runtime_problem(runtime, self.device):
-            raise ValueError(problem)
+        self.device = checked_device(device, runtime, half, fast)
         self.runtime = runtime
         self.half = half
         self.detector = detector or DetectorConfig()

@@ -10,14 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-import numpy as np
-
+from .latency import LatencySummary
 from .pipeline import STAGES as PIPELINE_STAGES
 
 STAGES = ("conversion", *PIPELINE_STAGES, "publishing")  # conversion and publishing: the node's own
@@ -35,23 +34,6 @@ class Level(IntEnum):
     OK = 0
     WARN = 1
     ERROR = 2
-
-
-@dataclass
-class LatencySummary:
-    count: int = 0
-    mean: float = 0.0
-    p50: float = 0.0
-    p95: float = 0.0
-    max: float = 0.0
-
-    @classmethod
-    def of(cls, samples: Collection[float]) -> LatencySummary:
-        if not samples:
-            return cls()
-        values = np.fromiter(samples, dtype=np.float64)
-        p50, p95 = np.percentile(values, (50, 95))
-        return cls(len(values), float(values.mean()), float(p50), float(p95), float(values.max()))
 
 
 @contextmanager

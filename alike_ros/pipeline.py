@@ -19,11 +19,12 @@ import torch
 from .config import check, setting
 from .detection.dkd import DetectorConfig
 from .detection.selection import load_mask
-from .export import RUNTIMES, runtime_problem
+from .devices import checked_device
+from .export import RUNTIMES
 from .extractor import STAGES as EXTRACTOR_STAGES
-from .extractor import Color, Features, resolve_device
 from .extractors import FeatureExtractor, Options, names
 from .extractors import build as build_model
+from .features import Color, Features
 from .matching.matcher import Matcher, MatcherConfig
 from .matching.tracker import TrackedFrame, Tracker
 
@@ -100,14 +101,7 @@ class PipelineConfig:
             raise ValueError(f"weights file {self.weights!r} does not exist")
         if self.mask:
             load_mask(Path(self.mask).expanduser())
-        device = resolve_device(self.device)
-        if self.runtime != "torch":
-            if self.half:
-                raise ValueError(f"half precision needs runtime torch (runtime {self.runtime} runs float32)")
-            if problem := runtime_problem(self.runtime, device):
-                raise ValueError(problem)
-        if self.half and device.type != "cuda":
-            raise ValueError(f"half precision needs a CUDA device, device {self.device!r} is {device.type}")
+        checked_device(self.device, self.runtime, self.half)  # the extractor's own rules, before building it
 
     def needs_rebuild(self, other: PipelineConfig) -> bool:
         return any(getattr(self, name) != getattr(other, name) for name in REBUILD_SETTINGS)

@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sections import machine, publish  # noqa: E402
 
+from alike_ros.latency import LatencySummary  # noqa: E402
 from alike_ros.ros.conversions import ENCODINGS, array_to_image, from_bgr8, image_to_array  # noqa: E402
 from alike_ros.scene import load_photo  # noqa: E402
 
@@ -64,7 +65,7 @@ def report(width: int, height: int, runs: int, times: dict[tuple[str, str], np.n
     bgr = np.zeros((height, width, 3), np.uint8)
     for name in dict.fromkeys(name for name, _ in times):
         size = f"{len(array_to_image(from_bgr8(bgr, name), name).data) / 1e6:.2f}" if name in ENCODINGS else "-"
-        cells = [f"{np.median(times[(name, t)]):.3f} / {np.percentile(times[(name, t)], 95):.3f}" for t in THREADS]
+        cells = [f"{s.p50:.3f} / {s.p95:.3f}" for s in (LatencySummary.of(times[(name, t)]) for t in THREADS)]
         rows.append(f"| {name} | {size} | " + " | ".join(cells) + " |")
     load = os.getloadavg()[0]
     return "\n".join(

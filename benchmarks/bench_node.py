@@ -33,6 +33,7 @@ from sections import machine, replace_section
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 
+from alike_ros.latency import LatencySummary
 from alike_ros.model.weights import bundled_weights_path
 from alike_ros.ros.conversions import array_to_image
 from alike_ros.ros.node import ExtractorNode
@@ -150,8 +151,8 @@ class _Timed:
 
 
 def summary(values: np.ndarray) -> str:
-    p50, p95 = np.percentile(values, (50, 95))
-    return f"{values.mean():.2f} | {p50:.2f} | {p95:.2f} | {values.max():.2f}"
+    s = LatencySummary.of(values)
+    return f"{s.mean:.2f} | {s.p50:.2f} | {s.p95:.2f} | {s.max:.2f}"
 
 
 def default_weights() -> Path:

@@ -45,6 +45,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sections import machine, replace_section, ros_stack
 from sensor_msgs.msg import PointCloud2
 
+from alike_ros.latency import LatencySummary
 from alike_ros.monitoring import END_TO_END, STAGES
 from alike_ros.ros import fastdds
 from alike_ros.ros.diagnostics import frame_counters, in_flight, stage_medians
@@ -255,10 +256,8 @@ def rss_mib(pid: int) -> float:
 
 
 def percentiles(values: np.ndarray) -> str:
-    if not len(values):
-        return "-"
-    p50, p95 = np.percentile(values, (50, 95))
-    return f"{p50:.0f} / {p95:.0f}"
+    s = LatencySummary.of(values)
+    return f"{s.p50:.0f} / {s.p95:.0f}" if s.count else "-"
 
 
 def row(r: Result) -> str:

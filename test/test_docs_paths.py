@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["README.md", "TRAINING.md", "EVALUATION.md", "BENCHMARKS.md", "research/README.md"]
 LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
 # a repository path as the documents write it in commands and code spans; {a,b} is expanded as the shell does
-PATH = re.compile(r"(?<![\w./-])((?:config|benchmarks|research|launch|scripts|docs|alike_ros/training/configs)/"
-                  r"[\w./{},-]*\.(?:yaml|py|xml|md|png|json|sh))")
+PATH = re.compile(
+    r"(?<![\w./-])((?:config|benchmarks|research|launch|scripts|docs|alike_ros/training/configs)/"
+    r"[\w./{},-]*\.(?:yaml|py|xml|md|png|json|sh))"
+)
 
 
 def expanded(path: str) -> list[str]:
@@ -40,7 +42,9 @@ def test_every_path_a_document_names_exists(name: str):
 
 def test_the_path_pattern_finds_commands_and_links(tmp_path: Path):
     doc = tmp_path / "doc.md"
-    doc.write_text("run `python -m alike_ros train --config config/train_{a,b}.yaml` and see [it](docs/x/results.md).\n"
-                   "    python benchmarks/floor.py --runs 2\n[web](https://example.org/a.md)\n")
+    doc.write_text(
+        "run `python -m alike_ros train --config config/train_{a,b}.yaml` and see [it](docs/x/results.md).\n"
+        "    python benchmarks/floor.py --runs 2\n[web](https://example.org/a.md)\n"
+    )
     expected = {"config/train_a.yaml", "config/train_b.yaml", "docs/x/results.md", "benchmarks/floor.py"}
     assert named_paths(doc) == expected

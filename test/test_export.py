@@ -194,7 +194,7 @@ def test_runtime_is_declared_once_and_reaches_every_front_end(tmp_path):
     assert parameters.Settings.from_params(parameters.read_params(params)).pipeline.runtime == "torch"
     with pytest.raises(ValueError, match="half precision needs runtime torch"):
         PipelineConfig(runtime="onnxruntime", half=True, device="cpu").validate()
-    with pytest.raises(ValueError, match="half and fast=False need runtime torch"):
+    with pytest.raises(ValueError, match="fast=False needs runtime torch"):
         Extractor("alike-t", None, "cpu", fast=False, runtime="onnxruntime")
 
 

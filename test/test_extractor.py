@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from alike_ros.detection.dkd import DetectorConfig
-from alike_ros.extractor import MAX_PIXELS, Extractor, network_input, read_rgb, resolve_device, to_rgb_float
+from alike_ros.devices import resolve_device
+from alike_ros.extractor import MAX_PIXELS, Extractor, network_input, read_rgb, to_rgb_float
 from alike_ros.model.weights import WeightsError, load_model
+from alike_ros.pipeline import PipelineConfig
 
 
 @pytest.fixture
@@ -132,6 +134,16 @@ def test_device_resolution(monkeypatch):
 def test_half_needs_cuda(alike_t_weights):
     with pytest.raises(ValueError, match="CUDA"):
         Extractor("alike-t", alike_t_weights, "cpu", half=True)
+
+
+@pytest.mark.parametrize("options", [{"half": True}, {"half": True, "runtime": "onnxruntime"}])
+def test_the_extractor_and_the_pipeline_settings_refuse_with_one_reason(alike_t_weights, options):
+    """One copy of the device rules: the node refuses the parameter with the reason the extractor would give."""
+    with pytest.raises(ValueError) as built:
+        Extractor("alike-t", alike_t_weights, "cpu", **options)
+    with pytest.raises(ValueError) as validated:
+        PipelineConfig(device="cpu", **options).validate()
+    assert str(built.value) == str(validated.value)
 
 
 def test_weights_errors_name_the_problem(tmp_path, alike_t_weights):

@@ -18,7 +18,7 @@ from alike_ros.model.weights import WeightsError
 from alike_ros.training.cli import main as train_main
 from alike_ros.training.mdnet import project_out_shared_direction
 from alike_ros.training.mdnet_losses import MdnetConfig, peaky_loss, similarity_loss, triplet_loss
-from alike_ros.training.trainer import mean_cosine
+from alike_ros.training.metrics import mean_cosine
 
 
 def test_similarity_is_zero_for_equal_maps_and_counts_only_patches_the_other_view_sees():

@@ -22,6 +22,7 @@ def test_every_probe_is_in_the_index():
 @pytest.mark.parametrize("name", ["compile_and_threads.py", "half_precision.py"])  # they borrow benchmarks/ helpers
 def test_a_probe_finds_the_benchmark_helpers_it_borrows(name: str):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, f"research/{name}", "--help"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, f"research/{name}", "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr

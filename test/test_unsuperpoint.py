@@ -18,7 +18,7 @@ from alike_ros.model.unsuperpoint import CELL, MODEL_NAME, UnsuperPoint, Unsuper
 from alike_ros.model.weights import WeightsError
 from alike_ros.training.cli import load_config
 from alike_ros.training.cli import main as train_main
-from alike_ros.training.trainer import effective_dimensions
+from alike_ros.training.metrics import effective_dimensions
 from alike_ros.training.unsuperpoint_losses import (
     UnsuperPointLossConfig,
     decorrelation_loss,

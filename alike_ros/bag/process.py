@@ -30,8 +30,9 @@ from std_msgs.msg import Header
 from tqdm import tqdm
 
 from ..drawing import draw_tracks
-from ..extractor import Features
-from ..monitoring import LatencySummary, timed_ms
+from ..features import Features
+from ..latency import LatencySummary
+from ..monitoring import timed_ms
 from ..overlap import WriteBehind, read_ahead
 from ..parameters import Settings, camera_values, pipeline_config, stereo_config
 from ..pipeline import FramePipeline

@@ -3,6 +3,10 @@
 Each module of this package registers its model names with `register` when it is imported; `names()` imports
 them all. The node's `model` parameter, `extract`, `bag process` and `evaluate` take their choices from
 `names()` and build through `build`, so adding an extractor is one new module here and nothing else.
+
+This module is the registry alone and sits low: it needs the result type (`features`), the device rules
+(`devices`) and the detector's settings, never an extractor. The families (the modules beside it) build on the
+extractor and the weights loading and register into it; the weights loading asks it only whether a name is known.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import numpy as np
 import torch
 
 from ..detection.dkd import DetectorConfig
-from ..extractor import Color, Features, resolve_device
+from ..devices import resolve_device
+from ..features import Color, Features
 from ..memory import keep_freed_memory
 
 

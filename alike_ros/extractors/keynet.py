@@ -16,7 +16,8 @@ import torch
 
 from ..detection.dkd import detect
 from ..detection.selection import allowed_pixels, check_mask
-from ..extractor import Color, Features, finished, network_input, timed, to_rgb_float
+from ..extractor import finished, network_input, timed, to_rgb_float
+from ..features import Color, Features
 from ..model.keynet import MODEL_NAME, KeyNet, KeyNetConfig
 from ..model.residual import MODEL_NAME as DESCRIPTOR_MODEL
 from ..model.residual import ResidualDescriptorNet, load_residual

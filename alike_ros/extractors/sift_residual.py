@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ..detection.selection import allowed_pixels, check_mask, choose, inside_mask
-from ..extractor import Color, Features, finished, network_input, timed, to_rgb_float
+from ..extractor import finished, network_input, timed, to_rgb_float
+from ..features import Color, Features
 from ..model.residual import MODEL_NAME, ResidualDescriptorNet, load_residual
 from ..model.weights import WeightsError, bundled_weights_path
 from . import Options, Registration, register, torch_float32

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..detection.selection import allowed_pixels, check_mask, choose, inside_mask
-from ..extractor import Color, Features, finished, network_input, timed
+from ..extractor import finished, network_input, timed
+from ..features import Color, Features
 from ..geometry import inside
 from ..model.unsuperpoint import (
     CELL,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..extractor import Features
+from ..features import Features
 from .matcher import Matcher, Matches
 
 

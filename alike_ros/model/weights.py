@@ -23,7 +23,9 @@ def bundled_weights_path(model: str) -> Path:
 
     if problem := shadowed_package():
         raise WeightsError(problem)
-    from ..extractors import registration  # here: the extractors import this module
+    # the registry alone (the extractor families load on first use), imported after that check: from the clone's
+    # parent folder, its imports would fail on the repository's config/ folder before saying why
+    from ..extractors import registration
 
     registration(model)  # an unknown name is a ValueError naming the choices
     return Path(str(resources.files("alike_ros") / "weights" / f"{model}.pth"))

@@ -24,7 +24,7 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from ..extractor import Features
+from ..features import Features
 from ..matching.stereo import StereoMatches
 from ..matching.tracker import TrackedFrame
 

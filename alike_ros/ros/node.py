@@ -35,7 +35,7 @@ from rclpy.utilities import remove_ros_args
 from std_msgs.msg import Header
 
 from .. import parameters
-from ..extractor import Features
+from ..features import Features
 from ..model.weights import WeightsError
 from ..monitoring import Snapshot
 from ..pipeline import FramePipeline, PipelineConfig, batch_pays, extract_in_batches

@@ -31,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, PointCloud2
 from std_msgs.msg import Header
 
 from .. import parameters
-from ..extractor import Features
+from ..features import Features
 from ..matching.matcher import MatcherConfig
 from ..matching.stereo import (
     Calibration,

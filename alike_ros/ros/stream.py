@@ -24,7 +24,7 @@ from std_msgs.msg import Header
 
 from .. import parameters
 from ..drawing import draw_tracks
-from ..extractor import Features
+from ..features import Features
 from ..monitoring import SequenceGaps, Snapshot, Statistics, assess, transport_cause
 from ..pipeline import FramePipeline, FrameResult
 from . import params

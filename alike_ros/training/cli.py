@@ -12,7 +12,9 @@ import torch
 import yaml
 
 from ..model.weights import WeightsError
-from .trainer import CheckpointError, TrainConfig, export, from_dict, task_for, train, validate_real
+from .tasks import task_for
+from .train_config import TrainConfig, from_dict
+from .trainer import CheckpointError, export, train, validate_real
 
 
 def load_config(path: str | None) -> TrainConfig:

@@ -159,3 +159,7 @@ def load_photos(cfg: DataConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
     photos = [read_rgb(p, cfg.cache_side) for p in paths]
     cut = len(photos) - cfg.val_images
     return photos[:cut], photos[cut:]
+
+
+def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}

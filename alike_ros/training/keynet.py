@@ -11,10 +11,11 @@ from ..detection.dkd import DetectorConfig, detect
 from ..extractors.keynet import load_keynet
 from ..extractors.sift_residual import sift_features, to_gray_uint8
 from ..geometry import inside, warp_points
-from ..model.keynet import KeyNet, KeyNetConfig
+from ..model.keynet import MODEL_NAME, KeyNet, KeyNetConfig
 from ..model.weights import saved_config
 from .msip import msip_loss
-from .trainer import TrainConfig
+from .tasks import register
+from .train_config import TrainConfig
 
 
 def grey_of(images: torch.Tensor) -> torch.Tensor:
@@ -85,3 +86,6 @@ class KeyNetTask:
 
     def export_fields(self, checkpoint: dict) -> dict:
         return saved_config(checkpoint, "keynet", KeyNetConfig)
+
+
+register(KeyNetTask, MODEL_NAME)

@@ -7,10 +7,13 @@ import numpy as np
 import torch
 
 from ..geometry import warp_map
-from ..model.alnet import ALNet
-from .data import PairDataset
+from ..model.alnet import MDNET_MODEL, ALNet
+from .alike import AlikeTask, validate
+from .data import PairDataset, collate
 from .mdnet_losses import peaky_loss, similarity_loss, triplet_loss
-from .trainer import AlikeTask, TrainConfig, collate, mean_cosine, validate
+from .metrics import mean_cosine
+from .tasks import register
+from .train_config import TrainConfig
 
 CENTRE_PAIRS = 16  # training pairs whose first views estimate the shared descriptor direction
 
@@ -77,3 +80,6 @@ class MdnetTask(AlikeTask):
         torch.set_rng_state(torch_state)
         net.train(was_training)
         return metrics
+
+
+register(MdnetTask, MDNET_MODEL)

@@ -16,10 +16,11 @@ import torch
 
 from ..extractors.sift_residual import sift_features, to_gray_uint8
 from ..geometry import inside, warp_points
-from ..model.residual import ResidualConfig, ResidualDescriptorNet, load_residual
+from ..model.residual import MODEL_NAME, ResidualConfig, ResidualDescriptorNet, load_residual
 from ..model.weights import saved_config
 from .losses import mutual_matches, triplet_loss
-from .trainer import TrainConfig
+from .tasks import register
+from .train_config import TrainConfig
 
 
 def view_sift(image: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,3 +97,6 @@ class ResidualTask:
 
     def export_fields(self, checkpoint: dict) -> dict:
         return saved_config(checkpoint, "residual", ResidualConfig)
+
+
+register(ResidualTask, MODEL_NAME)

@@ -7,9 +7,7 @@ import dataclasses
 import math
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import cv2
 import numpy as np
@@ -17,88 +15,16 @@ import torch
 from tqdm import tqdm
 
 from ..detection.dkd import DetectorConfig, describe_dense, detect
-from ..geometry import inside, warp_points
-from ..model.alnet import MDNET_MODEL, ALNet, model_config
-from ..model.keynet import MODEL_NAME as KEYNET_MODEL
-from ..model.keynet import KeyNetConfig
-from ..model.residual import MODEL_NAME as RESIDUAL_MODEL
-from ..model.residual import ResidualConfig
-from ..model.unsuperpoint import MODEL_NAME as UNSUPERPOINT_MODEL
-from ..model.unsuperpoint import UnsuperPointConfig
-from ..model.weights import WeightsError, load_model, safe_load
-from .data import DataConfig, PairDataset, load_photos
-from .detection import soft_detect
-from .losses import LossConfig, mutual_matches, pair_losses
-from .mdnet_losses import MdnetConfig
-from .msip import MsipConfig
-from .pair_geometry import DepthPair, geometry_of
-from .real_pairs import MixedPairs, RealConfig, RealData, RealPairDataset
+from ..model.alnet import ALNet
+from ..model.weights import WeightsError, safe_load
+from .alike import AlikeTask
+from .data import PairDataset, collate, load_photos
+from .losses import mutual_matches
+from .pair_geometry import DepthPair
+from .real_pairs import MixedPairs, RealData, RealPairDataset
 from .strecha import epipolar_distance, skew
-from .unsuperpoint_losses import UnsuperPointLossConfig
-
-
-@dataclass
-class TrainConfig:
-    model: str = "alike-t"
-    out_dir: str = "runs/alike-t"
-    seed: int = 0
-    threads: int = 2
-    # CPU speed: for alike-t's few channels, oneDNN convolutions in channels-last layout measured about 2x faster
-    # than the default NCHW ones in training (forward + backward)
-    channels_last: bool = True
-    mkldnn: bool = True
-    steps: int = 1000  # optimizer steps
-    batch_size: int = 2  # pairs per forward pass
-    accumulate: int = 2  # forward passes per optimizer step
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    final_lr_ratio: float = 0.1  # cosine decay after the warm-up, down to lr * this at the last step
-    grad_clip: float = 1.0  # max gradient norm; early from-scratch steps can spike
-    top_k: int = 400  # keypoints per image during training
-    # soft DKD with the detector's own settings and defaults
-    window_size: int = DetectorConfig.window_size
-    temperature: float = DetectorConfig.temperature
-    border: int = DetectorConfig.border
-    log_every: int = 5
-    val_every: int = 50
-    checkpoint_seconds: float = 300.0
-    val_top_k: int = 400
-    val_match_px: float = 3.0  # a keypoint repeats / a match is correct within this many pixels
-    # the validation metric whose highest value is kept as best.pt (any key of val.csv)
-    best_metric: str = "correct_matches"
-    # a weights file exported by `--export` that a new run starts from (fresh optimizer; --init overrides it)
-    init: str = ""
-    # BatchNorm normalises with its running statistics in training too, and keeps them: for fine-tuning, where
-    # those of the initial weights (a whole run's) beat a 2-image batch's; they alone moved the real pose figure
-    # (TRAINING.md, "Real viewpoint change")
-    freeze_batchnorm: bool = False
-    data: DataConfig = field(default_factory=DataConfig)
-    real: RealConfig = field(default_factory=RealConfig)  # real pairs (Strecha), for ALIKE runs only
-    loss: LossConfig = field(default_factory=LossConfig)
-    residual: ResidualConfig = field(default_factory=ResidualConfig)  # the network of sift-residual runs
-    keynet: KeyNetConfig = field(default_factory=KeyNetConfig)  # the network of keynet runs
-    msip: MsipConfig = field(default_factory=MsipConfig)  # the loss of keynet runs
-    mdnet: MdnetConfig = field(default_factory=MdnetConfig)  # the losses of mdnet runs
-    unsuperpoint: UnsuperPointConfig = field(default_factory=UnsuperPointConfig)  # the network of unsuperpoint runs
-    unsuperpoint_loss: UnsuperPointLossConfig = field(default_factory=UnsuperPointLossConfig)
-
-
-def from_dict(cls: type, values: dict) -> object:
-    """Build a (nested) dataclass from a dict such as parsed YAML; unknown keys are errors, lists become tuples."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(values) - set(fields)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} settings: {sorted(unknown)}")
-    kwargs = {}
-    defaults = cls()
-    for name, value in values.items():
-        current = getattr(defaults, name)
-        if dataclasses.is_dataclass(current):
-            value = from_dict(type(current), value or {})
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+from .tasks import Task, task_for
+from .train_config import TrainConfig
 
 
 def learning_rate(cfg: TrainConfig, step: int, start: int = 0) -> float:
@@ -109,96 +35,6 @@ def learning_rate(cfg: TrainConfig, step: int, start: int = 0) -> float:
     decay_start = start + cfg.warmup_steps
     progress = (step - decay_start) / max(1, cfg.steps - decay_start)
     return cfg.lr * (cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def batch_losses(net: ALNet, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """Mean of every loss over the pairs of a batch (both views of all pairs in one forward pass); homography
-    pairs and real pairs alike (`pair_geometry.geometry_of`)."""
-    n = len(batch["image0"])
-    images = torch.cat((batch["image0"], batch["image1"]))
-    if cfg.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    scores, descs = net.dense_maps(images)
-    per_pair = []
-    for i in range(n):
-        outs = [
-            soft_detect(scores[j, 0], descs[j], cfg.top_k, cfg.window_size, cfg.temperature, cfg.border)
-            for j in (i, i + n)
-        ]
-        maps = (scores[i, 0], scores[i + n, 0], descs[i], descs[i + n])
-        per_pair.append(pair_losses(outs[0], outs[1], maps, geometry_of(batch, i), cfg.loss))
-    return {k: torch.stack([p[k] for p in per_pair]).mean() for k in per_pair[0]}
-
-
-def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
-
-
-def pair_metrics(
-    k0: torch.Tensor, f0: torch.Tensor, k1: torch.Tensor, f1: torch.Tensor, h01: torch.Tensor, size: int, px: float
-) -> dict[str, float]:
-    """Repeatability of two keypoint sets (both directions) and mutual-NN matching of their unit descriptors
-    (precision and count of matches within `px` of the truth) on a size x size pair; and two signs of collapse:
-    the descriptors' mean cosine (near 1: one shared direction) and their effective dimensions (few: a subspace)."""
-    w01, w10 = warp_points(h01, k0), warp_points(torch.linalg.inv(h01), k1)
-    vis0, vis1 = inside(w01, (size, size), margin=0.5), inside(w10, (size, size), margin=0.5)
-    rep = []
-    if vis0.any() and vis1.any():
-        rep = [
-            (torch.cdist(w01[vis0], k1).min(1).values < px).float().mean().item(),
-            (torch.cdist(w10[vis1], k0).min(1).values < px).float().mean().item(),
-        ]
-    i, j = mutual_matches(-(f0 @ f1.T))
-    correct = (w01[i] - k1[j]).norm(dim=1) < px
-    return {
-        "repeatability": float(np.mean(rep)) if rep else 0.0,
-        "match_precision": correct.float().mean().item() if len(i) else 0.0,
-        "correct_matches": float(correct.sum()),
-        "descriptor_mean_cos": mean_cosine(torch.cat((f0, f1))) if len(f0) + len(f1) else 0.0,
-        "descriptor_dims": effective_dimensions(torch.cat((f0, f1))) if len(f0) + len(f1) > 1 else 0.0,
-    }
-
-
-def mean_cosine(desc: torch.Tensor) -> float:
-    """Mean cosine similarity of the rows of an N x D matrix to each other (self-pairs included)."""
-    unit = torch.nn.functional.normalize(desc.detach(), dim=1)
-    return float((unit.mean(0) ** 2).sum())
-
-
-def effective_dimensions(desc: torch.Tensor) -> float:
-    """The participation ratio (sum λ)² / sum λ² of the eigenvalues λ of the covariance of N x D descriptors: D when
-    every direction varies equally, 1 when they vary along one line."""
-    variances = torch.linalg.svdvals(desc.detach() - desc.detach().mean(0)) ** 2
-    return float(variances.sum() ** 2 / (variances**2).sum().clamp_min(1e-12))
-
-
-@torch.no_grad()
-def validate(net: ALNet, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig) -> dict[str, float]:
-    """Inference-path metrics on held-out pairs: repeatability, mutual-NN matching precision and count, and
-    how many keypoints pass the default 0.2 threshold; plus the training losses (BatchNorm in eval mode)."""
-    was_training = net.training
-    net.eval()
-    det = DetectorConfig.strongest(cfg.val_top_k)
-    rows = []
-    for pair in pairs:
-        batch = collate([pair])
-        scores, descs = net.dense_maps(torch.cat((batch["image0"], batch["image1"])))
-        h01 = pair["H"]
-        (k0, _), (k1, _) = detect(scores[0, 0], det), detect(scores[1, 0], det)
-        f0, f1 = describe_dense(descs[0], k0), describe_dense(descs[1], k1)
-        outs = [
-            soft_detect(scores[j, 0], descs[j], cfg.top_k, cfg.window_size, cfg.temperature, cfg.border) for j in (0, 1)
-        ]
-        losses = pair_losses(outs[0], outs[1], (scores[0, 0], scores[1, 0], descs[0], descs[1]), h01, cfg.loss)
-        rows.append(
-            {
-                **pair_metrics(k0, f0, k1, f1, h01, scores.shape[-1], cfg.val_match_px),
-                "kp_above_0.2": _count_above(scores, 0.2),
-                "val_loss": losses["total"].item(),
-            }
-        )
-    net.train(was_training)
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
 @torch.no_grad()
@@ -256,66 +92,6 @@ def pose_error_deg(
     rot = np.degrees(np.arccos(np.clip((np.trace(r_est @ r.T) - 1) / 2, -1, 1)))
     cos_t = abs(float(t_est.ravel() @ t)) / max(np.linalg.norm(t) * np.linalg.norm(t_est), 1e-12)
     return float(max(rot, np.degrees(np.arccos(min(1.0, cos_t)))))
-
-
-def _count_above(scores: torch.Tensor, threshold: float) -> float:
-    """Mean number of inference-mode keypoints (default NMS, threshold) per image of a 2 x 1 x H x W batch."""
-    det = DetectorConfig(score_threshold=threshold, selection="top")
-    return float(np.mean([len(detect(s[0], det)[0]) for s in scores]))
-
-
-class Task(Protocol):
-    """What one family of models brings to the training loop; everything else (data, schedule, checkpoints,
-    logs, resume) is shared."""
-
-    def build(self, cfg: TrainConfig) -> torch.nn.Module: ...
-
-    def losses(self, net: torch.nn.Module, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> dict[str, torch.Tensor]:
-        """Every loss of a batch, "total" the one to minimise."""
-
-    def validate(
-        self, net: torch.nn.Module, pairs: list[dict[str, torch.Tensor]], cfg: TrainConfig
-    ) -> dict[str, float]:
-        """Metrics on held-out pairs; "correct_matches" selects the best checkpoint."""
-
-    def load(self, path: str | Path, cfg: TrainConfig) -> torch.nn.Module:
-        """The network of a checkpoint or exported weights file, for --validate."""
-
-    def export_fields(self, checkpoint: dict) -> dict:
-        """Fields the exported weights file needs besides state_dict, model, step and note."""
-
-    # Optional: prepare(net, data, cfg) sets up the network of a new run (not a resumed one) before its first step.
-
-
-class AlikeTask:
-    """ALNet with the ALIKE losses (the functions above)."""
-
-    def build(self, cfg: TrainConfig) -> ALNet:
-        return ALNet(model_config(cfg.model))
-
-    losses = staticmethod(batch_losses)
-    validate = staticmethod(validate)
-
-    def load(self, path: str | Path, cfg: TrainConfig) -> ALNet:
-        return load_model(cfg.model, path)
-
-    def export_fields(self, checkpoint: dict) -> dict:
-        return {}
-
-
-def task_for(model: str) -> Task:
-    from .keynet import KeyNetTask  # these modules build on this one
-    from .mdnet import MdnetTask
-    from .residual import ResidualTask
-    from .unsuperpoint import UnsuperPointTask
-
-    tasks = {
-        RESIDUAL_MODEL: ResidualTask,
-        KEYNET_MODEL: KeyNetTask,
-        MDNET_MODEL: MdnetTask,
-        UNSUPERPOINT_MODEL: UnsuperPointTask,
-    }
-    return tasks.get(model, AlikeTask)()
 
 
 def append_csv(path: Path, row: dict[str, float]) -> None:

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model.unsuperpoint import UnsuperPoint, UnsuperPointConfig, load_unsuperpoint
+from ..model.unsuperpoint import MODEL_NAME, UnsuperPoint, UnsuperPointConfig, load_unsuperpoint
 from ..model.weights import saved_config
-from .trainer import TrainConfig, pair_metrics
+from .metrics import pair_metrics
+from .tasks import register
+from .train_config import TrainConfig
 from .unsuperpoint_losses import pair_losses
 
 
@@ -58,3 +60,6 @@ class UnsuperPointTask:
 
     def export_fields(self, checkpoint: dict) -> dict:
         return saved_config(checkpoint, "unsuperpoint", UnsuperPointConfig)
+
+
+register(UnsuperPointTask, MODEL_NAME)

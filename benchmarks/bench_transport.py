@@ -97,6 +97,7 @@ class Result:
     worst: str = ""  # the latest of its most severe diagnostics while the camera was publishing
     rss: list[tuple[float, float, int]] = field(default_factory=list)  # (s since start, MiB, missed so far), soak
     stages_ms: dict[str, float] = field(default_factory=dict)  # the node's p50 per stage, last status while publishing
+    fallbacks: int = 0  # frames matched globally although matching.search_radius > 0 (guided matching), over the run
 
     @property
     def sent(self) -> int:
@@ -197,6 +198,7 @@ def run_camera(
 ) -> Result:
     """One scenario: baseline counters, the camera's run, settled counters; RSS samples when `rss_every` > 0."""
     before = probe.settled(time.monotonic() - 5.0)
+    fallbacks_before = guided_fallbacks(probe.statuses_since(0.0)[-1][1])
     probe.reset_features()
     env = base_env()
     if scenario.profile:
@@ -234,7 +236,13 @@ def run_camera(
         describe(max(reversed(publishing), key=level_of)) if publishing else "",
         rss,
         stage_medians({kv.key: kv.value for kv in publishing[-1].values}) if publishing else {},
+        guided_fallbacks(probe.statuses_since(0.0)[-1][1]) - fallbacks_before,
     )
+
+
+def guided_fallbacks(status: DiagnosticStatus) -> int:
+    """The node's count of frames that guided matching sent back to global matching (0 where it predates it)."""
+    return int(next((kv.value for kv in status.values if kv.key == "matching.guided_fallbacks"), 0))
 
 
 NODE_STAGES = (*STAGES, END_TO_END)
@@ -342,6 +350,17 @@ def section(results: list[Result], soak: Result | None, args: argparse.Namespace
         ),
         "",
     ]
+    if any(r.fallbacks for r in results):
+        lines += [
+            "Guided matching's fallbacks to global matching (`matching.guided_fallbacks`): "
+            + "; ".join(
+                f"{r.scenario.size} @ {r.scenario.rate:g} Hz, {r.scenario.camera}: {r.fallbacks} of "
+                f"{r.counts['processed']} frames processed"
+                for r in results
+            )
+            + ".",
+            "",
+        ]
     lines += [
         "Where the time goes: the node's own median per stage over its diagnostics window (the last 300 frames "
         "processed while the camera ran), then the end-to-end median the probe measured across the processes; "
@@ -423,6 +442,7 @@ def main() -> int:
             results.append(run_camera(probe, node, scenario, args.seconds))
             print(row(results[-1]), file=sys.stderr, flush=True)
             print(f"  diagnostics: last {results[-1].last}; most severe {results[-1].worst}", file=sys.stderr)
+            print(f"  guided matching fallbacks: {results[-1].fallbacks}", file=sys.stderr)
         if args.soak_minutes > 0:
             print(f"soak: {args.soak_minutes:g} min ...", file=sys.stderr, flush=True)
             profile = args.soak_profile or args.soak_reliability == "best_effort"

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ["README.md", "TRAINING.md", "EVALUATION.md", "BENCHMARKS.md", "research/README.md"]
+DOCUMENTS = [
+    "README.md",
+    "TRAINING.md",
+    "EVALUATION.md",
+    "BENCHMARKS.md",
+    "research/README.md",
+    "research/history/training.md",
+    "research/history/evaluation.md",
+]
 LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
 # a repository path as the documents write it in commands and code spans; {a,b} is expanded as the shell does
 PATH = re.compile(

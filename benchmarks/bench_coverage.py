@@ -124,7 +124,7 @@ def main() -> int:
         "|---|---:|---|---|---:|---|---:|---:|---:|",
     ]
     print("\n".join(lines), flush=True)
-    for model in args.models.split(","):
+    for model in filter(None, args.models.split(",")):  # --models "": the cost alone
         for budget in map(int, args.budgets.split(",")):
             for selection in ("top", "grid"):
                 config = detector(budget, selection, args.cell)

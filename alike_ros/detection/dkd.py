@@ -38,7 +38,7 @@ class DetectorConfig:
         2000, "cap on the keypoints of one image, best kept, in either mode", range=(1, 100_000)
     )
     selection: str = setting(
-        "top",
+        "grid",
         "how the keypoint budget is spent: top, the strongest anywhere; grid, the best of every grid_cell cell "
         "first (an even quota), the rest of the budget to the strongest of the others",
         choices=SELECTIONS,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .install import shadowed_package
+
 COMMANDS = {
     "extract": ("alike_ros.cli.extract", "extract features from image files into .npz files"),
     "export": ("alike_ros.cli.export", "export the network as an ONNX graph (for onnxruntime, TensorRT)"),
@@ -20,19 +22,6 @@ def usage() -> str:
     lines = ["usage: python -m alike_ros COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
-
-
-def shadowed_package() -> str | None:
-    """Run from the parent folder of a clone named alike_ros, `alike_ros` is that folder as a namespace package:
-    the problem in one line, else None (checked before any command imports the rest of the package)."""
-    package = sys.modules.get("alike_ros")
-    if package is None or getattr(package, "__file__", None):
-        return None
-    folder = next(iter(getattr(package, "__path__", [])), "the repository")
-    return (
-        f"'alike_ros' was imported from {folder}, a folder without __init__.py (the repository, run from its "
-        f"parent folder): run from inside the repository or install the package: pip install -e {folder}"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from .detection.dkd import DetectorConfig, describe_dense, detect
 from .detection.selection import allowed_pixels, check_mask, inside_mask
 from .devices import checked_device
 from .export import GRAPH_RUNTIMES
+from .extractors import checked_detection
 from .features import Color, Features
 from .memory import keep_freed_memory
 from .model.sparse_head import Branches, SparseHeadALNet
@@ -211,10 +212,7 @@ class Extractor:
         self.device = checked_device(device, runtime, half, fast)
         self.runtime = runtime
         self.half = half
-        self.detector = detector or DetectorConfig()
-        self.detector.validate()
-        if max_side < 0:
-            raise ValueError(f"max_side must be >= 0, got {max_side}")
+        self.detector = checked_detection(detector, max_side)
         self.max_side = max_side
         self.fast = fast
         self.net = load_model(model, weights)

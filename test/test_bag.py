@@ -19,7 +19,7 @@ from alike_ros.bag.report import analyse, match_errors
 from alike_ros.bag.sample import SampleConfig, make_sample
 from alike_ros.bag.storage import BagError, open_bag, read_custom_data, write_bag
 from alike_ros.model.weights import bundled_weights_path
-from alike_ros.parameters import Settings, read_params
+from alike_ros.parameter_table import Settings, read_params
 from alike_ros.ros.conversions import ENCODINGS, image_to_array, to_grey8
 from alike_ros.ros.messages import decode_features, decode_matches, encode_matches, uint8_cosine_error_bound
 from alike_ros.scene import homography, load_photo

@@ -31,7 +31,7 @@ from alike_ros.bag.replay import replay  # noqa: E402
 from alike_ros.bag.report import analyse  # noqa: E402
 from alike_ros.bag.sample import SampleConfig, make_sample  # noqa: E402
 from alike_ros.bag.storage import open_bag  # noqa: E402
-from alike_ros.parameters import Settings  # noqa: E402
+from alike_ros.parameter_table import Settings  # noqa: E402
 from alike_ros.ros.messages import decode_features, decode_matches  # noqa: E402
 
 pytestmark = pytest.mark.ros

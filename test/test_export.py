@@ -14,7 +14,7 @@ import torch
 import yaml
 from conftest import REFERENCE, require
 
-from alike_ros import parameters
+from alike_ros import parameter_table
 from alike_ros.cli import export as export_cli
 from alike_ros.cli import extract
 from alike_ros.detection.dkd import DetectorConfig
@@ -178,20 +178,20 @@ def test_openvino_runs_float32_on_the_cpu_whatever_the_cpus_default(extractors):
 
 
 def test_runtime_is_declared_once_and_reaches_every_front_end(tmp_path):
-    spec = parameters.BY_NAME["runtime"].spec
+    spec = parameter_table.BY_NAME["runtime"].spec
     assert (spec.default, spec.choices) == ("torch", ("torch", "onnxruntime", "openvino"))
-    assert parameters.PIPELINE_FIELDS["runtime"] == "runtime" and PipelineConfig().runtime == "torch"
-    assert "runtime" in REBUILD_SETTINGS and "runtime" in parameters.MODEL_KEYS  # a change builds a new extractor
+    assert parameter_table.PIPELINE_FIELDS["runtime"] == "runtime" and PipelineConfig().runtime == "torch"
+    assert "runtime" in REBUILD_SETTINGS and "runtime" in parameter_table.MODEL_KEYS  # a change builds a new extractor
     assert yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]["runtime"] == "torch"
     with pytest.raises(ValueError, match="runtime must be one of torch, onnxruntime, openvino"):
-        parameters.validate({**parameters.DEFAULTS, "runtime": "tensorrt"})
+        parameter_table.validate({**parameter_table.DEFAULTS, "runtime": "tensorrt"})
     args = extract.parser().parse_args(["x.png", "--out", str(tmp_path), "--runtime", "onnxruntime"])
     assert args.runtime == "onnxruntime"
     option = next(a for a in extract.parser()._actions if "--runtime" in a.option_strings)
     assert tuple(option.choices) == ("torch", "onnxruntime", "openvino")
     params = tmp_path / "p.yaml"
     params.write_text("/**:\n  ros__parameters:\n    runtime: torch\n")
-    assert parameters.Settings.from_params(parameters.read_params(params)).pipeline.runtime == "torch"
+    assert parameter_table.Settings.from_params(parameter_table.read_params(params)).pipeline.runtime == "torch"
     with pytest.raises(ValueError, match="half precision needs runtime torch"):
         PipelineConfig(runtime="onnxruntime", half=True, device="cpu").validate()
     with pytest.raises(ValueError, match="fast=False needs runtime torch"):
@@ -202,7 +202,7 @@ def test_runtime_is_declared_once_and_reaches_every_front_end(tmp_path):
 def test_a_pipeline_built_from_the_node_parameters_runs_onnxruntime(tmp_path, textured_image):
     params = tmp_path / "p.yaml"
     params.write_text("/**:\n  ros__parameters:\n    runtime: onnxruntime\n    device: cpu\n    warmup_frames: 1\n")
-    config = parameters.Settings.from_params(parameters.read_params(params)).pipeline
+    config = parameter_table.Settings.from_params(parameter_table.read_params(params)).pipeline
     pipeline = FramePipeline(config)
     assert pipeline.extractor.graph is not None and pipeline.extractor.graph.providers == ["CPUExecutionProvider"]
     assert len(pipeline(textured_image, "rgb", 1).tracked.features) > 0
@@ -216,7 +216,7 @@ def test_without_its_package_a_runtime_is_refused_with_the_reason(
     monkeypatch.setitem(sys.modules, runtime, None)  # importing it now raises ImportError
     reason = f"runtime {runtime} needs the {runtime} package"
     with pytest.raises(ValueError, match=reason):
-        parameters.validate({**parameters.DEFAULTS, "runtime": runtime, "device": "cpu"})
+        parameter_table.validate({**parameter_table.DEFAULTS, "runtime": runtime, "device": "cpu"})
     with pytest.raises(ValueError, match=reason):
         Extractor("alike-t", None, "cpu", runtime=runtime)
     cv2.imwrite(str(tmp_path / "x.png"), textured_image)

@@ -11,7 +11,7 @@ from rclpy.serialization import serialize_message  # noqa: E402
 from sensor_msgs.msg import PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from alike_ros import parameters  # noqa: E402
+from alike_ros import parameter_table  # noqa: E402
 from alike_ros.extractor import Features  # noqa: E402
 from alike_ros.matching.matcher import Matches  # noqa: E402
 from alike_ros.matching.tracker import TrackedFrame  # noqa: E402
@@ -23,7 +23,7 @@ from alike_ros.ros.messages import (  # noqa: E402
     to_point_cloud,
     uint8_cosine_error_bound,
 )
-from alike_ros.ros.params import descriptor  # noqa: E402
+from alike_ros.ros.parameter_descriptors import descriptor  # noqa: E402
 
 RNG = np.random.default_rng(11)
 
@@ -157,11 +157,11 @@ def test_uint8_shrinks_the_message_as_the_layout_says(dim: int):
 
 
 def test_the_parameter_is_validated_and_live():
-    param = parameters.BY_NAME["output.descriptor_type"]
+    param = parameter_table.BY_NAME["output.descriptor_type"]
     assert param.default == "float32" and param.spec.choices == ("float32", "uint8") and not param.read_only
     assert "uint8" in descriptor(param).additional_constraints
-    parameters.validate({**parameters.DEFAULTS, "output.descriptor_type": "uint8"})
+    parameter_table.validate({**parameter_table.DEFAULTS, "output.descriptor_type": "uint8"})
     with pytest.raises(ValueError, match=r"output.descriptor_type must be one of float32, uint8; got 'float16'"):
-        parameters.validate({**parameters.DEFAULTS, "output.descriptor_type": "float16"})
+        parameter_table.validate({**parameter_table.DEFAULTS, "output.descriptor_type": "float16"})
     # applies from the next frame: neither a model reload nor a new subscription
-    assert "output.descriptor_type" not in parameters.MODEL_KEYS | parameters.INPUT_KEYS
+    assert "output.descriptor_type" not in parameter_table.MODEL_KEYS | parameter_table.INPUT_KEYS

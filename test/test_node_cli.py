@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("rclpy", reason="the node needs rclpy")
 
-from alike_ros import parameters  # noqa: E402
+from alike_ros import parameter_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAIN = 90 + os.getpid() % 30  # 90..119, like the ros2 CLI test: a node started here never meets another test's
@@ -42,7 +42,7 @@ def finished(*args: str) -> tuple[int, str]:
 def test_help_lists_every_parameter_and_starts_nothing(flag):
     code, output = finished(flag)
     assert code == 0 and "usage:" in output
-    assert all(name in output for name in parameters.BY_NAME)
+    assert all(name in output for name in parameter_table.BY_NAME)
     assert "Fast DDS" not in output  # nothing was started
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import make_textured_image
 
-from alike_ros import parameters
+from alike_ros import parameter_table
 from alike_ros.config import settings_of
 from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.matching.matcher import MatcherConfig
@@ -133,17 +133,17 @@ def test_threads_apply_at_build_and_on_reconfigure(pipeline_config):
 
 def test_every_parameter_default_and_range_comes_from_one_declaration():
     pipeline = settings_of(PipelineConfig)
-    for name, field in parameters.PIPELINE_FIELDS.items():
-        assert parameters.BY_NAME[name].spec is pipeline[field]
+    for name, field in parameter_table.PIPELINE_FIELDS.items():
+        assert parameter_table.BY_NAME[name].spec is pipeline[field]
     for prefix, config in (("detector.", DetectorConfig), ("matching.", MatcherConfig)):
         for name, spec in settings_of(config).items():
-            assert parameters.BY_NAME[prefix + name].spec is spec
+            assert parameter_table.BY_NAME[prefix + name].spec is spec
     # every field of the core configs is a declared setting or a nested config
     nested = {"detector", "matcher"}
     for config in (PipelineConfig, DetectorConfig, MatcherConfig):
         assert {f.name for f in fields(config)} - nested == set(settings_of(config))
     # the defaults of the table are those of the configs
-    assert parameters.pipeline_config(parameters.DEFAULTS) == PipelineConfig()
+    assert parameter_table.pipeline_config(parameter_table.DEFAULTS) == PipelineConfig()
 
 
 def test_out_of_range_values_are_refused_by_the_core_configs():
@@ -159,13 +159,13 @@ def test_out_of_range_values_are_refused_by_the_core_configs():
         PipelineConfig(model="alike-q").validate()
     DetectorConfig(score_threshold=0).validate()  # an int where a float is declared is fine from Python
     with pytest.raises(ValueError, match="must be a float"):  # but not as a parameter, as with rclpy
-        parameters.validate({**parameters.DEFAULTS, "detector.score_threshold": 0})
+        parameter_table.validate({**parameter_table.DEFAULTS, "detector.score_threshold": 0})
 
 
 def test_a_params_file_without_values_gives_the_declared_defaults(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("/**:\n  ros__parameters:\n    model: alike-t\n")
-    assert parameters.Settings.from_params(parameters.read_params(path)).pipeline == PipelineConfig()
+    assert parameter_table.Settings.from_params(parameter_table.read_params(path)).pipeline == PipelineConfig()
 
 
 def test_the_extract_command_line_takes_its_options_from_the_core_configs(tmp_path, capsys):

@@ -14,7 +14,7 @@ pytest.importorskip("rclpy", reason="the node's modules use ROS message types")
 from sensor_msgs.msg import CameraInfo  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from alike_ros import parameters  # noqa: E402
+from alike_ros import parameter_table  # noqa: E402
 from alike_ros.drawing import draw_tracks, track_colours  # noqa: E402
 from alike_ros.extractor import Features  # noqa: E402
 from alike_ros.matching.matcher import Matches  # noqa: E402
@@ -28,9 +28,10 @@ from alike_ros.monitoring import (  # noqa: E402
     assess,
     transport_cause,
 )  # noqa: E402
-from alike_ros.ros import params  # noqa: E402
+from alike_ros.ros import qos  # noqa: E402
 from alike_ros.ros.diagnostics import stage_medians, to_status  # noqa: E402
 from alike_ros.ros.mailbox import Mailboxes  # noqa: E402
+from alike_ros.ros.parameter_descriptors import descriptor  # noqa: E402
 from alike_ros.ros.stereo import LEFT, RIGHT, StampPairing, StereoGeometry  # noqa: E402
 from alike_ros.ros.vins import LAYOUTS, CameraModel, encode_vins  # noqa: E402
 
@@ -40,20 +41,20 @@ MS = 1_000_000  # nanoseconds
 
 def test_config_file_holds_every_parameter_with_its_default_and_a_comment():
     values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
-    assert values == parameters.DEFAULTS
+    assert values == parameter_table.DEFAULTS
     lines = CONFIG.read_text().splitlines()
-    for name in parameters.DEFAULTS:
+    for name in parameter_table.DEFAULTS:
         row = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{name}:"))
         assert any(line.strip().startswith("#") for line in lines[max(0, row - 4) : row]), f"{name} has no comment"
 
 
 def test_defaults_are_valid_and_descriptors_carry_ranges():
-    parameters.validate(dict(parameters.DEFAULTS))
-    desc = params.descriptor(parameters.BY_NAME["detector.window_size"])
+    parameter_table.validate(dict(parameter_table.DEFAULTS))
+    desc = descriptor(parameter_table.BY_NAME["detector.window_size"])
     assert (desc.integer_range[0].from_value, desc.integer_range[0].to_value, desc.integer_range[0].step) == (3, 31, 2)
-    assert params.descriptor(parameters.BY_NAME["detector.score_threshold"]).floating_point_range[0].to_value == 1.0
-    assert "one of" in params.descriptor(parameters.BY_NAME["model"]).additional_constraints
-    assert all(p.spec.help for p in parameters.PARAMETERS)
+    assert descriptor(parameter_table.BY_NAME["detector.score_threshold"]).floating_point_range[0].to_value == 1.0
+    assert "one of" in descriptor(parameter_table.BY_NAME["model"]).additional_constraints
+    assert all(p.spec.help for p in parameter_table.PARAMETERS)
 
 
 @pytest.mark.parametrize(
@@ -78,13 +79,13 @@ def test_defaults_are_valid_and_descriptors_carry_ranges():
 )
 def test_validate_names_the_reason(name, value, reason):
     with pytest.raises(ValueError, match=reason):
-        parameters.validate({**parameters.DEFAULTS, name: value})
+        parameter_table.validate({**parameter_table.DEFAULTS, name: value})
 
 
 def test_half_precision_needs_cuda():
     # device pinned to cpu: with `auto`, a machine with CUDA would rightly accept half precision
     with pytest.raises(ValueError, match="half precision needs a CUDA device"):
-        parameters.validate({**parameters.DEFAULTS, "device": "cpu", "half": True})
+        parameter_table.validate({**parameter_table.DEFAULTS, "device": "cpu", "half": True})
 
 
 def test_mailboxes_keep_only_the_newest_frame_of_each_camera():
@@ -197,7 +198,7 @@ def test_statistics_and_levels():
     ],
 )
 def test_input_reliability_follows_the_publishers(setting, offered, chosen):
-    assert params.input_reliability(setting, offered) == chosen
+    assert qos.input_reliability(setting, offered) == chosen
 
 
 def test_missed_and_stale_frames_name_the_cause_and_the_fix():
@@ -368,10 +369,10 @@ def test_stereo_geometry_from_camera_info():
 
 
 def test_a_bad_right_pose_is_rejected_with_the_reason():
-    values = {**parameters.DEFAULTS, "stereo.right_pose": "0.1 0 0"}
+    values = {**parameter_table.DEFAULTS, "stereo.right_pose": "0.1 0 0"}
     with pytest.raises(ValueError, match="right_pose"):
-        parameters.validate(values)
-    parameters.validate({**values, "stereo.right_pose": "0.1 0 0 0 0 0 1"})
+        parameter_table.validate(values)
+    parameter_table.validate({**values, "stereo.right_pose": "0.1 0 0 0 0 0 1"})
 
 
 @pytest.mark.parametrize(
@@ -380,9 +381,9 @@ def test_a_bad_right_pose_is_rejected_with_the_reason():
      ("left", "LEFT:RIGHT")],
 )  # fmt: skip
 def test_bad_stereo_pairs_are_rejected_with_the_reason(pairs, reason):
-    values = {**parameters.DEFAULTS, "cameras": "left,right,rear", "stereo.pairs": pairs}
+    values = {**parameter_table.DEFAULTS, "cameras": "left,right,rear", "stereo.pairs": pairs}
     with pytest.raises(ValueError, match=reason):
-        parameters.validate(values)
-    parameters.validate({**values, "stereo.pairs": "left:right"})
+        parameter_table.validate(values)
+    parameter_table.validate({**values, "stereo.pairs": "left:right"})
     with pytest.raises(ValueError, match="min_disparity"):
-        parameters.validate({**values, "stereo.pairs": "left:right", "stereo.min_disparity": 300.0})
+        parameter_table.validate({**values, "stereo.pairs": "left:right", "stereo.min_disparity": 300.0})

@@ -21,7 +21,7 @@ from alike_ros.bag.sample import SampleConfig, make_sample
 from alike_ros.cli import extract as extract_cli
 from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.detection.selection import allowed_pixels, best_first, inside_mask, load_mask, ranked, spread
-from alike_ros.parameters import Settings, validate
+from alike_ros.parameter_table import Settings, validate
 from alike_ros.pipeline import FramePipeline, PipelineConfig
 from alike_ros.ros.messages import decode_features
 

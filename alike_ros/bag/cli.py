@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             images = "jpeg" if args.compressed else args.encoding
             print(f"wrote {path} ({args.frames} frames x {cameras}, {images}, {args.storage})")
         elif args.command == "process":
-            from ..parameters import Settings, read_params
+            from ..parameter_table import Settings, read_params
             from .process import process_bag
 
             params = read_params(args.params) if args.params else {}

@@ -34,7 +34,7 @@ from ..features import Features
 from ..latency import LatencySummary
 from ..monitoring import timed_ms
 from ..overlap import WriteBehind, read_ahead
-from ..parameters import Settings, camera_values, pipeline_config, stereo_config
+from ..parameter_table import Settings, camera_values, pipeline_config, stereo_config
 from ..pipeline import FramePipeline
 from ..ros.conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8, to_grey8
 from ..ros.messages import encode_features, encode_matches, encode_stereo_matches

@@ -4,8 +4,9 @@ Each module of this package registers its model names with `register` when it is
 them all. The node's `model` parameter, `extract`, `bag process` and `evaluate` take their choices from
 `names()` and build through `build`, so adding an extractor is one new module here and nothing else.
 
-This module is the registry alone and sits low: it needs the result type (`features`), the device rules
-(`devices`) and the detector's settings, never an extractor. The families (the modules beside it) build on the
+This module is the registry and sits low: it needs the result type (`features`), the device rules
+(`devices`) and the detector's settings, never an extractor; it holds the one check of the detector settings
+and `max_side` every extractor makes (`checked_detection`). The families (the modules beside it) build on the
 extractor and the weights loading and register into it; the weights loading asks it only whether a name is known.
 """
 
@@ -93,6 +94,16 @@ def registration(name: str) -> Registration:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_REGISTRY)}") from None
 
 
+def checked_detection(detector: DetectorConfig | None, max_side: int) -> DetectorConfig:
+    """The detector settings (None: the defaults) once they and the downscaling `max_side` are valid, as every
+    extractor checks them (`Extractor` and the families alike); a ValueError naming the first bad one."""
+    detector = detector or DetectorConfig()
+    detector.validate()
+    if max_side < 0:
+        raise ValueError(f"max_side must be >= 0, got {max_side}")
+    return detector
+
+
 def torch_float32(name: str, options: Options) -> tuple[torch.device, DetectorConfig, int]:
     """(device, detector, max_side) of a model that runs in torch in float32 only; a ValueError naming what it
     cannot do for any other option."""
@@ -100,11 +111,7 @@ def torch_float32(name: str, options: Options) -> tuple[torch.device, DetectorCo
         raise ValueError(f"{name} runs with runtime torch only, not {options.runtime}")
     if options.half:
         raise ValueError(f"{name} runs in float32 only (half: false)")
-    if options.max_side < 0:
-        raise ValueError(f"max_side must be >= 0, got {options.max_side}")
-    detector = options.detector or DetectorConfig()
-    detector.validate()
-    return resolve_device(options.device), detector, options.max_side
+    return resolve_device(options.device), checked_detection(options.detector, options.max_side), options.max_side
 
 
 def build(name: str, options: Options | None = None) -> FeatureExtractor:

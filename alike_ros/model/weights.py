@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..install import shadowed_package
 from .alnet import ALNet, model_config
 
 
@@ -19,9 +20,7 @@ class WeightsError(RuntimeError):
 
 def bundled_weights_path(model: str) -> Path:
     """Where the package keeps the weights the project trained for `model` (the file may not exist)."""
-    from ..__main__ import shadowed_package  # a clone run from its parent folder: say so, not "no weights"
-
-    if problem := shadowed_package():
+    if problem := shadowed_package():  # a clone run from its parent folder: say so, not "no weights"
         raise WeightsError(problem)
     # the registry alone (the extractor families load on first use), imported after that check: from the clone's
     # parent folder, its imports would fail on the repository's config/ folder before saying why

@@ -34,14 +34,14 @@ from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 from std_msgs.msg import Header
 
-from .. import parameters
+from .. import parameter_table
 from ..features import Features
 from ..model.weights import WeightsError
 from ..monitoring import Snapshot
 from ..pipeline import FramePipeline, PipelineConfig, batch_pays, extract_in_batches
-from . import params
 from .fastdds import camera_setting, profile_in_effect, use_large_data_profile
 from .mailbox import Mailboxes
+from .parameter_descriptors import descriptor
 from .stereo import LEFT, RIGHT, StereoRig
 from .stream import CameraStream, Converted
 
@@ -53,22 +53,22 @@ class ExtractorNode(Node):
     def __init__(self, **kwargs: Any):
         self._workers: list[threading.Thread] = []  # destroy_node may run on a half-built node
         super().__init__(NODE_NAME, **kwargs)
-        for p in parameters.PARAMETERS:
-            self.declare_parameter(p.name, p.default, params.descriptor(p))
-        names = parameters.camera_names(self.get_parameter("cameras").value)
-        own = parameters.camera_parameters(names)  # each camera's overrides, declared once its name is known
+        for p in parameter_table.PARAMETERS:
+            self.declare_parameter(p.name, p.default, descriptor(p))
+        names = parameter_table.camera_names(self.get_parameter("cameras").value)
+        own = parameter_table.camera_parameters(names)  # each camera's overrides, declared once its name is known
         for p in own:
-            self.declare_parameter(p.name, p.default, params.descriptor(p))
-        self._names = {p.name for p in (*parameters.PARAMETERS, *own)}
+            self.declare_parameter(p.name, p.default, descriptor(p))
+        self._names = {p.name for p in (*parameter_table.PARAMETERS, *own)}
         self._values = {name: self.get_parameter(name).value for name in self._names}
-        parameters.validate(self._values)  # a bad params file stops the node here, with the reason
+        parameter_table.validate(self._values)  # a bad params file stops the node here, with the reason
         first = FramePipeline(self._config(self._values, names[0]))
         self.get_logger().info(
             f"{self._values['model']} on {first.extractor.device}, warmed up with "
             f"{self._values['warmup_frames']} frame(s) at {self._values['warmup_sizes']}"
             + (f", for cameras {', '.join(names)}" if names != [""] else "")
         )
-        pairs = parameters.stereo_pairs(self._values["stereo.pairs"], names)
+        pairs = parameter_table.stereo_pairs(self._values["stereo.pairs"], names)
         paired = {name for pair in pairs for name in pair}
         # What the worker serves in turn: each camera on its own, and each stereo pair as one
         self._inbox: Mailboxes[Any] = Mailboxes([n for n in names if n not in paired] + [f"{a}:{b}" for a, b in pairs])
@@ -78,7 +78,7 @@ class ExtractorNode(Node):
                 self,
                 name,
                 self._sharing(first, i, self._config(self._values, name)),
-                parameters.camera_values(self._values, name),
+                parameter_table.camera_values(self._values, name),
                 partial(self._inbox.put, name),
                 setting,
                 in_effect,
@@ -113,7 +113,7 @@ class ExtractorNode(Node):
 
     @staticmethod
     def _config(values: dict[str, Any], camera: str) -> PipelineConfig:
-        return parameters.pipeline_config(parameters.camera_values(values, camera))
+        return parameter_table.pipeline_config(parameter_table.camera_values(values, camera))
 
     @staticmethod
     def _sharing(first: FramePipeline, index: int, config: PipelineConfig) -> FramePipeline:
@@ -190,7 +190,7 @@ class ExtractorNode(Node):
             return SetParametersResult(successful=True)
         values = {**self._values, **mine}
         try:
-            parameters.validate(values)
+            parameter_table.validate(values)
             self._apply(values, set(mine))
         except (ValueError, WeightsError) as exc:
             self.get_logger().warning(f"rejected parameter change {mine}: {exc}")
@@ -201,7 +201,7 @@ class ExtractorNode(Node):
         """Make `values` current; raises (and changes nothing) when a new model cannot be loaded."""
         configs = {name: self._config(values, name) for name in self.streams}
         streams = list(self.streams.values())
-        if changed & parameters.MODEL_KEYS:
+        if changed & parameter_table.MODEL_KEYS:
             self.get_logger().info(f"loading {values['model']} on {values['device']} ...")
             first = FramePipeline(configs[streams[0].name])  # beside the running one, which serves frames meanwhile
             pipelines = [self._sharing(first, i, configs[stream.name]) for i, stream in enumerate(streams)]
@@ -212,8 +212,8 @@ class ExtractorNode(Node):
                 stream.pipeline.reconfigure(configs[stream.name])
         self._values = values
         for stream, pipeline in zip(streams, pipelines, strict=True):
-            camera_values = parameters.camera_values(values, stream.name)
-            stream.apply(camera_values, parameters.camera_changes(changed, stream.name), pipeline)
+            camera_values = parameter_table.camera_values(values, stream.name)
+            stream.apply(camera_values, parameter_table.camera_changes(changed, stream.name), pipeline)
         for rig in self.rigs.values():
             rig.apply(values)
         if "diagnostics.period" in changed:
@@ -245,7 +245,7 @@ def _interrupt_once() -> Callable[[int, FrameType | None], None]:
 
 
 def parser() -> argparse.ArgumentParser:
-    table = "\n".join(f"  {p.name} (default {p.default!r}): {p.spec.help}" for p in parameters.PARAMETERS)
+    table = "\n".join(f"  {p.name} (default {p.default!r}): {p.spec.help}" for p in parameter_table.PARAMETERS)
     return argparse.ArgumentParser(
         prog="ros2 run alike_ros extractor",
         description="The ALIKE extractor node: images in; features, matches, a debug image and /diagnostics out.",
@@ -254,7 +254,7 @@ def parser() -> argparse.ArgumentParser:
         + "\nPer camera of `cameras` (a name's / as .):\n"
         + "\n".join(
             f"  CAMERA.{key} (default {spec.default!r}): {spec.help}"
-            for key, spec in parameters.CAMERA_OVERRIDES.items()
+            for key, spec in parameter_table.CAMERA_OVERRIDES.items()
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -30,7 +30,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, PointCloud2
 from std_msgs.msg import Header
 
-from .. import parameters
+from .. import parameter_table
 from ..features import Features
 from ..matching.matcher import MatcherConfig
 from ..matching.stereo import (
@@ -43,7 +43,7 @@ from ..matching.stereo import (
     right_from_left,
 )
 from ..pipeline import batch_pays, extract_in_batches
-from . import params
+from . import qos
 from .conversions import to_grey8
 from .messages import encode_stereo_matches
 from .vins import encode_vins_stereo
@@ -195,7 +195,7 @@ class StereoRig:
         self.batched = False  # True: batch the two frames on any device (tests; on CUDA they are batched anyway)
         self.apply(values)
         self.pairs_matched = 0
-        out_qos = params.qos_profile(values["output.qos.reliability"], values["output.qos.depth"])
+        out_qos = qos.profile(values["output.qos.reliability"], values["output.qos.depth"])
         self.matches_pub = node.create_publisher(PointCloud2, left.topic("stereo_matches"), out_qos)
         for side, stream in ((LEFT, left), (RIGHT, right)):
             node.create_subscription(CameraInfo, stream.topic("camera_info"), self._info_callback(side), 10)
@@ -221,7 +221,7 @@ class StereoRig:
 
     def apply(self, values: dict[str, Any]) -> None:
         """Make `values` current (the settings are derived here, once per change, not per pair)."""
-        self._values, self._config = values, parameters.stereo_config(values)
+        self._values, self._config = values, parameter_table.stereo_config(values)
         self._pairing.max_skew_ns = round(values["stereo.max_skew"] * 1e9)
         self.geometry = StereoGeometry.from_camera_infos(*self._infos, self._config.right_pose)
 

@@ -22,12 +22,12 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud, PointCloud2
 from std_msgs.msg import Header
 
-from .. import parameters
+from .. import parameter_table
 from ..drawing import draw_tracks
 from ..features import Features
 from ..monitoring import SequenceGaps, Snapshot, Statistics, assess, transport_cause
 from ..pipeline import FramePipeline, FrameResult
-from . import params
+from . import qos
 from .conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8
 from .diagnostics import to_status
 from .messages import encode_features, encode_matches
@@ -83,7 +83,7 @@ class CameraStream:
         self._camera_setting, self._profile_in_effect = camera_setting, profile_in_effect
         self._logger = node.get_logger()
         self.stats = Statistics(values["diagnostics.window"], node.get_clock().now().nanoseconds)
-        out_qos = params.qos_profile(values["output.qos.reliability"], values["output.qos.depth"])
+        out_qos = qos.profile(values["output.qos.reliability"], values["output.qos.depth"])
         self.features_pub = node.create_publisher(PointCloud2, self.topic("features"), out_qos)
         self.matches_pub = node.create_publisher(PointCloud2, self.topic("matches"), out_qos)
         self.debug_pub = node.create_publisher(Image, self.topic("debug_image"), out_qos)
@@ -128,12 +128,14 @@ class CameraStream:
                 self.node.destroy_subscription(self.image_sub)
             msg_type, topic = self._input_topic()
             offered = self.offered_reliability()
-            self._input_reliability = params.input_reliability(self._values["input.qos.reliability"], offered)
-            qos = params.qos_profile(self._input_reliability, self._values["input.qos.depth"])
+            self._input_reliability = qos.input_reliability(self._values["input.qos.reliability"], offered)
+            profile = qos.profile(self._input_reliability, self._values["input.qos.depth"])
             events = SubscriptionEventCallbacks(
                 matched=lambda _: self.review_input_qos(), incompatible_qos=lambda _: self.review_input_qos()
             )
-            self.image_sub = self.node.create_subscription(msg_type, topic, self._on_image, qos, event_callbacks=events)
+            self.image_sub = self.node.create_subscription(
+                msg_type, topic, self._on_image, profile, event_callbacks=events
+            )
         self._logger.info(
             f"subscribed to {topic} ({self._input_reliability}, keep last {self._values['input.qos.depth']}; "
             f"publishers offer: {', '.join(offered) or 'none yet'})"
@@ -150,7 +152,7 @@ class CameraStream:
             self._publisher_count = len(offered)
             self._last_offered = offered or self._last_offered
             auto = self._values["input.qos.reliability"] == "auto"
-            if auto and params.input_reliability("auto", offered) != self._input_reliability:
+            if auto and qos.input_reliability("auto", offered) != self._input_reliability:
                 self.subscribe_input()
 
     @property
@@ -161,7 +163,7 @@ class CameraStream:
     def configure_vins(self) -> None:
         enabled = self._values["output.vins_layout"] != "none"
         if enabled and self.vins_pub is None:
-            out_qos = params.qos_profile(self._values["output.qos.reliability"], self._values["output.qos.depth"])
+            out_qos = qos.profile(self._values["output.qos.reliability"], self._values["output.qos.depth"])
             self.vins_pub = self.node.create_publisher(PointCloud, self.topic("features_vins"), out_qos)
             self.camera_info_sub = self.node.create_subscription(
                 CameraInfo, self.topic("camera_info"), self._on_camera_info, 10
@@ -265,7 +267,7 @@ class CameraStream:
     def apply(self, values: dict[str, Any], changed: set[str], pipeline: FramePipeline) -> None:
         """Make `values` current, with `pipeline` (a new one after a model change, else the same reconfigured)."""
         self.pipeline, self._values = pipeline, values
-        if changed & parameters.INPUT_KEYS:
+        if changed & parameter_table.INPUT_KEYS:
             self.subscribe_input()
         if "output.vins_layout" in changed:
             self.configure_vins()

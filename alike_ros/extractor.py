@@ -13,11 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .detection.dkd import DetectorConfig, describe_dense, detect
+from .detection.dkd import DetectorConfig, checked_detection, describe_dense, detect
 from .detection.selection import allowed_pixels, check_mask, inside_mask
 from .devices import checked_device
 from .export import GRAPH_RUNTIMES
-from .extractors import checked_detection
 from .features import Color, Features
 from .memory import keep_freed_memory
 from .model.sparse_head import Branches, SparseHeadALNet

@@ -71,6 +71,16 @@ class DetectorConfig:
         return cls(top_k=k, score_threshold=0.0, max_keypoints=k, selection="top", **settings)
 
 
+def checked_detection(detector: DetectorConfig | None, max_side: int) -> DetectorConfig:
+    """The detector settings (None: the defaults) once they and the downscaling `max_side` are valid, as every
+    extractor checks them (`Extractor` and the families alike); a ValueError naming the first bad one."""
+    detector = detector or DetectorConfig()
+    detector.validate()
+    if max_side < 0:
+        raise ValueError(f"max_side must be >= 0, got {max_side}")
+    return detector
+
+
 def max_filter(x: torch.Tensor, window: int) -> torch.Tensor:
     """Max over the window x window neighbourhood of each pixel of an H x W map; borders never win."""
     if x.device.type == "cpu":

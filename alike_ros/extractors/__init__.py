@@ -5,8 +5,8 @@ them all. The node's `model` parameter, `extract`, `bag process` and `evaluate` 
 `names()` and build through `build`, so adding an extractor is one new module here and nothing else.
 
 This module is the registry and sits low: it needs the result type (`features`), the device rules
-(`devices`) and the detector's settings, never an extractor; it holds the one check of the detector settings
-and `max_side` every extractor makes (`checked_detection`). The families (the modules beside it) build on the
+(`devices`) and the detector's settings (with `detection.dkd.checked_detection`, the one check of them and of
+`max_side` every extractor makes), never an extractor. The families (the modules beside it) build on the
 extractor and the weights loading and register into it; the weights loading asks it only whether a name is known.
 """
 
@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..detection.dkd import DetectorConfig
+from ..detection.dkd import DetectorConfig, checked_detection
 from ..devices import resolve_device
 from ..features import Color, Features
 from ..memory import keep_freed_memory
@@ -92,16 +92,6 @@ def registration(name: str) -> Registration:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_REGISTRY)}") from None
-
-
-def checked_detection(detector: DetectorConfig | None, max_side: int) -> DetectorConfig:
-    """The detector settings (None: the defaults) once they and the downscaling `max_side` are valid, as every
-    extractor checks them (`Extractor` and the families alike); a ValueError naming the first bad one."""
-    detector = detector or DetectorConfig()
-    detector.validate()
-    if max_side < 0:
-        raise ValueError(f"max_side must be >= 0, got {max_side}")
-    return detector
 
 
 def torch_float32(name: str, options: Options) -> tuple[torch.device, DetectorConfig, int]:

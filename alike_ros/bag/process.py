@@ -8,7 +8,8 @@ image that cannot be used (bad encoding, inconsistent size, undecodable) is skip
 Stereo pairs (LEFT:RIGHT namespaces) are paired by stamp as in the node (`stereo.max_skew`) and matched left to
 right (`ros.stereo.match_pair`, with the geometry of the pair's `NS/camera_info` topics when the bag has them) into
 `LEFT/stereo_matches`, written at the bag timestamp of the frame that completed the pair; frames that never pair are
-counted as unpaired.
+counted as unpaired. On CUDA the frames of several cameras (one each, in bag order) go through the network as one
+batch, as the node batches its cameras' frames; outputs are written in the input's order either way.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from std_msgs.msg import Header
 from tqdm import tqdm
 
 from ..drawing import draw_tracks
-from ..features import Features
+from ..features import Color, Features
 from ..latency import LatencySummary
 from ..monitoring import timed_ms
 from ..overlap import WriteBehind, read_ahead
 from ..parameter_table import Settings, camera_values, pipeline_config, stereo_config
-from ..pipeline import FramePipeline
+from ..pipeline import FramePipeline, batch_pays, extract_in_batches
 from ..ros.conversions import array_to_image, compressed_to_array, image_to_array, to_bgr8, to_grey8
 from ..ros.messages import encode_features, encode_matches, encode_stereo_matches
 from ..ros.stereo import LEFT, RIGHT, StampPairing, StereoGeometry, match_pair
@@ -105,6 +106,15 @@ def namespace_pairs(pairs: list[str], namespaces: list[str]) -> list[tuple[str, 
     if twice := sorted({ns for ns in used if used.count(ns) > 1}):
         raise BagError(f"stereo pairs: {', '.join(twice)} in more than one pair")
     return found
+
+
+@dataclass
+class Decoded:
+    """An image message's pixels."""
+
+    image: np.ndarray
+    color: Color
+    conversion_ms: float
 
 
 @dataclass
@@ -247,10 +257,9 @@ class Processor:
         self._first = self._first or pipeline
         return Camera(topic, namespace, pipeline)
 
-    def __call__(self, cam: Camera, msg: Image | CompressedImage | Exception, index: int) -> ProcessedFrame | None:
-        """Message `index` of the bag (1-based), one image through its camera: its output messages by name (features,
-        matches, debug_image) and what a stereo pair needs; None when it is skipped. An exception in place of the
-        message is the reason it did not deserialise."""
+    def decode(self, cam: Camera, msg: Image | CompressedImage | Exception, index: int) -> Decoded | None:
+        """Message `index` of the bag (1-based) as its camera's pixels; None, counted and named, when it has none (an
+        exception in place of the message is the reason it did not deserialise)."""
         cam.frames += 1
         if isinstance(msg, Exception):
             cam.skipped["bad message"] += 1
@@ -259,12 +268,25 @@ class Processor:
         start = time.perf_counter()
         try:
             image, color = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
-            conversion = (time.perf_counter() - start) * 1e3
-            result = cam.pipeline(image, color, _stamp_ns(msg.header.stamp))
         except ValueError as exc:
-            cam.skipped["bad image"] += 1
-            tqdm.write(f"warning: {cam.topic}: skipped frame at {_stamp_ns(msg.header.stamp)} ns: {exc}")
-            return None
+            return self._skip(cam, msg, exc)
+        return Decoded(image, color, (time.perf_counter() - start) * 1e3)
+
+    @staticmethod
+    def _skip(cam: Camera, msg: Image | CompressedImage, exc: ValueError) -> None:
+        cam.skipped["bad image"] += 1
+        tqdm.write(f"warning: {cam.topic}: skipped frame at {_stamp_ns(msg.header.stamp)} ns: {exc}")
+
+    def __call__(
+        self, cam: Camera, msg: Image | CompressedImage, decoded: Decoded, features: Features | None = None
+    ) -> ProcessedFrame | None:
+        """One decoded image through its camera (`features`: already extracted, in a batch): its output messages by
+        name (features, matches, debug_image) and what a stereo pair needs; None when it is skipped."""
+        image, color = decoded.image, decoded.color
+        try:
+            result = cam.pipeline(image, color, _stamp_ns(msg.header.stamp), features)
+        except ValueError as exc:
+            return self._skip(cam, msg, exc)
         if result.reset:
             cam.resets[result.reset] += 1
         frame = result.tracked
@@ -274,7 +296,7 @@ class Processor:
             out["matches"] = encode_matches(msg.header, result.previous_stamp_ns, frame)
         if self.debug_image:
             out["debug_image"] = array_to_image(draw_tracks(to_bgr8(image, color), frame), "bgr8", msg.header)
-        for stage, ms in {"conversion": conversion, **result.timings}.items():
+        for stage, ms in {"conversion": decoded.conversion_ms, **result.timings}.items():
             cam.timings.setdefault(stage, []).append(ms)
         cam.processed += 1
         grey = to_grey8(image, color) if cam.stereo else None
@@ -339,10 +361,12 @@ def process_bag(
                     if isinstance(target, str) or target in targets:
                         bag.write(target if isinstance(target, str) else targets[target], timestamp, message)
 
-        def outputs(topic: str, timestamp: int, msg: Any, index: int) -> list[tuple[int | str, int, Any]]:
-            """An image message through its camera (and its stereo pair): the messages to write, by topic."""
+        def outputs(
+            topic: str, timestamp: int, msg: Any, decoded: Decoded | None, features: Features | None
+        ) -> list[tuple[int | str, int, Any]]:
+            """A decoded image message through its camera (and its stereo pair): the messages to write, by topic."""
             cam = cameras[topic]
-            if (frame := processor(cam, msg, index)) is None:
+            if decoded is None or (frame := processor(cam, msg, decoded, features)) is None:
                 return []
             found = [(output_topic(cam.namespace, name), timestamp, m) for name, m in frame.outputs.items()]
             if topic in sides and (matches := sides[topic][0].offer(sides[topic][1], frame)) is not None:
@@ -361,23 +385,47 @@ def process_bag(
         with WriteBehind(lambda: write_bag(out, storage or storage_of(inp), overwrite, custom_data)) as behind:
             behind.submit(start_output)
             messages = read_ahead(partial(read_messages, inp, set(cameras), io["read"]))
+            pending: list[tuple[Connection, int, bytes, Any, int]] = []  # in bag order, up to one image per camera
+
+            def flush() -> None:
+                """The pending messages in order, their images (one per camera) through the network as one batch where
+                that pays (`pipeline.batch_pays`: CUDA), as the node batches its cameras' frames."""
+                images = [i for i, (conn, *_) in enumerate(pending) if conn.topic in cameras]
+                decoded = {
+                    i: processor.decode(cameras[pending[i][0].topic], pending[i][3], pending[i][4]) for i in images
+                }
+                found = extract_in_batches(
+                    [cameras[pending[i][0].topic].pipeline for i in images],
+                    [(d.image, d.color) if (d := decoded[i]) else None for i in images],
+                )
+                features = dict(zip(images, found, strict=True))
+                for i, (conn, timestamp, raw, msg, _) in enumerate(pending):
+                    writes: list[tuple[int | str, int, Any]] = [(conn.id, timestamp, raw)]
+                    if conn.topic in infos and conn.msgtype == "sensor_msgs/msg/CameraInfo":
+                        rig, side = infos[conn.topic]
+                        rig.infos[side] = deserialize_message(raw, CameraInfo)
+                    if conn.topic in cameras:
+                        writes += outputs(conn.topic, timestamp, msg, decoded[i], features[i])
+                    behind.submit(partial(write, writes))
+                pending.clear()
+
+            batching = len(cameras) > 1 and batch_pays(next(iter(cameras.values())).pipeline.extractor)
             index = 0
             with tqdm(total=reader.message_count, unit="msg", desc="process", disable=not progress) as bar:
                 while True:
                     try:
-                        conn, timestamp, raw, msg = next(messages)
+                        item = next(messages)
                     except StopIteration:
                         break
                     except READ_ERRORS as exc:
                         raise BagError(f"{inp} is damaged: reading message {index + 1} failed: {exc}") from exc
                     index += 1
                     bar.update()
-                    writes: list[tuple[int | str, int, Any]] = [(conn.id, timestamp, raw)]
-                    if conn.topic in infos and conn.msgtype == "sensor_msgs/msg/CameraInfo":
-                        rig, side = infos[conn.topic]
-                        rig.infos[side] = deserialize_message(raw, CameraInfo)
-                    if conn.topic in cameras:
-                        writes += outputs(conn.topic, timestamp, msg, index)
-                    behind.submit(partial(write, writes))
+                    if item[0].topic in {conn.topic for conn, *_ in pending if conn.topic in cameras}:
+                        flush()  # a camera's next frame waits for its previous one
+                    pending.append((*item, index))
+                    if not batching or sum(conn.topic in cameras for conn, *_ in pending) == len(cameras):
+                        flush()
+            flush()
             behind.submit(finish)
     return summary

@@ -1,6 +1,6 @@
 """Guided matching against global matching on streams: time, correct matches and track lengths.
 
-    python benchmarks/bench_guided.py [--keypoints 1000,2000,5000] [--radii 8,16,32] [--threads 2]
+    python benchmarks/bench_guided.py [--keypoints 1000,2000,5000] [--radii 8,16,32] [--threads 2] [--breakdown]
 
 Each sequence runs through the tracker once per mode (global: `search_radius` 0; guided at each radius), on the same
 alike-t features (bundled weights, no score threshold, the top N keypoints):
@@ -29,6 +29,7 @@ import torch
 
 from alike_ros.detection.dkd import DetectorConfig
 from alike_ros.extractor import Features
+from alike_ros.matching.guided import pairs_within
 from alike_ros.matching.matcher import Matcher, MatcherConfig
 from alike_ros.matching.tracker import Tracker
 from alike_ros.pipeline import PipelineConfig, build_extractor
@@ -111,14 +112,52 @@ def run(features: list[Features], sequence: Sequence, config: MatcherConfig) -> 
     }
 
 
+def breakdown(counts: list[int], radii: list[float]) -> int:
+    """Median ms of each step of `Matcher.guided` on the first two frames of sample-vga: the grid search for the
+    candidate pairs, the gathers of their descriptors, their products, and the matcher's rules over them."""
+    first, second = scene_sequence("sample-vga", (640, 480), 60, 2).images
+    print(f"Command: `python benchmarks/bench_guided.py {' '.join(sys.argv[1:])}`  ")
+    print(f"Machine: {machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); median of 50.\n")
+    print("| keypoints | radius | pairs | grid search | gathers | products (gathers included) | rules | in all |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def ms(step) -> float:
+        runs = []
+        for _ in range(50):
+            start = time.perf_counter()
+            step()
+            runs.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(runs)
+
+    for count in counts:
+        extractor = build_extractor(PipelineConfig(detector=DetectorConfig.strongest(count)))
+        a, b = (extractor(image, color="bgr") for image in (first, second))
+        for radius in radii:
+            matcher = Matcher(replace(MatcherConfig(), search_radius=radius))
+            rows, cols = pairs_within(a.keypoints, b.keypoints, radius)
+            sim = np.einsum("ij,ij->i", a.descriptors[rows], b.descriptors[cols], dtype=np.float32)
+            steps = [
+                ms(lambda: pairs_within(a.keypoints, b.keypoints, radius)),  # noqa: B023 (timed at once)
+                ms(lambda: (a.descriptors[rows], b.descriptors[cols])),  # noqa: B023
+                ms(lambda: np.einsum("ij,ij->i", a.descriptors[rows], b.descriptors[cols], dtype=np.float32)),  # noqa: B023
+                ms(lambda: matcher.from_pairs(rows, cols, sim)),  # noqa: B023
+                ms(lambda: matcher.guided(a.keypoints, a.descriptors, b.keypoints, b.descriptors, np.zeros(2))),  # noqa: B023
+            ]
+            print(f"| {len(a)} | {radius:g} | {len(rows)} | " + " | ".join(f"{t:.2f}" for t in steps) + " |")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keypoints", default="1000,2000,5000")
     p.add_argument("--radii", default="8,16,32")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="runs of each mode; the fastest median is kept")
+    p.add_argument("--breakdown", action="store_true", help="only where guided matching's time goes (sample-vga)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.breakdown:
+        return breakdown(list(map(int, args.keypoints.split(","))), list(map(float, args.radii.split(","))))
     sequences = [
         scene_sequence("sample", (320, 240), 60, 60),
         scene_sequence("sample-vga", (640, 480), 60, 60),
@@ -134,8 +173,8 @@ def main() -> int:
     print("| sequence | keypoints | mode | ms/frame | matches | correct (3 px) | mean track length | fallbacks |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for count in map(int, args.keypoints.split(",")):
-        detector = DetectorConfig(top_k=count, max_keypoints=count, score_threshold=0.0)
-        extractor = build_extractor(PipelineConfig(detector=detector))
+        # the strongest points, as when these figures were first measured (the grid default spreads them)
+        extractor = build_extractor(PipelineConfig(detector=DetectorConfig.strongest(count)))
         for sequence in sequences:
             features = [extractor(image, color="bgr") for image in sequence.images]
             for mode, config in modes.items():

@@ -226,7 +226,8 @@ class FramePipeline:
         return ""
 
     def __call__(self, image: np.ndarray, color: Color, stamp_ns: int, features: Features | None = None) -> FrameResult:
-        """Process one frame; `stamp_ns` is its capture time (a header stamp), used for the reset rules only.
+        """Process one frame; `stamp_ns` is its capture time (a header stamp), for the reset rules and the time since
+        the previous frame (guided matching expects the motion over that time).
         `features`: the frame's, already extracted (in a batch with other cameras' frames)."""
         if features is None:
             # per camera: the extractor may be shared
@@ -235,7 +236,8 @@ class FramePipeline:
         reset = self.reset_reason(stamp_ns, features.image_size)
         if reset or not self.config.matching:
             self.tracker.reset()
-        tracked = self.tracker.update(features)
+        previous_ns = self._previous_stamp_ns
+        tracked = self.tracker.update(features, 0.0 if previous_ns is None else (stamp_ns - previous_ns) / 1e9)
         timings = {stage: features.timings[stage] for stage in EXTRACTOR_STAGES}
         timings["matching"] = (time.perf_counter() - start) * 1e3
         previous = self._previous_stamp_ns if tracked.previous is not None else None

@@ -236,6 +236,24 @@ def test_guided_tracking_follows_the_motion_and_falls_back_on_a_jump():
     assert [still.update(f).fallback for f in frames] == [False, False, True, True, True, True]
 
 
+def test_guided_tracking_expects_the_motion_over_the_time_between_frames():
+    """A node that cannot keep up skips frames: at a steady 10 px a frame, 1 to 3 frames apart, the last motion alone
+    misses the next one by up to 20 px; scaled by the time between the frames it is where the points are."""
+    times = [0.0, 1.0, 2.0, 4.0, 5.0, 8.0, 9.0]
+    frames = moving_frames([(10.0 * (b - a), -4.0 * (b - a)) for a, b in zip(times, times[1:], strict=False)])
+    config = MatcherConfig(search_radius=8.0)
+    timed, untimed, plain = (Tracker(Matcher(c)) for c in (config, config, MatcherConfig()))
+    fallbacks: dict[str, list[bool]] = {"timed": [], "untimed": []}
+    for k, features in enumerate(frames):
+        seconds = times[k] - times[k - 1] if k else 0.0
+        a, b, c = timed.update(features, seconds), untimed.update(features), plain.update(features, seconds)
+        assert a.matches.indices.tolist() == b.matches.indices.tolist() == c.matches.indices.tolist()
+        fallbacks["timed"].append(a.fallback)
+        fallbacks["untimed"].append(b.fallback)
+    assert not any(fallbacks["timed"])
+    assert fallbacks["untimed"] == [False, False, False, True, True, True, True]
+
+
 def test_search_settings_are_validated():
     for bad in (dict(search_radius=-1.0), dict(min_guided_share=1.5)):
         with pytest.raises(ValueError):

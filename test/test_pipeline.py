@@ -104,8 +104,8 @@ def test_warm_up_runs_extraction_and_matching_at_every_size_then_forgets(pipelin
         sizes.append(image.shape[:2])
         return extract(image, *args)
 
-    def watched_update(features):
-        tracked = update(features)
+    def watched_update(features, *args):
+        tracked = update(features, *args)
         matched.append(tracked.previous is not None)
         return tracked
 

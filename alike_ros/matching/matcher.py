@@ -34,7 +34,9 @@ class MatcherConfig:
         range=(0.0, 4096.0),
     )
     search_follows_motion: bool = setting(
-        True, "guided matching: move the search area by the median motion of the previous frame's matches"
+        True,
+        "guided matching: move the search area by the median motion of the previous frame's matches, scaled to the "
+        "time since the previous frame (header stamps)",
     )
     min_guided_share: float = setting(
         0.5,

@@ -90,11 +90,12 @@ def finished(
 ) -> Features:
     """One image's result, from keypoints in the pixels of the (resized) image the network saw: mapped back to
     the image as given, with the total of the stage timings. With a `mask` (the image's size, zero: no keypoints),
-    a point the mapping's float rounding puts in a masked pixel is dropped: selection kept it out of the mask, this
-    makes that a guarantee."""
+    a point the mapping back from a downscaled image puts in a masked pixel by float rounding is dropped: selection
+    kept it out of the mask, this makes that a guarantee (at the native size selection's own check is the final one)."""
     timings["total"] = sum(timings[s] for s in STAGES)
     points = to_original_pixels(points, original, used)
-    if mask is not None and not (keep := inside_mask(points, mask != 0)).all():
+    resized = original != used
+    if mask is not None and resized and not (keep := inside_mask(points, mask.astype(bool, copy=False))).all():
         points, scores, descriptors = points[keep], scores[keep], descriptors[keep]
     return Features(points, scores, descriptors, original, timings)
 

@@ -99,8 +99,7 @@ class PipelineConfig:
         self.matcher.validate()
         if self.weights and not Path(self.weights).expanduser().is_file():
             raise ValueError(f"weights file {self.weights!r} does not exist")
-        if self.mask:
-            load_mask(Path(self.mask).expanduser())
+        mask_of(self)  # a mask that cannot be read is refused here, with its path
         checked_device(self.device, self.runtime, self.half)  # the extractor's own rules, before building it
 
     def needs_rebuild(self, other: PipelineConfig) -> bool:

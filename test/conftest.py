@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from alike_ros.extractor import Extractor
 from alike_ros.model.weights import bundled_weights_path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -47,6 +48,21 @@ def bundled_weights():
 def textured_image() -> np.ndarray:
     """A deterministic 240 x 320 grey image with blobs and corners, as uint8."""
     return make_textured_image()
+
+
+@pytest.fixture
+def batch_sizes(monkeypatch) -> list[int]:
+    """The number of images of every `Extractor.batch` call the test makes (they still run; a single image's call goes
+    through `batch` too)."""
+    sizes: list[int] = []
+    real_batch = Extractor.batch
+
+    def counting(self, images, *args, **kwargs):
+        sizes.append(len(images))
+        return real_batch(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Extractor, "batch", counting)
+    return sizes
 
 
 def make_textured_image(rectangles: bool = True) -> np.ndarray:

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from alike_ros.cli import export, extract
-from alike_ros.extractor import Extractor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,7 +188,9 @@ def test_running_from_the_parent_folder_of_the_clone_says_so(tmp_path):
     )
 
 
-def test_extract_in_batches_gives_what_one_by_one_gives(image_files, tmp_path, alike_t_weights, monkeypatch, capsys):
+def test_extract_in_batches_gives_what_one_by_one_gives(
+    image_files, tmp_path, alike_t_weights, monkeypatch, capsys, batch_sizes
+):
     """On CUDA consecutive images of one size share a network pass (forced here on the CPU): the same files, and an
     unreadable image or one of another size in between still handled on its own."""
     a = image_files / "a"
@@ -198,18 +199,10 @@ def test_extract_in_batches_gives_what_one_by_one_gives(image_files, tmp_path, a
     (a / "z.png").write_bytes((image_files / "b" / "x.png").read_bytes())
     images = [str(a / name) for name in ("x.png", "y.png", "broken.png", "small.png", "z.png")]
     assert run_extract([*images, "--out", str(tmp_path / "single")], alike_t_weights) == 1
-    calls = []
-    real_batch = Extractor.batch
-
-    def counting(self, frames, max_side=None, masks=None):
-        calls.append(len(frames))
-        return real_batch(self, frames, max_side, masks)
-
-    monkeypatch.setattr(Extractor, "batch", counting)
     monkeypatch.setattr(extract, "batch_pays", lambda extractor: True)
     assert run_extract([*images, "--out", str(tmp_path / "batched")], alike_t_weights) == 1
     assert "broken.png" in capsys.readouterr().err
-    assert [n for n in calls if n > 1] == [2]  # x.png with y.png; broken.png, small.png, z.png each alone
+    assert [n for n in batch_sizes if n > 1] == [2]  # x.png with y.png; broken.png, small.png, z.png each alone
     for name in ("x.npz", "y.npz", "small.npz", "z.npz"):
         single, batched = np.load(tmp_path / "single" / name), np.load(tmp_path / "batched" / name)
         for key in ("keypoints", "scores", "descriptors"):

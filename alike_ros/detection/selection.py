@@ -36,7 +36,7 @@ def allowed_pixels(mask: np.ndarray | None, size: tuple[int, int]) -> np.ndarray
     pixel of the image as given (`inside_mask` guards the last float rounding). None without a mask."""
     if mask is None:
         return None
-    allowed = mask != 0
+    allowed = mask.astype(bool, copy=False)  # the pipeline's masks are bool already: no copy per frame
     if allowed.shape == tuple(size):
         return allowed
     # INTER_AREA averages over each target pixel's footprint: 1 where the whole footprint is allowed
@@ -112,9 +112,19 @@ def spread(points: np.ndarray, scores: np.ndarray, limit: int, size: tuple[int, 
 
 
 def choose(
-    points: np.ndarray, scores: np.ndarray, limit: int, size: tuple[int, int], selection: str, cell: int
+    points: np.ndarray,
+    scores: np.ndarray,
+    limit: int,
+    size: tuple[int, int],
+    selection: str,
+    cell: int,
+    allowed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Positions of the points an image keeps, best first: the `limit` strongest (`top`) or `spread` (`grid`)."""
+    """Positions of the points an image keeps, best first: among those in the `allowed` pixels (H x W bool; None:
+    all), the `limit` strongest (`top`) or `spread` (`grid`)."""
+    if allowed is not None:
+        candidates = np.flatnonzero(inside_mask(points, allowed))
+        return candidates[choose(points[candidates], scores[candidates], limit, size, selection, cell)]
     if selection == "grid":
         return spread(points, scores, limit, size, cell)
     return best_first(scores, limit)

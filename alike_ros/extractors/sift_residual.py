@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..detection.selection import allowed_pixels, check_mask, choose, inside_mask
+from ..detection.selection import allowed_pixels, check_mask, choose
 from ..extractor import finished, network_input, timed, to_rgb_float
 from ..features import Color, Features
 from ..model.residual import MODEL_NAME, ResidualDescriptorNet, load_residual
@@ -34,9 +34,7 @@ def sift_features(
         return np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, 128), np.float32)
     responses = np.array([k.response for k in keypoints], np.float32)
     points = np.array([k.pt for k in keypoints], np.float32)
-    candidates = np.arange(len(points)) if allowed is None else np.flatnonzero(inside_mask(points, allowed))
-    # cut again after nfeatures, which keeps ties at the cut
-    order = candidates[choose(points[candidates], responses[candidates], limit, gray.shape, selection, cell)]
+    order = choose(points, responses, limit, gray.shape, selection, cell, allowed)  # nfeatures keeps ties at its cut
     descriptors = descriptors[order]
     descriptors /= np.maximum(np.linalg.norm(descriptors, axis=1, keepdims=True), 1e-12)
     return points[order], responses[order], descriptors

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..detection.selection import allowed_pixels, check_mask, choose, inside_mask
+from ..detection.selection import allowed_pixels, check_mask, choose
 from ..extractor import finished, network_input, timed
 from ..features import Color, Features
 from ..geometry import inside
@@ -52,11 +52,9 @@ class UnsuperPointExtractor:
             # cells of the padding hold no image; the border is kept clear as DKD keeps it
             keep = inside(points, size, margin=self.detector.border + 0.5)
             keep &= scores > self.detector.score_threshold
-            if (allowed := allowed_pixels(mask, size)) is not None:
-                keep &= torch.from_numpy(inside_mask(points.cpu().numpy(), allowed)).to(keep.device)
             scores, points = scores[keep], points[keep]
-            d = self.detector
-            order = choose(points.cpu().numpy(), scores.cpu().numpy(), d.limit, size, d.selection, d.grid_cell)
+            d, allowed = self.detector, allowed_pixels(mask, size)
+            order = choose(points.cpu().numpy(), scores.cpu().numpy(), d.limit, size, d.selection, d.grid_cell, allowed)
             order = torch.from_numpy(order).to(scores.device)
             scores, points = scores[order], points[order]
         with timed(timings, self.device, "description"):

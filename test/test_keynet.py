@@ -12,7 +12,8 @@ from conftest import make_textured_image, write_textured_photos
 
 from alike_ros import extractors
 from alike_ros.detection.dkd import DetectorConfig
-from alike_ros.extractors.keynet import KeyNetExtractor, load_keynet
+from alike_ros.extractors import keynet as keynet_extractor
+from alike_ros.extractors.keynet import KeyNetExtractor, load_keynet, scaled
 from alike_ros.model.keynet import MODEL_NAME, KeyNet, KeyNetConfig
 from alike_ros.model.residual import ResidualConfig, ResidualDescriptorNet
 from alike_ros.model.weights import WeightsError
@@ -131,6 +132,49 @@ def test_the_extractor_keeps_the_contract(tmp_path: Path):
     assert np.array_equal(extractor(image).descriptors, features.descriptors)
     with pytest.raises(ValueError, match="empty"):
         extractor(np.zeros((4, 0), np.uint8))
+
+
+class IntensityResponse(torch.nn.Module):
+    """A stand-in for Key.Net whose response is the grey image itself (unsaturated): it peaks where the image is
+    brightest."""
+
+    def forward(self, grey: torch.Tensor) -> torch.Tensor:
+        return 8.0 * (grey - 0.5)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3])
+@pytest.mark.parametrize("centre", [(100.3, 60.7), (99.5, 60.25)])
+def test_points_found_on_the_upscaled_response_come_back_in_the_image_pixels(tmp_path: Path, scale, centre):
+    """A bright spot off the pixel grid is found where it is at every detection scale: the map `scale` times finer
+    is read in the image's own pixel convention (centre of pixel x at x); a half-pixel slip of the finer map would
+    be 0.25 px here at scale 2."""
+    centre = np.array(centre)
+    ys, xs = np.mgrid[0:120, 0:160]
+    spot = np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * 1.5**2))
+    image = np.repeat((40 + 200 * spot).astype(np.uint8)[..., None], 3, axis=2)
+    extractor = small_extractor(tmp_path, DetectorConfig.strongest(1))
+    extractor.detection_scale, extractor.keynet = scale, IntensityResponse()
+    (point,) = extractor(image).keypoints
+    assert np.abs(point - centre).max() < 0.05, point
+
+
+def test_the_detector_settings_grow_with_the_detection_scale():
+    settings = DetectorConfig(window_size=5, border=2, grid_cell=64, top_k=300, score_threshold=0.1)
+    assert scaled(settings, 1) is settings
+    finer = scaled(settings, 2)
+    assert (finer.window_size, finer.border, finer.grid_cell) == (9, 4, 128)  # the window stays odd
+    assert (finer.top_k, finer.score_threshold, finer.temperature) == (300, 0.1, settings.temperature)
+    assert scaled(settings, 3).window_size == 15
+
+
+def test_an_image_too_large_once_upscaled_is_refused_with_the_way_out(tmp_path: Path, monkeypatch):
+    extractor = small_extractor(tmp_path)
+    monkeypatch.setattr(keynet_extractor, "MAX_PIXELS", 200_000)  # 320 x 240 fits; 640 x 480 upscaled does not
+    with pytest.raises(ValueError, match="upscaled 2x: 320x240 becomes 640x480, over 200000 pixels; set max_side"):
+        extractor(make_textured_image())
+    assert len(extractor(make_textured_image(), max_side=200)) > 0
+    with pytest.raises(ValueError, match="detection_scale must be >= 1"):
+        KeyNetExtractor(extractor.keynet, extractor.describer, extractors.Options(device="cpu"), detection_scale=0)
 
 
 def test_weights_are_checked_and_the_registry_knows_the_model(tmp_path: Path):

@@ -9,14 +9,16 @@ better and matches more (EVALUATION.md).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-from ..detection.dkd import detect
+from ..detection.dkd import DetectorConfig, detect
 from ..detection.selection import allowed_pixels, check_mask
-from ..extractor import finished, network_input, timed, to_rgb_float
+from ..extractor import MAX_PIXELS, finished, network_input, timed, to_rgb_float
 from ..features import Color, Features
 from ..model.keynet import MODEL_NAME, KeyNet, KeyNetConfig
 from ..model.residual import MODEL_NAME as DESCRIPTOR_MODEL
@@ -26,6 +28,10 @@ from . import Options, Registration, register, torch_float32
 from .sift_residual import sift_at, to_gray_uint8
 
 SIFT_SIZE = 4.0  # px, the keypoint diameter SIFT describes Key.Net's points at (chosen by measurement: TRAINING.md)
+# Key.Net's response is computed on the grey image upscaled this many times. At the native size its peaks are
+# imprecise (HPatches MMA@1 23.1 against SIFT's 32.7) and that cost its poses; at 2x, 30.5 and Strecha pose AUC@10
+# 86.9 (native: 83.6; SIFT: 86.9) for about 4x the detector's time (EVALUATION.md, research/pose_gap.py).
+DETECTION_SCALE = 2
 
 
 def load_keynet(path: str | Path) -> KeyNet:
@@ -40,6 +46,7 @@ class KeyNetExtractor:
         descriptor_net: ResidualDescriptorNet,
         options: Options,
         sift_size: float = SIFT_SIZE,
+        detection_scale: int = DETECTION_SCALE,
     ):
         self.device, self.detector, self.max_side = torch_float32(MODEL_NAME, options)
         # channels-last: oneDNN's fastest layout for these few-channel 5x5 convolutions
@@ -47,6 +54,9 @@ class KeyNetExtractor:
         self.describer = descriptor_net.to(self.device).eval()
         self.descriptor_dim = descriptor_net.cfg.dim
         self.sift_size = sift_size
+        if detection_scale < 1:
+            raise ValueError(f"detection_scale must be >= 1, got {detection_scale}")
+        self.detection_scale = detection_scale
 
     @torch.inference_mode()
     def __call__(
@@ -57,20 +67,54 @@ class KeyNetExtractor:
         with timed(timings, self.device, "preprocessing"):
             rgb = to_rgb_float(image, color, self.max_side if max_side is None else max_side)
             gray = to_gray_uint8(rgb)
+            check_upscaled_size(gray.shape, self.detection_scale)
             tensor, _ = network_input(rgb, "rgb", 0, self.device, 8)  # the describer's cells must tile it exactly
-            grey = torch.from_numpy(gray.astype(np.float32) / 255.0)[None, None].to(self.device)
+            fine = upscaled(gray, self.detection_scale)
+            grey = torch.from_numpy(fine.astype(np.float32) / 255.0)[None, None].to(self.device)
         with timed(timings, self.device, "network"):
             scores = torch.sigmoid(self.keynet(grey.contiguous(memory_format=torch.channels_last))[0, 0])
             dense = self.describer.dense(tensor)[0]
         with timed(timings, self.device, "detection"):
-            keypoints, kp_scores = detect(scores, self.detector, allowed_pixels(mask, gray.shape))
+            allowed = allowed_pixels(mask, gray.shape)
+            if allowed is not None:
+                allowed = upscaled(allowed.view(np.uint8), self.detection_scale, cv2.INTER_NEAREST).view(bool)
+            keypoints, kp_scores = detect(scores, scaled(self.detector, self.detection_scale), allowed)
             order = torch.argsort(kp_scores, descending=True, stable=True)
-            points, kp_scores = keypoints[order].cpu().numpy(), kp_scores[order].cpu().numpy()
+            points = (keypoints[order].cpu().numpy() + 0.5) / self.detection_scale - 0.5
+            kp_scores = kp_scores[order].cpu().numpy()
         with timed(timings, self.device, "description"):
             sift = torch.from_numpy(sift_at(gray, points, self.sift_size)).to(self.device)
             descriptors = self.describer.describe(dense, torch.from_numpy(points).to(self.device), sift)
             descriptors = descriptors.cpu().numpy()
         return finished(points, kp_scores, descriptors, image.shape[:2], rgb.shape[:2], timings, mask)
+
+
+def check_upscaled_size(shape: tuple[int, int], scale: int) -> None:
+    """A ValueError when the image upscaled for detection would exceed the extractor's pixel limit."""
+    h, w = shape
+    if h * w * scale * scale > MAX_PIXELS:
+        raise ValueError(
+            f"keynet detects on the image upscaled {scale}x: {w}x{h} becomes {scale * w}x{scale * h}, over "
+            f"{MAX_PIXELS} pixels; set max_side to downscale it"
+        )
+
+
+def upscaled(image: np.ndarray, scale: int, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
+    """The image `scale` times larger (itself at 1); a pixel centre x lands at scale (x + 0.5) - 0.5."""
+    if scale == 1:
+        return image
+    return cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=interpolation)
+
+
+def scaled(detector: DetectorConfig, scale: int) -> DetectorConfig:
+    """The detector settings, given in pixels of the image, for a response map `scale` times finer: the NMS window
+    (kept odd), the border and the grid's cells grow with it; top-k and the threshold do not change."""
+    if scale == 1:
+        return detector
+    window = scale * detector.window_size - (scale * detector.window_size + 1) % 2
+    return dataclasses.replace(
+        detector, window_size=window, border=scale * detector.border, grid_cell=scale * detector.grid_cell
+    )
 
 
 def build(options: Options) -> KeyNetExtractor:

@@ -1,11 +1,14 @@
 """What costs keynet, mdnet and sift-residual their Strecha poses against SIFT (issue 27, part 3)?
 
-    ALIKE_ROS_SHARED=../shared PYTHONPATH=. python research/pose_gap.py --variants keynet,keynet-t0.02 \
-        [--top-k -1] [--sets strecha,tum_fr3_long_office,hpatches] [--out runs/pose_gap]
+    ALIKE_ROS_SHARED=../shared PYTHONPATH=. python research/pose_gap.py --variants sift,keynet-u1,keynet-u2 \
+        [--top-k -1] [--sets strecha,tum_fr3_long_office,hpatches] [--out runs/pose_gap] [--seeds 1,2,3] \
+        [--weights W]
+    ... --compare keynet-u2,sift       # the paired bootstrap of two saved variants
 
-Each variant is one model with one change at inference (its weights stay the bundled ones), scored with
+Each variant is one model with one change at inference (the bundled weights, or `--weights`), scored with
 `evaluate`'s real-geometry protocol (the same images, mutual nearest neighbours, the same seeded RANSAC):
-pose AUC@5/10/20 and inliers on the pose sets, MMA@1/3 on HPatches. Variants:
+pose AUC@5/10/20 and inliers on the pose sets, MMA@1/3 on HPatches, and how far the matches lying within 4 px of
+their true epipolar lines are from them (the points' precision). Variants:
 
 - `<model>`: the protocol's settings (threshold 0.2, at most 5000 points; `--top-k K`: the K strongest);
 - `<model>-t<T>`: the soft-argmax temperature T instead of 0.1; `<model>-w<W>`: NMS/refinement window W;

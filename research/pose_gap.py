@@ -18,7 +18,8 @@ their true epipolar lines are from them (the points' precision). Variants:
 - `<model>-m<M>`: the network sees the image downscaled to a longer side of M px (keypoints mapped back);
 - `<model>-csp<W>`: every keypoint moved by `cv2.cornerSubPix` in a (2W+1)^2 window (back where it moves
   more than 1.5 px), descriptors as they were;
-- `keynet-u<F>`: Key.Net's response on the image upscaled F times (`detection_scale`; 1: the native size);
+- `keynet-u<F>`: Key.Net's response on the image upscaled F times (`detector.upscale`; 1: the native size;
+  keynet's other variants run at the default upscale, which was 1 when the research log's native rows were taken);
 - `<model>-x<F>`: the whole extractor on the image upscaled F times, its keypoints brought back;
 - `upstream-alike-X`: upstream's checkpoint of alike-X (any change above applies);
 - `sift`: OpenCV SIFT (nfeatures 5000, or K).
@@ -45,7 +46,7 @@ from alike_ros.evaluation import metrics, realgeo
 from alike_ros.evaluation.benchmarks import Timer, evaluate_homography_benchmark
 from alike_ros.evaluation.methods import MAX_FEATURES, Detections, Method, SiftMethod, shared_folder
 from alike_ros.evaluation.pose import pair_error
-from alike_ros.extractors.keynet import DETECTION_SCALE, SIFT_SIZE, KeyNetExtractor, load_keynet
+from alike_ros.extractors.keynet import KeyNetExtractor, load_keynet
 from alike_ros.model.residual import load_residual
 from alike_ros.model.weights import bundled_weights_path
 
@@ -73,7 +74,7 @@ def quadratic_refine(scores: torch.Tensor, peaks: torch.Tensor, cfg: DetectorCon
 
 
 class Variant(Method):
-    def __init__(self, name: str, top_k: int, weights: str | None = None):
+    def __init__(self, name: str, top_k: int, weights: str | None = None, selection: str = "top"):
         self.name = name
         base, change = re.fullmatch(r"(.+?)(?:-(t[\d.]+|w\d+|quad|s[\d.]+|m\d+|csp\d|u\d|x\d))?", name).groups()
         self.quad = change == "quad"
@@ -81,14 +82,18 @@ class Variant(Method):
         self.whole = int(change[1:]) if change and change[0] == "x" else 0
         if base == "sift":
             self.inner = SiftMethod(top_k if top_k > 0 else MAX_FEATURES)
+            if selection != "top":  # SIFT's keypoints chosen as the models' are (benchmarks/bench_coverage.py)
+                raise ValueError("sift takes --selection top only here")
             return
         settings = {}
         if change and change[0] == "t":
             settings["temperature"] = float(change[1:])
         elif change and change[0] == "w":
             settings["window_size"] = int(change[1:])
+        elif change and change[0] == "u":
+            settings["upscale"] = int(change[1:])
         detector = (
-            DetectorConfig.strongest(top_k, **settings)
+            DetectorConfig(top_k=top_k, score_threshold=0.0, max_keypoints=top_k, selection=selection, **settings)
             if top_k > 0
             else DetectorConfig(score_threshold=0.2, max_keypoints=MAX_FEATURES, selection="top", **settings)
         )
@@ -97,11 +102,10 @@ class Variant(Method):
             base = base.removeprefix("upstream-")
             weights = str(shared_folder("reference", "weights") / f"{base}.pth")
         options = extractors.Options(weights, "cpu", detector=detector, max_side=max_side)
-        if base == "keynet" and change and change[0] in "su":
+        if base == "keynet" and change and change[0] == "s":
             describer = load_residual(bundled_weights_path("sift-residual"))
             detector_net = load_keynet(weights or bundled_weights_path("keynet"))
-            size, scale = (float(change[1:]), DETECTION_SCALE) if change[0] == "s" else (SIFT_SIZE, int(change[1:]))
-            self.extractor = KeyNetExtractor(detector_net, describer, options, size, scale)
+            self.extractor = KeyNetExtractor(detector_net, describer, options, float(change[1:]))
         else:
             self.extractor = extractors.build(base, options)
         self.inner = None
@@ -203,6 +207,7 @@ def main() -> None:
     p.add_argument("--variants", default="")
     p.add_argument("--top-k", type=int, default=-1)
     p.add_argument("--weights", help="weights of the variants' model instead of the bundled ones")
+    p.add_argument("--selection", default="top", help="with --top-k: how the budget is spent (top, grid)")
     p.add_argument("--sets", default="strecha,tum_fr3_long_office,hpatches")
     p.add_argument("--out", type=Path, default=Path("runs/pose_gap"))
     p.add_argument(
@@ -225,9 +230,9 @@ def main() -> None:
     sets.homographies = {k: v for k, v in sets.homographies.items() if k in wanted}
     sets.poses = {k: v for k, v in sets.poses.items() if k in wanted}
     seeds = [0] + [int(s) for s in args.seeds.split(",") if s]
-    suffix = f"@{args.top_k}" if args.top_k > 0 else ""
+    suffix = (f"@{args.top_k}" if args.top_k > 0 else "") + ("-grid" if args.selection == "grid" else "")
     for name in args.variants.split(","):
-        result = run(Variant(name, args.top_k, args.weights), sets, seeds)
+        result = run(Variant(name, args.top_k, args.weights, args.selection), sets, seeds)
         (args.out / f"{name}{suffix}.json").write_text(json.dumps(result))
         cells = [f"{name}{suffix}"]
         for key, value in result.items():

@@ -126,6 +126,8 @@ def test_config_validation():
         dict(score_threshold=-0.1),
         dict(border=-1),
         dict(temperature=0.0),
+        dict(upscale=0),
+        dict(upscale=5),
     ):
         with pytest.raises(ValueError):
             DetectorConfig(**bad).validate()

@@ -152,8 +152,8 @@ def test_points_found_on_the_upscaled_response_come_back_in_the_image_pixels(tmp
     ys, xs = np.mgrid[0:120, 0:160]
     spot = np.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * 1.5**2))
     image = np.repeat((40 + 200 * spot).astype(np.uint8)[..., None], 3, axis=2)
-    extractor = small_extractor(tmp_path, DetectorConfig.strongest(1))
-    extractor.detection_scale, extractor.keynet = scale, IntensityResponse()
+    extractor = small_extractor(tmp_path, DetectorConfig.strongest(1, upscale=scale))
+    extractor.keynet = IntensityResponse()
     (point,) = extractor(image).keypoints
     assert np.abs(point - centre).max() < 0.05, point
 
@@ -168,13 +168,11 @@ def test_the_detector_settings_grow_with_the_detection_scale():
 
 
 def test_an_image_too_large_once_upscaled_is_refused_with_the_way_out(tmp_path: Path, monkeypatch):
-    extractor = small_extractor(tmp_path)
+    extractor = small_extractor(tmp_path, DetectorConfig(upscale=2))
     monkeypatch.setattr(keynet_extractor, "MAX_PIXELS", 200_000)  # 320 x 240 fits; 640 x 480 upscaled does not
     with pytest.raises(ValueError, match="upscaled 2x: 320x240 becomes 640x480, over 200000 pixels; set max_side"):
         extractor(make_textured_image())
     assert len(extractor(make_textured_image(), max_side=200)) > 0
-    with pytest.raises(ValueError, match="detection_scale must be >= 1"):
-        KeyNetExtractor(extractor.keynet, extractor.describer, extractors.Options(device="cpu"), detection_scale=0)
 
 
 def test_weights_are_checked_and_the_registry_knows_the_model(tmp_path: Path):

@@ -50,6 +50,12 @@ class DetectorConfig:
     # top/left than at the bottom/right; kept so upstream outputs are reproduced. Never less than the radius.
     border: int = setting(2, "pixels at the image border where no keypoint is kept", range=(0, 256))
     temperature: float = setting(0.1, "soft-argmax temperature on the sigmoid scores", range=(1e-3, 10.0))
+    upscale: int = setting(
+        2,
+        "keynet only: Key.Net runs on the grey image upscaled this many times, for more precise points at about "
+        "upscale^2 its network's time (window_size, border, grid_cell stay in the image's pixels)",
+        range=(1, 4),
+    )
 
     @property
     def radius(self) -> int:

@@ -4,7 +4,9 @@ D = 128 with the bundled weights.
 
 All detector settings apply as for ALIKE (the response map goes through the same NMS, threshold, top-k and
 sub-pixel refinement). Key.Net's own evaluation used an NMS window of 15; here the default window (5) repeats
-better and matches more (EVALUATION.md).
+better and matches more (EVALUATION.md). `upscale` is keynet's own: Key.Net runs on the grey image upscaled that
+many times, where its peaks are far more precise (HPatches MMA@1 30.5 at 2x against 23.1 at the native size, SIFT
+32.7; research/pose_gap.py), and the points are described at the native size.
 """
 
 from __future__ import annotations
@@ -28,10 +30,6 @@ from . import Options, Registration, register, torch_float32
 from .sift_residual import sift_at, to_gray_uint8
 
 SIFT_SIZE = 4.0  # px, the keypoint diameter SIFT describes Key.Net's points at (chosen by measurement: TRAINING.md)
-# Key.Net's response is computed on the grey image upscaled this many times. At the native size its peaks are
-# imprecise (HPatches MMA@1 23.1 against SIFT's 32.7) and that cost its poses; at 2x, 30.5 and Strecha pose AUC@10
-# 86.9 (native: 83.6; SIFT: 86.9) for about 4x the detector's time (EVALUATION.md, research/pose_gap.py).
-DETECTION_SCALE = 2
 
 
 def load_keynet(path: str | Path) -> KeyNet:
@@ -46,7 +44,6 @@ class KeyNetExtractor:
         descriptor_net: ResidualDescriptorNet,
         options: Options,
         sift_size: float = SIFT_SIZE,
-        detection_scale: int = DETECTION_SCALE,
     ):
         self.device, self.detector, self.max_side = torch_float32(MODEL_NAME, options)
         # channels-last: oneDNN's fastest layout for these few-channel 5x5 convolutions
@@ -54,9 +51,6 @@ class KeyNetExtractor:
         self.describer = descriptor_net.to(self.device).eval()
         self.descriptor_dim = descriptor_net.cfg.dim
         self.sift_size = sift_size
-        if detection_scale < 1:
-            raise ValueError(f"detection_scale must be >= 1, got {detection_scale}")
-        self.detection_scale = detection_scale
 
     @torch.inference_mode()
     def __call__(
@@ -67,9 +61,11 @@ class KeyNetExtractor:
         with timed(timings, self.device, "preprocessing"):
             rgb = to_rgb_float(image, color, self.max_side if max_side is None else max_side)
             gray = to_gray_uint8(rgb)
-            check_upscaled_size(gray.shape, self.detection_scale)
+            detector = self.detector  # read once: the node may swap the settings between frames
+            scale = detector.upscale
+            check_upscaled_size(gray.shape, scale)
             tensor, _ = network_input(rgb, "rgb", 0, self.device, 8)  # the describer's cells must tile it exactly
-            fine = upscaled(gray, self.detection_scale)
+            fine = upscaled(gray, scale)
             grey = torch.from_numpy(fine.astype(np.float32) / 255.0)[None, None].to(self.device)
         with timed(timings, self.device, "network"):
             scores = torch.sigmoid(self.keynet(grey.contiguous(memory_format=torch.channels_last))[0, 0])
@@ -77,10 +73,10 @@ class KeyNetExtractor:
         with timed(timings, self.device, "detection"):
             allowed = allowed_pixels(mask, gray.shape)
             if allowed is not None:
-                allowed = upscaled(allowed.view(np.uint8), self.detection_scale, cv2.INTER_NEAREST).view(bool)
-            keypoints, kp_scores = detect(scores, scaled(self.detector, self.detection_scale), allowed)
+                allowed = upscaled(allowed.view(np.uint8), scale, cv2.INTER_NEAREST).view(bool)
+            keypoints, kp_scores = detect(scores, scaled(detector, scale), allowed)
             order = torch.argsort(kp_scores, descending=True, stable=True)
-            points = (keypoints[order].cpu().numpy() + 0.5) / self.detection_scale - 0.5
+            points = (keypoints[order].cpu().numpy() + 0.5) / scale - 0.5
             kp_scores = kp_scores[order].cpu().numpy()
         with timed(timings, self.device, "description"):
             sift = torch.from_numpy(sift_at(gray, points, self.sift_size)).to(self.device)

@@ -49,6 +49,7 @@ from alike_ros.evaluation.pose import pair_error
 from alike_ros.extractors.keynet import KeyNetExtractor, load_keynet
 from alike_ros.model.residual import load_residual
 from alike_ros.model.weights import bundled_weights_path
+from alike_ros.training import strecha
 
 SOFT_ARGMAX = dkd.refine
 
@@ -181,13 +182,8 @@ def run(variant: Variant, sets: realgeo.RealSets, seeds: list[int]) -> dict:
 def epipolar_distance(scene: realgeo.PoseScene, i: int, j: int, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
     """Symmetric epipolar distance (px, the larger of the two images') of matched pixels under the true pose."""
     r, t = scene.truth(i, j)
-    essential = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ r
     k0, k1 = scene.views[i].camera, scene.views[j].camera
-    f = np.linalg.inv(k1).T @ essential @ np.linalg.inv(k0)
-    h0, h1 = np.c_[p0, np.ones(len(p0))], np.c_[p1, np.ones(len(p1))]
-    lines1, lines0 = h0 @ f.T, h1 @ f  # epipolar lines in image j of points of i, and in i of points of j
-    algebraic = np.abs(np.sum(h1 * lines1, axis=1))
-    return np.maximum(algebraic / np.hypot(*lines1[:, :2].T), algebraic / np.hypot(*lines0[:, :2].T))
+    return strecha.epipolar_distance(np.linalg.inv(k1).T @ strecha.skew(t) @ r @ np.linalg.inv(k0), p0, p1)
 
 
 def bootstrap(a: list[float], b: list[float], draws: int = 2000) -> tuple[float, float, float]:

@@ -20,7 +20,7 @@ import torch
 
 from ..detection.dkd import DetectorConfig, detect
 from ..detection.selection import allowed_pixels, check_mask
-from ..extractor import MAX_PIXELS, finished, network_input, timed, to_rgb_float
+from ..extractor import MAX_PIXELS, finished, network_input, timed, to_original_pixels, to_rgb_float
 from ..features import Color, Features
 from ..model.keynet import MODEL_NAME, KeyNet, KeyNetConfig
 from ..model.residual import MODEL_NAME as DESCRIPTOR_MODEL
@@ -72,11 +72,11 @@ class KeyNetExtractor:
             dense = self.describer.dense(tensor)[0]
         with timed(timings, self.device, "detection"):
             allowed = allowed_pixels(mask, gray.shape)
-            if allowed is not None:
-                allowed = upscaled(allowed.view(np.uint8), scale, cv2.INTER_NEAREST).view(bool)
+            if allowed is not None:  # each pixel becomes its scale x scale pixels of the finer map
+                allowed = allowed.repeat(scale, axis=0).repeat(scale, axis=1)
             keypoints, kp_scores = detect(scores, scaled(detector, scale), allowed)
             order = torch.argsort(kp_scores, descending=True, stable=True)
-            points = (keypoints[order].cpu().numpy() + 0.5) / scale - 0.5
+            points = to_original_pixels(keypoints[order].cpu().numpy(), gray.shape, fine.shape)
             kp_scores = kp_scores[order].cpu().numpy()
         with timed(timings, self.device, "description"):
             sift = torch.from_numpy(sift_at(gray, points, self.sift_size)).to(self.device)
@@ -95,11 +95,12 @@ def check_upscaled_size(shape: tuple[int, int], scale: int) -> None:
         )
 
 
-def upscaled(image: np.ndarray, scale: int, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
-    """The image `scale` times larger (itself at 1); a pixel centre x lands at scale (x + 0.5) - 0.5."""
+def upscaled(image: np.ndarray, scale: int) -> np.ndarray:
+    """The image `scale` times larger, bicubic (itself at 1), in the pixel-centre convention `to_original_pixels`
+    maps back from."""
     if scale == 1:
         return image
-    return cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=interpolation)
+    return cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
 
 
 def scaled(detector: DetectorConfig, scale: int) -> DetectorConfig:
